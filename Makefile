@@ -1,0 +1,39 @@
+# Two entry points: `make demo` (pretrain on real Fashion-MNIST, reconstruct, print where everything is)
+# and `make test`. Each sets up what it needs: a virtual environment with maekit installed, and the
+# Debian package dataset-fashion-mnist when the data are not found.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FMNIST ?= /usr/share/datasets/fashion-mnist
+DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup data demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+data:
+	@if [ -n "$$MAEKIT_DATA" ] || [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST: found"; \
+	else \
+	  echo "Fashion-MNIST not found: installing the Debian package dataset-fashion-mnist"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: setup data
+	$(PY) -m maekit pretrain -c configs/fashion_mnist.yaml out=$(DEMO_OUT)
+	$(PY) -m maekit reconstruct $(DEMO_OUT) --split train
+	$(PY) -m maekit reconstruct $(DEMO_OUT) --split test
+	@echo "demo run directory: $(DEMO_OUT)"
+
+test: setup data
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

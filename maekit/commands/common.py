@@ -1,0 +1,170 @@
+"""What several commands share: process set-up, model building and loading, reconstruction evaluation and
+pictures. No training loop here (that is engine/train.py)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import plots
+from ..config import DataConfig, PretrainConfig, from_dict
+from ..data.loader import ImageSet, Splits, load_splits
+from ..data.transforms import normalize
+from ..engine import checkpoint
+from ..engine.dist import DistInfo, all_reduce_sum, setup
+from ..errors import MaekitError
+from ..models.mae import MAE, ModelConfig
+
+
+def init_process(device: str, threads: int | None) -> DistInfo:
+    dist = setup(device)
+    if dist.device.type == "cpu":
+        n = threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        torch.set_num_threads(n)
+    return dist
+
+
+def checkpoint_meta(kind: str, model_cfg: ModelConfig, splits: Splits, data_cfg: DataConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "model_config": asdict(model_cfg),
+        "data": {
+            "mean": splits.mean.tolist(),
+            "std": splits.std.tolist(),
+            "class_names": splits.class_names,
+            "image_size": list(splits.image_size),
+            "channels": splits.channels,
+            "config": asdict(data_cfg),
+        },
+        **(extra or {}),
+    }
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    model_cfg: ModelConfig
+    state: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.tensor(self.meta["data"]["mean"])
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.tensor(self.meta["data"]["std"])
+
+
+def load_run(path: str | Path, which: str = "best") -> LoadedRun:
+    """A pretraining run directory (or a checkpoint file in one) -> its model config, weights and metadata."""
+    p = Path(path)
+    if p.is_file():
+        ckpt, run_dir = p, p.parent.parent
+    elif p.is_dir():
+        run_dir = p
+        ckpt = p / "checkpoints" / f"{which}.safetensors"
+        if not ckpt.exists() and not checkpoint.previous_path(ckpt).exists():
+            ckpt = p / "checkpoints" / "last.safetensors"
+        if not (p / "run.json").exists() or not (ckpt.exists() or checkpoint.previous_path(ckpt).exists()):
+            raise MaekitError(f"{p} is not a maekit run directory with a checkpoint (expected run.json and checkpoints/{which}.safetensors)")
+    else:
+        raise MaekitError(f"pretrained path {p} does not exist (expected a maekit run directory)")
+    tensors, meta = checkpoint.load(ckpt)
+    try:
+        model_cfg = from_dict(ModelConfig, meta["model_config"], "model_config.")
+    except (KeyError, MaekitError) as e:
+        raise MaekitError(f"checkpoint {ckpt} has an unreadable model config ({e})") from None
+    cfg_file = run_dir / "config.yaml"
+    import yaml
+
+    config = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
+    return LoadedRun(run_dir, model_cfg, checkpoint.model_state(tensors), meta, config)
+
+
+def split_by_name(splits: Splits, name: str) -> ImageSet:
+    if name not in ("train", "val", "test"):
+        raise MaekitError(f"split must be train, val or test, got {name!r}")
+    return getattr(splits, name)
+
+
+def eval_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
+    """A fixed, seeded subset of at most n images (all of them if n >= len)."""
+    if n >= len(images):
+        return images
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return images.subset(idx)
+
+
+def fixed_noise(n: int, num_patches: int, seed: int) -> torch.Tensor:
+    """Masking noise [n, L] that depends on the seed only, so evaluations are repeatable."""
+    return torch.rand(n, num_patches, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def recon_loss(
+    model: MAE,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    noise: torch.Tensor,
+    mask_ratio: float | None = None,
+    batch_size: int = 512,
+    dist: DistInfo | None = None,
+    progress: bool = False,
+) -> float:
+    """Mean masked-patch loss over uint8 images [N, C, H, W] with the given masking noise [N, L]
+    (sharded across processes under DDP, then summed)."""
+    rank, world = (dist.rank, dist.world) if dist else (0, 1)
+    device = next(model.parameters()).device
+    total = torch.zeros(2, dtype=torch.float64)
+    starts = list(range(rank * batch_size, images.shape[0], batch_size * world))
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="reconstruction loss", leave=False)
+    for i in starts:
+        x = normalize(images[i : i + batch_size].to(device), mean, std)
+        loss, _, _ = model(x, mask_ratio, noise=noise[i : i + batch_size].to(device))
+        total += torch.tensor([loss.item() * x.shape[0], x.shape[0]], dtype=torch.float64)
+    total = all_reduce_sum(total)
+    return float(total[0] / total[1])
+
+
+@torch.no_grad()
+def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, out: Path, title: str, mask_ratio: float | None = None) -> None:
+    """Original | masked | reconstruction | reconstruction with the visible patches pasted back."""
+    device = next(model.parameters()).device
+    x = normalize(images.to(device), mean, std)
+    _, pred, mask = model(x, mask_ratio, noise=noise.to(device))
+    recon = model.predictions_to_pixels(x, pred)
+    p, c = model.patch_size, model.in_chans
+    m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))
+    m_, s_ = mean.view(1, -1, 1, 1).to(device), std.view(1, -1, 1, 1).to(device)
+
+    def pix(t: torch.Tensor) -> Any:
+        return (t * s_ + m_).clamp(0, 1).cpu().float().numpy()
+
+    original = pix(x)
+    masked = original * (1 - m.cpu().numpy()) + 0.5 * m.cpu().numpy()
+    plots.recon_grid(
+        {"original": original, "masked": masked, "reconstruction": pix(recon), "recon + visible": pix(recon * m + x * (1 - m))},
+        out,
+        title,
+    )
+
+
+def save_json(path: Path, data: Any) -> None:
+    checkpoint.atomic_write_text(path, json.dumps(data, indent=1))
+
+
+def model_config_of(cfg: PretrainConfig, splits: Splits) -> ModelConfig:
+    try:
+        return cfg.model.resolved(splits.image_size, splits.channels)
+    except ValueError as e:
+        raise MaekitError(str(e)) from None

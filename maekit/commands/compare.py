@@ -1,0 +1,136 @@
+"""maekit compare: pretrain (or reuse a run), then fine-tune, from-scratch, linear probe (pretrained and random
+encoder) and k-NN for every label budget and seed; results.csv, results.md and accuracy-vs-labels plot.
+Every cell is its own run directory with a result.json; finished cells are skipped when run again."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+
+from .. import plots
+from ..config import CompareConfig, save_yaml, to_dict
+from ..engine.checkpoint import atomic_write_text
+from . import finetune, knn, linprobe, pretrain
+from .common import load_run
+
+LABELS = {
+    "finetune": "fine-tune (MAE-pretrained)",
+    "scratch": "from scratch (same recipe)",
+    "linprobe": "linear probe (MAE-pretrained)",
+    "linprobe_random": "linear probe (random encoder)",
+    "knn": "k-NN (MAE-pretrained)",
+    "knn_random": "k-NN (random encoder)",
+}
+
+
+def _cell_config(cfg: CompareConfig, method: str, budget: float, seed: int, epochs: int | None, pretrained: str):
+    base = {"finetune": cfg.finetune, "scratch": cfg.finetune, "linprobe": cfg.linprobe, "linprobe_random": cfg.linprobe,
+            "knn": cfg.knn, "knn_random": cfg.knn}[method]
+    random_init = method in ("scratch", "linprobe_random", "knn_random")
+    arch = load_run(pretrained).model_cfg
+    train = dataclasses.replace(base.train, seed=seed, epochs=epochs if (epochs and method in ("finetune", "scratch")) else base.train.epochs)
+    return dataclasses.replace(
+        base, data=cfg.pretrain.data, model=dataclasses.replace(arch, drop_path=base.model.drop_path),
+        pretrained=None if random_init else pretrained, labels=budget, label_seed=seed, train=train, resume=False,
+    )
+
+
+def run(cfg: CompareConfig, out: Path) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
+    if not (out / "run.json").exists():
+        atomic_write_text(out / "run.json", json.dumps({"kind": "compare"}))
+    pretrained = cfg.pretrained
+    if pretrained is None:
+        pre_dir = out / "pretrain"
+        done = (pre_dir / "checkpoints" / "last.safetensors").exists() and _pretrain_finished(pre_dir, cfg)
+        if not done:
+            pretrain.run(dataclasses.replace(cfg.pretrain, resume=pre_dir.exists()), pre_dir)
+        pretrained = str(pre_dir)
+    load_run(pretrained)  # fail early on a bad path
+    results = []
+    for bi, budget in enumerate(cfg.budgets):
+        epochs = cfg.finetune_epochs[bi] if cfg.finetune_epochs else None
+        for seed in cfg.seeds:
+            for method in cfg.methods:
+                cell = out / "cells" / f"{method}_labels{budget:g}_seed{seed}"
+                result_file = cell / "result.json"
+                if result_file.exists():
+                    results.append(json.loads(result_file.read_text()))
+                    continue
+                if cell.exists():  # an unfinished cell: start it again (cells are short)
+                    import shutil
+
+                    shutil.rmtree(cell)
+                c = _cell_config(cfg, method, budget, seed, epochs, pretrained)
+                runner = {"finetune": finetune.run, "scratch": finetune.run, "linprobe": linprobe.run, "linprobe_random": linprobe.run,
+                          "knn": knn.run, "knn_random": knn.run}[method]
+                res = runner(c, cell, method)
+                res["budget"] = budget
+                atomic_write_text(result_file, json.dumps(res, indent=1))
+                results.append(res)
+                write_tables(results, out, pretrained)
+    write_tables(results, out, pretrained)
+    return results
+
+
+def _pretrain_finished(pre_dir: Path, cfg: CompareConfig) -> bool:
+    from ..engine.rundir import read_metrics
+
+    rows = [r for r in read_metrics(pre_dir) if "val_recon_loss" in r]
+    return bool(rows) and rows[-1]["epoch"] + 1 >= cfg.pretrain.train.epochs
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["method"], r["labels"]), []).append(r)
+    rows = []
+    for (method, labels), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0]))):
+        acc = [r["test_accuracy"] for r in rs]
+        auc = [r["test_roc_auc"] for r in rs if not math.isnan(r["test_roc_auc"])]
+        rows.append({
+            "method": method, "labels": labels, "seeds": len(rs),
+            "mean": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "auc_mean": statistics.mean(auc) if auc else float("nan"), "auc_std": statistics.stdev(auc) if len(auc) > 1 else 0.0,
+            "val_mean": statistics.mean([r["val_accuracy"] for r in rs if r.get("val_accuracy") is not None] or [float("nan")]),
+        })
+    return rows
+
+
+def write_tables(results: list[dict], out: Path, pretrained: str) -> None:
+    buf = io.StringIO()
+    keys = ["method", "budget", "labels", "seed", "test_accuracy", "test_roc_auc", "val_accuracy", "best_epoch", "time_s"]
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in results:
+        w.writerow(r)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    rows = summarize(results)
+    lines = [
+        f"Pretrained encoder: `{pretrained}`. Test accuracy and macro one-vs-rest ROC-AUC, mean ± std over seeds; "
+        "checkpoints chosen on the validation split, the test split used once per cell.",
+        "",
+        "| labelled images | method | seeds | test accuracy (%) | test ROC-AUC | val accuracy (%) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['labels']} | {LABELS[r['method']]} | {r['seeds']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+            f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {100 * r['val_mean']:.2f} |"
+        )
+    by = {(r["method"], r["labels"]): r for r in rows}
+    gains = [
+        f"- {labels} labels: fine-tune minus scratch = {100 * (by[('finetune', labels)]['mean'] - by[('scratch', labels)]['mean']):+.2f} points"
+        for (m, labels) in by if m == "finetune" and ("scratch", labels) in by
+    ]
+    if gains:
+        lines += ["", "Pretraining gain (mean test accuracy):", *gains]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    plots.accuracy_vs_labels([{"method": LABELS[r["method"]], **{k: v for k, v in r.items() if k != "method"}} for r in rows], out / "accuracy_vs_labels.png", "test accuracy vs labelled images")
+
+

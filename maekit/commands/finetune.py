@@ -1,0 +1,107 @@
+"""maekit finetune: the whole encoder plus a head, trained on labelled images (pretrained=none: from scratch
+with identical architecture, schedule, data and budget)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from .. import plots
+from ..config import FinetuneConfig
+from ..data.transforms import normalize, random_resized_crop_flip
+from ..engine import checkpoint
+from ..engine.dist import cleanup
+from ..engine.optim import build_optimizer, lr_at, peak_lr
+from ..engine.train import MicroBatch, TrainState, autocast, fit
+from ..metrics import accuracy
+from .downstream import build_encoder, dist_for, finish, open_run, prepare_setup
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, mean, std, batch_size: int = 512) -> torch.Tensor:
+    """uint8 images [N, C, H, W] -> logits [N, K]."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(normalize(images[i : i + batch_size].to(device), mean, std)).float().cpu() for i in range(0, len(images), batch_size)])
+
+
+def run(cfg: FinetuneConfig, out: Path, kind: str = "finetune") -> dict:
+    dist = dist_for(cfg)
+    try:
+        return _run(cfg, out, kind, dist)
+    finally:
+        cleanup()
+
+
+def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
+    t_start = time.perf_counter()
+    setup = prepare_setup(cfg)
+    run = open_run(cfg, out, kind, dist)
+    model = build_encoder(setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed).to(dist.device)
+    optimizer = build_optimizer(model, cfg.optim, setup.model_cfg.depth)
+    eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
+    peak = peak_lr(cfg.optim, eff_batch)
+    state = TrainState()
+    last = out / "checkpoints" / "last.safetensors"
+    if cfg.resume and (last.exists() or checkpoint.previous_path(last).exists()):
+        tensors, meta = checkpoint.load(last)
+        checkpoint.load_weights(model, checkpoint.model_state(tensors), str(last))
+        checkpoint.restore_optimizer(optimizer, tensors, meta)
+        state = TrainState.from_dict(meta["train_state"])
+        run.truncate_metrics(state.step)
+    wrapped = DDP(model) if dist.enabled else model
+    mean, std = setup.mean.to(dist.device), setup.std.to(dist.device)
+    images, labels = setup.labelled.images, setup.labelled.labels
+    aug = cfg.data.augment
+    n = len(images)
+    spe = n // (cfg.train.batch_size * cfg.train.accum_steps * dist.world)
+
+    def step_loss(mb: MicroBatch) -> torch.Tensor:
+        x = normalize(images[mb.indices].to(dist.device), mean, std)
+        x = random_resized_crop_flip(x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset)
+        with autocast(dist.device, cfg.train.precision):
+            logits = wrapped(x)
+        return F.cross_entropy(logits.float(), labels[mb.indices].to(dist.device), label_smoothing=cfg.label_smoothing)
+
+    def evaluate(epoch: int) -> dict:
+        logits = predict(model, setup.val.images, mean, std)
+        return {"val_loss": float(F.cross_entropy(logits, setup.val.labels)), "val_accuracy": accuracy(logits, setup.val.labels)}
+
+    meta = {
+        "kind": kind,
+        "model_config": asdict(setup.model_cfg),
+        "num_classes": setup.num_classes,
+        "pool": cfg.pool,
+        "data": {"mean": setup.mean.tolist(), "std": setup.std.tolist(), "class_names": setup.splits.class_names},
+    }
+
+    def save(name: str, st: TrainState, epoch: int) -> None:
+        if dist.is_main:
+            checkpoint.save(out / "checkpoints" / f"{name}.safetensors", model.state_dict(), meta | {"train_state": st.to_dict(), "epoch": epoch}, optimizer)
+
+    if dist.is_main:
+        print(
+            f"{kind}: {n} labelled images ({cfg.labels:g}), {len(setup.val)} val, encoder "
+            f"{'from ' + str(cfg.pretrained) if cfg.pretrained else 'randomly initialised'}, peak lr {peak:.2e}, "
+            f"layer decay {cfg.optim.layer_decay}, {spe} steps/epoch x {cfg.train.epochs} epochs",
+            flush=True,
+        )
+    state = fit(
+        wrapped, optimizer, n_train=n, step_loss=step_loss, evaluate=evaluate, select=("val_accuracy", "max"), save=save,
+        lr_fn=lambda step: lr_at(step, spe, cfg.train.epochs, cfg.optim, peak), cfg=cfg.train, clip_grad=cfg.optim.clip_grad,
+        run=run, dist=dist, state=state,
+        on_epoch_end=lambda e, m: dist.is_main and plots.training_curves(out, out / "curves.png", f"{kind}, {n} labels"),
+        desc=kind,
+    )
+    tensors, _ = checkpoint.load(out / "checkpoints" / "best.safetensors")
+    model.load_state_dict(checkpoint.model_state(tensors))
+    logits = predict(model, setup.splits.test.images, mean, std)
+    return finish(
+        run, kind, logits, setup.splits.test.labels, setup.splits.class_names,
+        {"labels": n, "seed": cfg.train.seed, "label_seed": cfg.label_seed, "val_accuracy": state.best, "best_epoch": state.best_epoch + 1,
+         "pretrained": cfg.pretrained, "time_s": time.perf_counter() - t_start},
+    )

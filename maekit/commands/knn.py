@@ -1,0 +1,49 @@
+"""maekit knn: weighted k-NN (votes exp(cos/T), as in Wu et al. 2018 and DINO) on L2-normalised encoder
+features of the labelled images; no training."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import KnnConfig
+from ..engine.dist import cleanup
+from ..metrics import accuracy
+from .downstream import build_encoder, dist_for, extract_features, finish, open_run, prepare_setup
+
+
+def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, num_classes: int, k: int, temperature: float, chunk: int = 1024) -> torch.Tensor:
+    """Class probabilities [Nq, K] from the k nearest (cosine) bank features, weighted by exp(sim / T)."""
+    bank = F.normalize(bank, dim=1)
+    query = F.normalize(query, dim=1)
+    k = min(k, len(bank))
+    out = []
+    for i in range(0, len(query), chunk):
+        sim = query[i : i + chunk] @ bank.T
+        top, idx = sim.topk(k, dim=1)
+        w = (top / temperature).exp()
+        scores = torch.zeros(len(top), num_classes).scatter_add_(1, bank_labels[idx], w)
+        out.append(scores / scores.sum(dim=1, keepdim=True))
+    return torch.cat(out)
+
+
+def run(cfg: KnnConfig, out: Path, kind: str = "knn") -> dict:
+    dist = dist_for(cfg)
+    try:
+        t0 = time.perf_counter()
+        setup = prepare_setup(cfg)
+        run_dir = open_run(cfg, out, kind, dist)
+        encoder = build_encoder(setup, 0, cfg.pool, 0.0, cfg.train.seed).to(dist.device)
+        bank = extract_features(encoder, setup.labelled.images, setup.mean, setup.std, cfg.pool)
+        val = extract_features(encoder, setup.val.images, setup.mean, setup.std, cfg.pool)
+        test = extract_features(encoder, setup.splits.test.images, setup.mean, setup.std, cfg.pool)
+        args = (setup.labelled.labels, setup.num_classes, cfg.knn_k, cfg.knn_temperature)
+        val_acc = accuracy(knn_scores(bank, args[0], val, *args[1:]), setup.val.labels)
+        probs = knn_scores(bank, args[0], test, *args[1:])
+        return finish(run_dir, kind, probs.clamp_min(1e-12).log(), setup.splits.test.labels, setup.splits.class_names,
+                      {"labels": len(bank), "seed": cfg.train.seed, "label_seed": cfg.label_seed, "val_accuracy": val_acc,
+                       "k": cfg.knn_k, "pretrained": cfg.pretrained, "time_s": time.perf_counter() - t0})
+    finally:
+        cleanup()

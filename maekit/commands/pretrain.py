@@ -1,0 +1,159 @@
+"""maekit pretrain: MAE self-supervised pretraining; writes checkpoints, metrics, reconstructions, plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from .. import plots
+from ..config import PretrainConfig, save_yaml, to_dict
+from ..data.loader import load_splits
+from ..data.transforms import normalize, random_resized_crop_flip
+from ..engine import checkpoint
+from ..engine.dist import cleanup
+from ..engine.optim import build_optimizer, lr_at, peak_lr
+from ..engine.rundir import RunDir, prepare
+from ..engine.train import MicroBatch, TrainState, autocast, fit
+from ..errors import MaekitError
+from ..models.mae import MAE
+from .common import (
+    checkpoint_meta,
+    eval_subset,
+    fixed_noise,
+    init_process,
+    load_run,
+    model_config_of,
+    recon_loss,
+    write_recon_grid,
+)
+
+EVAL_MASK_SEED = 1234
+
+
+def run(cfg: PretrainConfig, out: Path) -> Path:
+    """Pretrain into run directory `out` (new, or resumed when cfg.resume); returns `out`."""
+    dist = init_process(cfg.train.device, cfg.train.threads)
+    try:
+        return _run(cfg, out, dist)
+    finally:
+        cleanup()
+
+
+def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
+    if dist.is_main:
+        prepare(out, cfg.resume, "pretrain")
+    splits = load_splits(cfg.data)
+    mcfg = model_config_of(cfg, splits)
+    if splits.channels != mcfg.in_chans or tuple(splits.image_size) != tuple(mcfg.img_size):
+        raise MaekitError(
+            f"data has {splits.channels} channels of {splits.image_size[0]}x{splits.image_size[1]} but model expects "
+            f"{mcfg.in_chans} of {mcfg.img_size[0]}x{mcfg.img_size[1]} (model.in_chans / model.img_size)"
+        )
+    torch.manual_seed(cfg.train.seed)
+    model = MAE(mcfg).to(dist.device)
+    if cfg.init:
+        init = load_run(cfg.init, "best")
+        checkpoint.load_weights(model, init.state, str(cfg.init))
+    run = RunDir(out, active=dist.is_main)
+    eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
+    num_layers = mcfg.depth
+    optimizer = build_optimizer(model, cfg.optim, num_layers)
+    state = TrainState()
+    last = out / "checkpoints" / "last.safetensors"
+    if cfg.resume and (last.exists() or checkpoint.previous_path(last).exists()):
+        tensors, meta = checkpoint.load(last)
+        checkpoint.load_weights(model, checkpoint.model_state(tensors), str(last))
+        checkpoint.restore_optimizer(optimizer, tensors, meta)
+        state = TrainState.from_dict(meta["train_state"])
+        run.truncate_metrics(state.step)
+    if dist.is_main:
+        save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
+        run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world})
+        run.tb(purge_step=state.step + 1 if state.step else None)
+    wrapped = DDP(model) if dist.enabled else model
+    peak = peak_lr(cfg.optim, eff_batch)
+    n_train = len(splits.train)
+    spe = n_train // (cfg.train.batch_size * cfg.train.accum_steps * dist.world)
+    mean, std = splits.mean.to(dist.device), splits.std.to(dist.device)
+    aug = cfg.data.augment
+    L = mcfg.num_patches
+    train_images = splits.train.images
+
+    def step_loss(mb: MicroBatch) -> torch.Tensor:
+        x = normalize(train_images[mb.indices].to(dist.device), mean, std)
+        x = random_resized_crop_flip(x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset)
+        noise = torch.rand(mb.global_batch, L, generator=mb.generator)[mb.offset : mb.offset + x.shape[0]]
+        with autocast(dist.device, cfg.train.precision):
+            loss, _, _ = wrapped(x, noise=noise.to(dist.device))
+        return loss.float()
+
+    n_eval = cfg.train.eval_samples
+    evals = {name: eval_subset(getattr(splits, name), n_eval, cfg.data.split_seed + i) for i, name in enumerate(("train", "val", "test"))}
+    noises = {name: fixed_noise(len(s), L, EVAL_MASK_SEED + i) for i, (name, s) in enumerate(evals.items())}
+
+    def evaluate(epoch: int) -> dict:
+        return {f"{name}_recon_loss": recon_loss(model, s.images, mean, std, noises[name], dist=dist) for name, s in evals.items()}
+
+    meta_base = checkpoint_meta("mae", mcfg, splits, cfg.data, {"effective_batch": eff_batch, "peak_lr": peak})
+
+    def save(name: str, st: TrainState, epoch: int) -> None:
+        if dist.is_main:
+            checkpoint.save(
+                out / "checkpoints" / f"{name}.safetensors",
+                model.state_dict(),
+                meta_base | {"train_state": st.to_dict(), "epoch": epoch, "steps_per_epoch": spe},
+                optimizer,
+            )
+
+    grid_n = min(8, len(evals["test"]))
+
+    def on_epoch_end(epoch: int, metrics: dict) -> None:
+        if not dist.is_main:
+            return
+        plots.loss_curves(out, out / "loss.png")
+        if (epoch + 1) % cfg.train.recon_every == 0 or epoch + 1 == cfg.train.epochs:
+            model.eval()
+            write_recon_grid(
+                model, evals["test"].images[:grid_n], splits.mean, splits.std, noises["test"][:grid_n],
+                out / f"recon_epoch{epoch + 1:03d}.png",
+                f"test images, mask ratio {mcfg.mask_ratio}, epoch {epoch + 1}",
+            )
+            model.train()
+
+    if dist.is_main:
+        print(
+            f"pretrain: {n_train} train / {len(splits.val)} val / {len(splits.test)} test images "
+            f"{splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+            f"{mcfg.num_patches} patches of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, "
+            f"effective batch {eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch"
+            + (f", resuming at step {state.step}" if state.step else ""),
+            flush=True,
+        )
+    state = fit(
+        wrapped,
+        optimizer,
+        n_train=n_train,
+        step_loss=step_loss,
+        evaluate=evaluate,
+        select=("val_recon_loss", "min"),
+        save=save,
+        lr_fn=lambda step: lr_at(step, spe, cfg.train.epochs, cfg.optim, peak),
+        cfg=cfg.train,
+        clip_grad=cfg.optim.clip_grad,
+        run=run,
+        dist=dist,
+        state=state,
+        on_epoch_end=on_epoch_end,
+        desc="pretrain",
+    )
+    run.close()
+    if dist.is_main:
+        print(f"pretrain done: best val reconstruction loss {state.best:.4f} at epoch {state.best_epoch + 1}")
+        print(f"run directory: {out}")
+        for f in ("config.yaml", "metrics.jsonl", "loss.png", "checkpoints/best.safetensors", "checkpoints/last.safetensors", "tensorboard/"):
+            print(f"  {out / f}")
+        grids = sorted(out.glob("recon_epoch*.png"))
+        if grids:
+            print(f"  {grids[-1]}")
+    return out

@@ -1,0 +1,69 @@
+"""Batched tensor transforms. Random parameters are drawn for the whole global batch from one generator and
+then sliced, so every process of a distributed run sees the same augmentation a single process would."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 or float [N, C, H, W] -> float32 (x/255 - mean) / std per channel; mean, std [C] on the 0-1 scale."""
+    x = x.float() / 255.0
+    return (x - mean.view(1, -1, 1, 1).to(x)) / std.view(1, -1, 1, 1).to(x)
+
+
+def random_resized_crop_flip(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.35, 1.0),
+    ratio: tuple[float, float] = (0.75, 4 / 3),
+    hflip: bool = True,
+    global_batch: int | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """[N, C, H, W] float -> same shape: a random crop of area fraction in `scale` and aspect ratio in
+    `ratio`, resized back with bilinear sampling, mirrored left-right with probability 1/2 if `hflip`.
+
+    Parameters are drawn for `global_batch` samples and rows offset:offset+N are used.
+    """
+    n = x.shape[0]
+    g = global_batch or n
+    area = torch.empty(g).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(g).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    cx = torch.rand(g, generator=generator)
+    cy = torch.rand(g, generator=generator)
+    flip = torch.rand(g, generator=generator) < 0.5
+    sl = slice(offset, offset + n)
+    r = torch.exp(log_r[sl])
+    w = torch.sqrt(area[sl] * r).clamp(max=1.0)
+    h = torch.sqrt(area[sl] / r).clamp(max=1.0)
+    # centre in normalised [-1, 1] coordinates such that the crop stays inside the image
+    tx = (cx[sl] * 2 - 1) * (1 - w)
+    ty = (cy[sl] * 2 - 1) * (1 - h)
+    sx = torch.where(flip[sl], -w, w) if hflip else w
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = tx
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = ty
+    theta = theta.to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std [C] of uint8 images [N, C, H, W] on the 0-1 scale (float64 accumulation)."""
+    c = images.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    count = 0
+    for i in range(0, images.shape[0], chunk):
+        x = images[i : i + chunk].to(torch.float64) / 255.0
+        s += x.sum(dim=(0, 2, 3))
+        s2 += (x * x).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s / count
+    std = (s2 / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+    return mean.float(), std.float()

@@ -1,0 +1,1 @@
+"""The one training engine every command shares: optimiser and schedule, checkpoints, the fit loop, DDP."""

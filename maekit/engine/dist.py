@@ -1,0 +1,64 @@
+"""torchrun environment, rank-0 printing and all-reduce helpers. No home-made distributed machinery."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as td
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(pref: str, local_rank: int = 0) -> torch.device:
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from ..errors import MaekitError
+
+            raise MaekitError("train.device=cuda but no CUDA device is available (use train.device=auto or cpu)")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def setup(device_pref: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA), or run as a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_pref, local_rank)
+    if world > 1 and not td.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, device)
+
+
+def cleanup() -> None:
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if td.is_available() and td.is_initialized():
+        t = t.clone()
+        td.all_reduce(t, op=td.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    if td.is_available() and td.is_initialized():
+        td.barrier()

@@ -1,0 +1,170 @@
+"""The training loop shared by every command (pretrain, finetune, compare cells).
+
+Every step's randomness (augmentation, masks, dropout) is a function of (seed, step, micro-batch) and every
+epoch's sample order a function of (seed, epoch), so a run resumed from any checkpoint continues exactly as
+the uninterrupted run would, and a run on N processes draws what one process with the same global batch draws.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..config import TrainConfig
+from ..errors import MaekitError
+from ..data.loader import step_batches
+from .dist import DistInfo, all_reduce_sum
+from .optim import set_lr
+from .rundir import RunDir
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimiser steps done
+    best: float | None = None  # best value of the selection metric so far
+    best_epoch: int = -1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        return cls(step=int(d["step"]), best=d.get("best"), best_epoch=int(d.get("best_epoch", -1)))
+
+
+@dataclass
+class MicroBatch:
+    """What a step's loss function gets: this process's sample indices [B], a generator for this micro-batch
+    (identical on every process), the global micro-batch size and this process's offset in it."""
+
+    indices: torch.Tensor
+    generator: torch.Generator
+    global_batch: int
+    offset: int
+    step: int
+
+
+def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 101 + micro)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise MaekitError("train.precision=fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    n_train: int,
+    step_loss: Callable[[MicroBatch], torch.Tensor],
+    evaluate: Callable[[int], dict],
+    select: tuple[str, str],
+    save: Callable[[str, TrainState, int], None],
+    lr_fn: Callable[[int], float],
+    cfg: TrainConfig,
+    clip_grad: float | None,
+    run: RunDir,
+    dist: DistInfo,
+    state: TrainState,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    desc: str = "train",
+) -> TrainState:
+    """Train for cfg.epochs epochs from `state`; evaluate and checkpoint each epoch.
+
+    `select` = (metric key, 'min' | 'max') picks the `best` checkpoint; `save(name, state, epoch)` writes a
+    checkpoint called `name` ('last' or 'best'). Returns the final state.
+    """
+    key, mode = select
+    micro_bs = cfg.batch_size
+    per_step = micro_bs * cfg.accum_steps
+    spe = n_train // (per_step * dist.world)
+    if spe == 0:
+        raise MaekitError(
+            f"{n_train} training images are fewer than one global batch "
+            f"({cfg.batch_size} x {cfg.accum_steps} accumulation x {dist.world} processes); lower train.batch_size"
+        )
+    total = spe * cfg.epochs
+    bar = tqdm(
+        total=total,
+        initial=state.step,
+        desc=desc,
+        disable=not (dist.is_main and cfg.progress) or None,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
+    ddp = hasattr(model, "no_sync")
+    window: list[float] = []
+    model.train()
+    while state.step < total:
+        epoch = state.step // spe
+        batches = step_batches(n_train, per_step, epoch, cfg.seed, dist.rank, dist.world)
+        t0 = time.perf_counter()
+        seen = 0
+        for s in range(state.step % spe, spe):
+            lr = lr_fn(state.step)
+            set_lr(optimizer, lr)
+            torch.manual_seed(cfg.seed * 7919 + state.step * 131 + dist.rank)  # dropout / drop path
+            step_total = 0.0
+            for m in range(cfg.accum_steps):
+                idx = batches[s, m * micro_bs : (m + 1) * micro_bs]
+                mb = MicroBatch(idx, step_generator(cfg.seed, state.step, m), micro_bs * dist.world, dist.rank * micro_bs, state.step)
+                sync = (m == cfg.accum_steps - 1) or not ddp
+                with contextlib.nullcontext() if sync else model.no_sync():
+                    loss = step_loss(mb)
+                    if not torch.isfinite(loss):
+                        raise MaekitError(
+                            f"non-finite loss ({loss.item()}) at step {state.step} (epoch {epoch}); stopped, the last "
+                            "good checkpoint is kept (lower the learning rate or check the data for NaN/Inf)"
+                        )
+                    (loss / cfg.accum_steps).backward()
+                step_total += loss.item() / cfg.accum_steps
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            seen += per_step * dist.world
+            window.append(step_total)
+            if state.step % cfg.log_every == 0:
+                local = torch.tensor(sum(window) / len(window))
+                mean_loss = float(all_reduce_sum(local) / dist.world) if dist.enabled else float(local)
+                run.log({"step": state.step, "epoch": epoch, "train_loss": mean_loss, "lr": lr})
+                window.clear()
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
+                save("last", state, epoch)
+        elapsed = time.perf_counter() - t0
+        model.eval()
+        with torch.no_grad():
+            metrics = evaluate(epoch) if (epoch + 1) % cfg.eval_every == 0 or state.step == total else {}
+        model.train()
+        record = {"step": state.step, "epoch": epoch, "img_per_s": seen / max(elapsed, 1e-9), "epoch_time_s": elapsed, **metrics}
+        run.log(record)
+        improved = key in metrics and (
+            state.best is None or (metrics[key] < state.best if mode == "min" else metrics[key] > state.best)
+        )
+        if improved:
+            state.best, state.best_epoch = float(metrics[key]), epoch
+            save("best", state, epoch)
+        save("last", state, epoch)
+        if dist.is_main:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v))
+            tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}, {record['img_per_s']:.0f} img/s", file=sys.stderr)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+    bar.close()
+    return state

@@ -1,0 +1,218 @@
+"""Masked Autoencoder (He et al. 2021) in stages, as in facebookresearch/mae:
+forward_encoder -> forward_decoder -> forward_loss; `forward` returns (loss, pred, mask).
+
+No I/O, no printing, no device logic. Works for any channel count and for H != W.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .masking import patchify, random_masking, unpatchify
+from .pos_embed import sincos_2d
+from .vit import Block, ViT, _init_linear_and_norm
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a ViT-MAE. `img_size` and `in_chans` left as None are taken from the data."""
+
+    preset: str | None = None
+    img_size: list[int] | None = None  # [H, W]; an int in YAML means a square image
+    in_chans: int | None = None
+    patch_size: int = 4
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 4
+    decoder_embed_dim: int = 96
+    decoder_depth: int = 2
+    decoder_num_heads: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = False
+    drop: float = 0.0
+    drop_path: float = 0.0
+
+    def validate(self, prefix: str = "model.") -> None:
+        """Raise ValueError naming the first bad field."""
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"{prefix}mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        for name in ("patch_size", "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
+        if self.decoder_depth < 0:
+            raise ValueError(f"{prefix}decoder_depth must be >= 0, got {self.decoder_depth}")
+        for dim, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+            if getattr(self, dim) % getattr(self, heads):
+                raise ValueError(
+                    f"{prefix}{dim}={getattr(self, dim)} is not divisible by {prefix}{heads}={getattr(self, heads)}"
+                )
+            if getattr(self, dim) % 4:
+                raise ValueError(f"{prefix}{dim} must be divisible by 4 (2-D sin-cos position embedding)")
+        if self.img_size is not None:
+            if len(self.img_size) != 2 or min(self.img_size) < 1:
+                raise ValueError(f"{prefix}img_size must be [height, width], got {self.img_size}")
+            h, w = self.img_size
+            if h % self.patch_size or w % self.patch_size:
+                raise ValueError(
+                    f"{prefix}img_size {h}x{w} is not divisible by {prefix}patch_size={self.patch_size}"
+                )
+        if not 0.0 <= self.drop_path < 1.0 or not 0.0 <= self.drop < 1.0:
+            raise ValueError(f"{prefix}drop and {prefix}drop_path must be in [0, 1)")
+
+    def resolved(self, img_size: tuple[int, int], in_chans: int) -> "ModelConfig":
+        """A copy with the image size and channel count filled in (from the data) and validated."""
+        cfg = dataclasses.replace(
+            self,
+            img_size=list(self.img_size) if self.img_size is not None else list(img_size),
+            in_chans=self.in_chans if self.in_chans is not None else in_chans,
+        )
+        cfg.validate()
+        return cfg
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        assert self.img_size is not None
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid_size
+        return gh * gw
+
+
+class MAE(nn.Module):
+    """ViT encoder on visible patches + lightweight transformer decoder predicting every patch's pixels."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.img_size is None or cfg.in_chans is None:
+            raise ValueError("ModelConfig.img_size and in_chans must be resolved before building the model")
+        cfg.validate()
+        self.cfg = cfg
+        self.patch_size = cfg.patch_size
+        self.in_chans = cfg.in_chans
+        self.img_size = (cfg.img_size[0], cfg.img_size[1])
+        self.encoder = ViT(
+            img_size=self.img_size,
+            patch_size=cfg.patch_size,
+            in_chans=cfg.in_chans,
+            embed_dim=cfg.embed_dim,
+            depth=cfg.depth,
+            num_heads=cfg.num_heads,
+            mlp_ratio=cfg.mlp_ratio,
+            qkv_bias=cfg.qkv_bias,
+            drop=cfg.drop,
+            drop_path=cfg.drop_path,
+            norm_eps=cfg.norm_eps,
+        )
+        gh, gw = self.encoder.patch_embed.grid_size
+        dd = cfg.decoder_embed_dim
+        self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        self.register_buffer("decoder_pos_embed", sincos_2d(dd, gh, gw, cls_token=True)[None], persistent=True)
+        self.decoder_blocks = nn.ModuleList(
+            Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.qkv_bias, norm_eps=cfg.norm_eps)
+            for _ in range(cfg.decoder_depth)
+        )
+        self.decoder_norm = nn.LayerNorm(dd, eps=cfg.norm_eps)
+        self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * cfg.in_chans)
+        for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
+            m.apply(_init_linear_and_norm)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    @property
+    def num_patches(self) -> int:
+        return self.encoder.patch_embed.num_patches
+
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] -> [N, L, p*p*C]."""
+        return patchify(imgs, self.patch_size)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, L, p*p*C] -> [N, C, H, W]."""
+        return unpatchify(x, self.patch_size, self.in_chans, *self.img_size)
+
+    def forward_encoder(
+        self,
+        imgs: torch.Tensor,
+        mask_ratio: float | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """imgs [N, C, H, W] -> latent [N, 1+K, D] (cls + K visible tokens), mask [N, L], ids_restore [N, L]."""
+        ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
+        tokens = self.encoder.embed(imgs)
+        n, length, d = tokens.shape
+        ids_keep, mask, ids_restore = random_masking(
+            n, length, ratio, noise=noise, generator=generator, device=imgs.device
+        )
+        visible = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
+        latent = self.encoder.run_blocks(torch.cat([self.encoder.cls_with_pos(n), visible], dim=1))
+        return latent, mask, ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """latent [N, 1+K, D], ids_restore [N, L] -> predicted patches [N, L, p*p*C]."""
+        x = self.decoder_embed(latent)
+        n, length = ids_restore.shape
+        dd = x.shape[-1]
+        mask_tokens = self.mask_token.to(x.dtype).expand(n, length + 1 - x.shape[1], -1)
+        x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)
+        x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dd))
+        x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        x = self.decoder_pred(self.decoder_norm(x))
+        return x[:, 1:]
+
+    def targets(self, imgs: torch.Tensor) -> torch.Tensor:
+        """The regression targets [N, L, p*p*C]: pixels, or per-patch normalised pixels (norm_pix_loss)."""
+        target = self.patchify(imgs)
+        if self.cfg.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        return target
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over the masked patches only (scalar)."""
+        per_patch = ((pred.float() - self.targets(imgs).float()) ** 2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum()
+
+    def forward(
+        self,
+        imgs: torch.Tensor,
+        mask_ratio: float | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """imgs [N, C, H, W] -> (loss, pred [N, L, p*p*C], mask [N, L])."""
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise, generator)
+        pred = self.forward_decoder(latent, ids_restore)
+        return self.forward_loss(imgs, pred, mask), pred, mask
+
+    def predictions_to_pixels(self, imgs: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Predicted patches [N, L, p*p*C] -> images [N, C, H, W] in the input's (normalised) pixel space.
+
+        With norm_pix_loss the predictions are per-patch standardised; they are mapped back with each
+        patch's mean and variance from `imgs` (what the reference visualisation does), so such pictures
+        borrow the true patch brightness and contrast.
+        """
+        if self.cfg.norm_pix_loss:
+            target = self.patchify(imgs)
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            pred = pred * (var + 1.0e-6) ** 0.5 + mean
+        return self.unpatchify(pred)
+
+
+def build_mae(cfg: ModelConfig) -> MAE:
+    return MAE(cfg)
+
+
+

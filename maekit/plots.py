@@ -1,0 +1,125 @@
+"""Pictures: loss curves (read from metrics.jsonl) and reconstruction grids. matplotlib, Agg backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .engine.checkpoint import atomic_write_bytes  # noqa: E402
+from .engine.rundir import read_metrics  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def loss_curves(run_dir: Path, out: Path, keys: tuple[str, ...] = ("train_recon_loss", "val_recon_loss", "test_recon_loss"), title: str = "MAE reconstruction loss") -> None:
+    """Per-step training loss and per-epoch evaluation losses against optimiser step."""
+    rows = read_metrics(run_dir)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [r for r in rows if "train_loss" in r]
+    if steps:
+        ax.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], lw=0.8, alpha=0.6, label="train loss (augmented, per step)")
+    for k in keys:
+        pts = [r for r in rows if k in r]
+        if pts:
+            ax.plot([r["step"] for r in pts], [r[k] for r in pts], marker="o", ms=3, label=k.replace("_", " ") + " (fixed masks)")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, out)
+
+
+def _display(img: np.ndarray) -> np.ndarray:
+    """[C, H, W] on a 0-1 scale -> something imshow can draw: gray for 1 channel, RGB for 3, mean otherwise."""
+    img = np.clip(img, 0.0, 1.0)
+    if img.shape[0] == 3:
+        return img.transpose(1, 2, 0)
+    return img.mean(axis=0)
+
+
+def recon_grid(columns: dict[str, np.ndarray], out: Path, title: str = "") -> None:
+    """columns: name -> images [N, C, H, W] on a 0-1 scale; one row per image, one column per name."""
+    names = list(columns)
+    n = columns[names[0]].shape[0]
+    fig, axes = plt.subplots(n, len(names), figsize=(1.6 * len(names), 1.6 * n), squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n):
+            ax = axes[i, j]
+            img = _display(columns[name][i])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, out)
+
+
+def confusion(cm: np.ndarray, class_names: list[str] | None, out: Path, title: str = "") -> None:
+    """Confusion matrix [K, K] (rows true, columns predicted), row-normalised colours, counts written in."""
+    k = cm.shape[0]
+    names = class_names or [str(i) for i in range(k)]
+    frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color="white" if frac[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    _save(fig, out)
+
+
+def training_curves(run_dir: Path, out: Path, title: str = "") -> None:
+    """Train loss per logged step, and validation loss / accuracy per evaluated epoch."""
+    rows = read_metrics(run_dir)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    tr = [r for r in rows if "train_loss" in r]
+    ev = [r for r in rows if "val_loss" in r]
+    if tr:
+        a1.plot([r["step"] for r in tr], [r["train_loss"] for r in tr], label="train loss")
+    if ev:
+        a1.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], marker="o", ms=3, label="val loss")
+        a2.plot([r["epoch"] + 1 for r in ev], [r["val_accuracy"] for r in ev], marker="o", ms=3, label="val accuracy")
+        if "train_accuracy" in ev[0]:
+            a2.plot([r["epoch"] + 1 for r in ev], [r["train_accuracy"] for r in ev], marker="o", ms=3, label="train accuracy")
+    a1.set_xlabel("optimiser step")
+    a1.set_ylabel("cross-entropy")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("accuracy")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, out)
+
+
+def accuracy_vs_labels(rows: list[dict], out: Path, title: str = "") -> None:
+    """rows: {method, labels, mean, std}; one line per method, x = labelled images (log scale)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in sorted({r["method"] for r in rows}):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["labels"])
+        ax.errorbar([r["labels"] for r in pts], [100 * r["mean"] for r in pts], yerr=[100 * r["std"] for r in pts], marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    _save(fig, out)
