@@ -48,7 +48,8 @@ def _config_run(args) -> None:
     saved = out / "config.yaml"
     if data.get("resume") and saved.exists() and args.command != "compare":
         # a resumed run keeps its own configuration; only the command-line overrides apply on top
-        data = apply_overrides(read_yaml(saved), args.overrides)
+        # (stop_after belongs to the invocation that set it, not to the run)
+        data = apply_overrides(read_yaml(saved), ["train.stop_after=0", "resume=true", *args.overrides])
     cfg = from_dict(cls, data)
     cfg.validate()
     module = __import__(f"maekit.commands.{args.command}", fromlist=["run"])

@@ -95,6 +95,7 @@ class TrainConfig:
     eval_samples: int = 2000  # images of each split used for the per-epoch reconstruction loss
     recon_every: int = 5  # epochs between reconstruction grids (and the last epoch)
     ckpt_every_steps: int = 0  # extra `last` checkpoints inside an epoch; 0 = once per epoch
+    stop_after: int = 0  # end this invocation after this many optimiser steps (checkpointed; resume=true continues)
     progress: bool = True
 
     def validate(self, prefix: str = "train.") -> None:

@@ -105,7 +105,8 @@ def training_curves(run_dir: Path, out: Path, title: str = "") -> None:
     a2.set_ylabel("accuracy")
     for a in (a1, a2):
         a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, out)
 

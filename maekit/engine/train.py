@@ -147,6 +147,10 @@ def fit(
             bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", refresh=False)
             if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
                 save("last", state, epoch)
+            if cfg.stop_after and state.step >= cfg.stop_after and state.step % spe:
+                save("last", state, epoch)
+                bar.close()
+                return state
         elapsed = time.perf_counter() - t0
         model.eval()
         with torch.no_grad():

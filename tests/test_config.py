@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from maekit.config import (
+    CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, from_dict, load_config, read_yaml,
+)
+from maekit.errors import MaekitError
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    names = {p.name for p in CONFIGS}
+    assert {"fashion_mnist.yaml", "mnist.yaml", "seed_jets_125.yaml", "seed_base8.yaml", "vit_tiny_fashion_mnist.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_yaml_validates(path):
+    data = read_yaml(path)
+    cls = CompareConfig if "compare" in path.name else PretrainConfig
+    cfg = from_dict(cls, data)
+    cfg.validate()
+
+
+def test_yaml_and_dotted_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: {preset: vit-tiny, patch_size: 7}\ntrain: {epochs: 3}\n")
+    cfg = load_config(PretrainConfig, f, ["model.mask_ratio=0.6", "train.epochs=5", "optim.lr=1e-4", "data.augment.hflip=false", "init=none"])
+    assert cfg.model.embed_dim == 192 and cfg.model.depth == 12  # from the preset
+    assert cfg.model.patch_size == 7 and cfg.model.mask_ratio == 0.6
+    assert cfg.train.epochs == 5 and cfg.optim.lr == pytest.approx(1e-4)
+    assert cfg.data.augment.hflip is False and cfg.init is None
+    assert cfg.model.img_size is None
+
+
+def test_img_size_int_means_square():
+    cfg = load_config(PretrainConfig, None, ["model.img_size=32"])
+    assert cfg.model.img_size == [32, 32]
+
+
+def test_partial_section_keeps_command_defaults():
+    cfg = load_config(FinetuneConfig, None, ["optim.lr=1e-5"])
+    assert cfg.optim.layer_decay == 0.75 and cfg.optim.lr == 1e-5
+    cmp = load_config(CompareConfig, None, ["finetune.optim.weight_decay=0.1"])
+    assert cmp.finetune.optim.layer_decay == 0.75 and cmp.finetune.optim.weight_decay == 0.1
+    assert load_config(LinprobeConfig, None).pool == "cls" and load_config(KnnConfig, None).knn_k == 20
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.patchsize=4", "unknown config key 'model.patchsize'"),
+        ("bogus=1", "unknown config key 'bogus'"),
+        ("train.epochs=ten", "config key 'train.epochs' expects int, got 'ten'"),
+        ("train.epochs=2.5", "config key 'train.epochs' expects int"),
+        ("model.norm_pix_loss=maybe", "config key 'model.norm_pix_loss' expects bool"),
+        ("model.mask_ratio=1.0", r"model.mask_ratio must be in \[0, 1\)"),
+        ("model.mask_ratio=-0.1", r"model.mask_ratio must be in \[0, 1\)"),
+        ("model.preset=vit-huge", "unknown preset 'vit-huge'"),
+        ("train.precision=fp8", "config key 'train.precision' must be one of"),
+        ("model.img_size=30", "img_size 30x30 is not divisible by model.patch_size=4"),
+        ("train.batch_size=0", "train.batch_size must be >= 1"),
+        ("model", "must look like key.sub=value"),
+    ],
+)
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(MaekitError, match=message):
+        load_config(PretrainConfig, None, [override])
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(MaekitError, match="config file .* not found"):
+        load_config(PretrainConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(MaekitError, match="is not valid YAML"):
+        load_config(PretrainConfig, bad)
+
+
+def test_compare_validates_methods_and_budgets():
+    with pytest.raises(MaekitError, match="unknown method 'svm'"):
+        load_config(CompareConfig, None, ["methods=[svm]"])
+    with pytest.raises(MaekitError, match="finetune_epochs must have one entry per budget"):
+        load_config(CompareConfig, None, ["budgets=[600, 6000]", "finetune_epochs=[10]"])

@@ -1,0 +1,120 @@
+"""Linear probe, fine-tune, k-NN and compare on a tiny pretrained run over real Fashion-MNIST images."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from maekit.cli import main
+from maekit.commands import compare, downstream, finetune, linprobe
+from maekit.commands.knn import knn_scores
+from maekit.config import CompareConfig, load_config
+from maekit.engine import checkpoint
+from maekit.metrics import accuracy, confusion_matrix, roc_auc, roc_auc_binary
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory, fmnist_small):
+    out = tmp_path_factory.mktemp("pre") / "run"
+    args = [f"data.path={fmnist_small}", *TINY, "train.batch_size=64", "train.eval_samples=64", "train.progress=false", "train.epochs=1"]
+    assert main(["pretrain", f"out={out}", *args]) == 0
+    return out
+
+
+def down_args(fmnist_small, **kw):
+    base = {"data.path": fmnist_small, "train.progress": "false", "train.eval_samples": 100, "labels": 100, "train.batch_size": 32}
+    return [f"{k}={v}" for k, v in (base | kw).items()]
+
+
+def test_roc_auc_against_hand_computed_values():
+    # positives scored 0.35 and 0.8, negatives 0.1 and 0.4: 3 of the 4 (pos, neg) pairs are ordered -> 0.75
+    assert roc_auc_binary(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
+    # a tie between a positive and a negative counts one half
+    assert roc_auc_binary(torch.tensor([0.5, 0.5, 0.9]), torch.tensor([0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc_binary(torch.tensor([0.1, 0.2]), torch.tensor([1, 1])) != roc_auc_binary(torch.tensor([0.1, 0.2]), torch.tensor([1, 1]))
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    labels = torch.tensor([0, 1, 2, 1])
+    # class 0: pos {0.8} vs neg {0.2, 0.1, 0.6} -> 1; class 1: pos {0.7, 0.3} vs neg {0.1, 0.2} -> 1; class 2: 1
+    assert roc_auc(probs, labels) == pytest.approx(1.0)
+    assert accuracy(probs, labels) == 0.75
+    assert confusion_matrix(probs.argmax(1), labels, 3).tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+
+
+def test_label_subsets_are_stratified_and_reproducible():
+    labels = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)
+    a = downstream.label_subset(labels, 0.1, seed=0)
+    assert torch.equal(a, downstream.label_subset(labels, 0.1, seed=0))
+    assert not torch.equal(a, downstream.label_subset(labels, 0.1, seed=1))
+    assert torch.bincount(labels[a]).tolist() == [50, 30, 20]
+    b = downstream.label_subset(labels, 7, seed=0)  # a count: largest-remainder rounding
+    assert len(b) == 7 and torch.bincount(labels[b], minlength=3).tolist() == [4, 2, 1]
+    assert len(set(a.tolist())) == len(a)
+
+
+def test_knn_scores_vote_with_neighbours():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    scores = knn_scores(bank, torch.tensor([0, 0, 1]), torch.tensor([[1.0, 0.05], [0.05, 1.0]]), 2, k=1, temperature=0.1)
+    assert scores.argmax(1).tolist() == [0, 1] and torch.allclose(scores.sum(1), torch.ones(2))
+
+
+def test_linprobe_leaves_the_encoder_unchanged(tmp_path, fmnist_small, pretrained_run, monkeypatch):
+    seen = {}
+    real = linprobe.build_encoder
+
+    def spy(*a, **k):
+        seen["encoder"] = real(*a, **k)
+        return seen["encoder"]
+
+    monkeypatch.setattr(linprobe, "build_encoder", spy)
+    assert main(["linprobe", f"pretrained={pretrained_run}", f"out={tmp_path / 'lp'}", "train.epochs=3", *down_args(fmnist_small)]) == 0
+    tensors, _ = checkpoint.load(pretrained_run / "checkpoints" / "best.safetensors")
+    for name, value in seen["encoder"].state_dict().items():
+        if not name.startswith("head"):
+            assert torch.equal(value, tensors["model.encoder." + name]), name
+    result = json.loads((tmp_path / "lp" / "result.json").read_text())
+    assert result["labels"] == 100 and 0 <= result["test_accuracy"] <= 1 and result["test_images"] == 300
+    assert (tmp_path / "lp" / "confusion_matrix.png").exists() and (tmp_path / "lp" / "curves.png").exists()
+
+
+def test_scratch_and_pretrained_differ_only_in_initial_weights(pretrained_run, fmnist_small):
+    cfg = load_config(CompareConfig, None, [f"pretrain.data.path={fmnist_small}"])
+    ft = compare._cell_config(cfg, "finetune", 100, 1, None, str(pretrained_run))
+    sc = compare._cell_config(cfg, "scratch", 100, 1, None, str(pretrained_run))
+    assert ft.pretrained == str(pretrained_run) and sc.pretrained is None
+    assert dataclasses.replace(ft, pretrained=None) == sc
+    a = downstream.build_encoder(downstream.prepare_setup(ft), 10, "mean", 0.0, seed=1)
+    b = downstream.build_encoder(downstream.prepare_setup(sc), 10, "mean", 0.0, seed=1)
+    assert torch.equal(a.head.weight, b.head.weight)  # same seeded head
+    assert not torch.equal(a.blocks[0].attn.qkv.weight, b.blocks[0].attn.qkv.weight)
+    assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
+
+
+def test_finetune_and_knn_cli(tmp_path, fmnist_small, pretrained_run):
+    assert main(["finetune", f"pretrained={pretrained_run}", f"out={tmp_path / 'ft'}", "train.epochs=2", "train.eval_every=1", *down_args(fmnist_small)]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("val_accuracy" in r for r in rows) == 2
+    assert main(["knn", "pretrained=none", f"out={tmp_path / 'knn'}", *TINY, *down_args(fmnist_small)]) == 0
+    assert json.loads((tmp_path / "knn" / "result.json").read_text())["test_accuracy"] > 0.3  # pixels-ish features on 10 classes
+
+
+def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkeypatch):
+    out = tmp_path / "cmp"
+    args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]", "seeds=[0, 1]",
+            "methods=[finetune, scratch, linprobe, knn]", "finetune.train.epochs=1", "linprobe.train.epochs=2",
+            *[f"{m}.train.{k}" for m in ("finetune", "linprobe", "knn") for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
+    assert main(args) == 0
+    csv_rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 1 + 2 * 4
+    md = (out / "results.md").read_text()
+    assert "fine-tune (MAE-pretrained)" in md and "from scratch" in md and "fine-tune minus scratch" in md
+    assert (out / "accuracy_vs_labels.png").exists()
+
+    def boom(*a, **k):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(finetune, "run", boom)
+    monkeypatch.setattr(linprobe, "run", boom)
+    assert main(args) == 0
+    assert (out / "results.csv").read_text().strip().splitlines() == csv_rows

@@ -1,0 +1,132 @@
+import warnings
+
+import pytest
+import torch
+
+from maekit.config import OptimConfig
+from maekit.engine import checkpoint
+from maekit.engine.optim import build_optimizer, layer_id, lr_at, param_groups
+from maekit.errors import MaekitError
+from maekit.models.mae import MAE, ModelConfig
+from maekit.models.vit import ViT
+
+
+def tiny_mae() -> MAE:
+    return MAE(ModelConfig(img_size=[28, 28], in_chans=1, patch_size=7, embed_dim=32, depth=3, num_heads=2,
+                           decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2))
+
+
+def test_no_weight_decay_on_norms_biases_and_tokens():
+    groups = param_groups(tiny_mae(), weight_decay=0.05)
+    for g in groups:
+        for name, p in zip(g["names"], g["params"]):
+            decays = g["weight_decay"] > 0
+            assert decays == (p.ndim > 1 and "token" not in name), name
+
+
+def test_warmup_then_cosine():
+    cfg = OptimConfig(warmup_epochs=2, min_lr=0.0)
+    lrs = [lr_at(s, 10, 12, cfg, peak=1.0) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.05) and lrs[19] == pytest.approx(1.0)
+    assert lrs[20] == pytest.approx(1.0)
+    assert lrs[70] == pytest.approx(0.5, abs=1e-9)  # half-way through the cosine
+    assert lrs[-1] < 1e-3 and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+
+
+def test_cosine_with_warm_restarts():
+    cfg = OptimConfig(warmup_epochs=0, schedule="cosine_restarts", restart_epochs=2, restart_mult=2)
+    lrs = [lr_at(s, 10, 100, cfg, peak=1.0) for s in range(70)]
+    assert lrs[0] == pytest.approx(1.0) and lrs[20] == pytest.approx(1.0) and lrs[60] == pytest.approx(1.0)
+    assert lrs[19] < 0.01 and lrs[40] == pytest.approx(0.5)
+
+
+def test_layer_wise_decay_assigns_expected_lr():
+    vit = ViT((28, 28), 7, 1, 32, 4, 2, num_classes=10)
+    opt = build_optimizer(vit, OptimConfig(layer_decay=0.5, weight_decay=0.05), num_layers=4)
+    scale = {}
+    for g, named in zip(opt.param_groups, param_groups(vit, 0.05, 0.5, 4)):
+        for n in named["names"]:
+            scale[n] = g["lr_scale"]
+    assert scale["head.weight"] == 1.0 and scale["norm.weight"] == 1.0
+    assert scale["blocks.3.attn.qkv.weight"] == 0.5
+    assert scale["blocks.0.mlp.fc1.weight"] == 0.5**4
+    assert scale["patch_embed.proj.weight"] == 0.5**5 and scale["cls_token"] == 0.5**5
+    assert layer_id("encoder.blocks.2.norm1.weight", 4) == 3 and layer_id("decoder_blocks.0.norm1.weight", 4) == 5
+
+
+def test_checkpoint_round_trip_and_atomic_files(tmp_path):
+    m = tiny_mae()
+    opt = torch.optim.AdamW(m.parameters())
+    m(torch.randn(2, 1, 28, 28))[0].backward()
+    opt.step()
+    path = tmp_path / "last.safetensors"
+    checkpoint.save(path, m.state_dict(), {"step": 3}, opt)
+    checkpoint.save(path, m.state_dict(), {"step": 4}, opt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.prev.safetensors", "last.safetensors"]
+    tensors, meta = checkpoint.load(path)
+    assert meta["step"] == 4
+    m2 = tiny_mae()
+    checkpoint.load_weights(m2, checkpoint.model_state(tensors), "x")
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    opt2 = torch.optim.AdamW(m2.parameters())
+    checkpoint.restore_optimizer(opt2, tensors, meta)
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    # the file is plain safetensors: any safetensors reader opens it
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        assert "model.encoder.cls_token" in f.keys()
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
+    m = tiny_mae()
+    path = tmp_path / "last.safetensors"
+    checkpoint.save(path, m.state_dict(), {"step": 1})
+    checkpoint.save(path, m.state_dict(), {"step": 2})
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF  # flip bits in the last tensor
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        _, meta = checkpoint.load(path)
+    assert meta["step"] == 1 and "checksum mismatch" in str(w[0].message)
+    with pytest.raises(MaekitError, match="corrupt"):
+        checkpoint.load(path, fallback=False)
+
+
+def test_pickle_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "evil.safetensors"
+    torch.save({"x": Evil()}, bad)
+    with pytest.raises(MaekitError, match="never unpickles"):
+        checkpoint.load(bad, fallback=False)
+
+
+def test_architecture_mismatch_is_a_clear_error():
+    a = tiny_mae()
+    b = MAE(ModelConfig(img_size=[28, 28], in_chans=1, patch_size=7, embed_dim=64, depth=3, num_heads=2,
+                        decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2))
+    with pytest.raises(MaekitError, match="does not fit this architecture .*shape mismatch"):
+        checkpoint.load_weights(b, a.state_dict(), "run/x")
+
+
+def test_write_failure_keeps_previous(tmp_path, monkeypatch):
+    path = tmp_path / "best.safetensors"
+    m = tiny_mae()
+    checkpoint.save(path, m.state_dict(), {"step": 1})
+    before = path.read_bytes()
+    real_open = open
+
+    def full_disk(p, mode="r", *a, **k):
+        if str(p).endswith(".tmp") and "w" in mode:
+            raise OSError(28, "No space left on device")
+        return real_open(p, mode, *a, **k)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    with pytest.raises(MaekitError, match="No space left on device.*previous file is intact"):
+        checkpoint.save(path, m.state_dict(), {"step": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before and not (tmp_path / "best.safetensors.tmp").exists()
