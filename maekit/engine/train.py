@@ -106,6 +106,7 @@ def fit(
         mininterval=1.0,
     )
     ddp = hasattr(model, "no_sync")
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dist.device.type == "cuda" else None
     window: list[float] = []
     model.train()
     while state.step < total:
@@ -129,11 +130,18 @@ def fit(
                             f"non-finite loss ({loss.item()}) at step {state.step} (epoch {epoch}); stopped, the last "
                             "good checkpoint is kept (lower the learning rate or check the data for NaN/Inf)"
                         )
-                    (loss / cfg.accum_steps).backward()
+                    scaled = loss / cfg.accum_steps
+                    (scaler.scale(scaled) if scaler else scaled).backward()
                 step_total += loss.item() / cfg.accum_steps
+            if scaler:
+                scaler.unscale_(optimizer)
             if clip_grad:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            optimizer.step()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             seen += per_step * dist.world
@@ -144,7 +152,7 @@ def fit(
                 run.log({"step": state.step, "epoch": epoch, "train_loss": mean_loss, "lr": lr})
                 window.clear()
             bar.update(1)
-            bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", refresh=False)
+            bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
             if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
                 save("last", state, epoch)
             if cfg.stop_after and state.step >= cfg.stop_after and state.step % spe:
@@ -171,4 +179,20 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
     bar.close()
+    if dist.enabled:
+        run.log({"step": state.step, "ddp_param_max_diff": replica_divergence(model)})
     return state
+
+
+@torch.no_grad()
+def replica_divergence(model: nn.Module) -> float:
+    """Largest absolute difference between this process's parameters and rank 0's, over all processes
+    (0.0 when DistributedDataParallel kept the replicas identical, as it should)."""
+    import torch.distributed as td
+
+    flat = torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
+    ref = flat.clone()
+    td.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max().reshape(1)
+    td.all_reduce(diff, op=td.ReduceOp.MAX)
+    return float(diff)
