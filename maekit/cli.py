@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -21,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
     _config_command(sub, "pretrain", "Pretrain a ViT-MAE.")
-    _config_command(sub, "linprobe", "Linear probe of a frozen encoder (pretrained=RUN_DIR or none).")
-    _config_command(sub, "finetune", "Fine-tune a whole encoder (pretrained=RUN_DIR, or none for the from-scratch baseline).")
-    _config_command(sub, "knn", "Weighted k-NN on encoder features (pretrained=RUN_DIR or none).")
+    _config_command(sub, "linprobe", "Linear probe of a frozen encoder (pretrained=RUN_DIR, HF_DIR or none).")
+    _config_command(sub, "finetune", "Fine-tune a whole encoder (pretrained=RUN_DIR or HF_DIR, or none for the from-scratch baseline).")
+    _config_command(sub, "knn", "Weighted k-NN on encoder features (pretrained=RUN_DIR, HF_DIR or none).")
     _config_command(sub, "compare", "Pretrained vs from-scratch: every method, label budget and seed; tables and plots.")
     r = sub.add_parser("reconstruct", help="Reconstruction grid and loss of a run's best checkpoint.")
     r.add_argument("run_dir")
@@ -33,6 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the fixed masks")
     r.add_argument("--limit", type=int, default=None, help="use only the first N images of the split for the loss")
     r.add_argument("--out", default=None, help="grid PNG path (default: in the run directory)")
+    x = sub.add_parser(
+        "export", help="Write a run's best checkpoint as a Hugging Face transformers ViTMAE directory.",
+        description="Write a run's best checkpoint as a Hugging Face transformers ViTMAE directory: config.json, "
+        "model.safetensors, preprocessor_config.json (load with ViTMAEForPreTraining / ViTMAEModel / ViTImageProcessor "
+        ".from_pretrained). Square images only. Usage: maekit export RUN_DIR [--format hf] OUT_DIR (options anywhere). "
+        "OUT_DIR must be new, empty, or a previous maekit export (which is replaced).",
+    )
+    x.add_argument("run_dir", metavar="RUN_DIR", help="maekit run directory (or a Hugging Face ViTMAE directory)")
+    x.add_argument("out_dir", metavar="OUT_DIR", help="directory to write")
+    x.add_argument("--format", default="hf", choices=["hf"], help="hf: transformers ViTMAE (the only format, the default)")
+    e = sub.add_parser(
+        "embed", help="Encoder features of a data split as a .npy file (plus labels).",
+        description="Encoder features [N, D] (float32 .npy, every patch visible) of a split, and <stem>_labels.npy when "
+        "the data have labels. RUN_DIR is a maekit run or a Hugging Face ViTMAE directory; the data are the run's own "
+        "(its saved data config) with data.key=value overrides on top (required for a Hugging Face directory without "
+        "maekit metadata). Write the overrides right after RUN_DIR; options go before RUN_DIR or after the overrides.",
+    )
+    e.add_argument("run_dir", help="maekit run directory or Hugging Face ViTMAE directory")
+    e.add_argument("overrides", nargs="*", metavar="data.key=value")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--pool", default="mean", choices=["mean", "cls"], help="mean of the patch tokens (default) or the cls token")
+    e.add_argument("--out", default=None, help="features .npy path (default: features_<split>_<pool>.npy in the run "
+                   "directory; in the current directory for a Hugging Face directory)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     return ap
 
 
@@ -46,6 +73,11 @@ def _config_run(args) -> None:
     data = apply_overrides(data, args.overrides)
     out = Path(data["out"]) if data.get("out") else default_out(args.config, args.command)
     saved = out / "config.yaml"
+    info = out / "run.json"
+    if data.get("resume") and info.exists() and args.command != "compare":
+        kind = json.loads(info.read_text()).get("kind")
+        if kind != args.command:
+            raise MaekitError(f"{out} holds a {kind!r} run, not a {args.command!r} run; cannot resume it as {args.command}")
     if data.get("resume") and saved.exists() and args.command != "compare":
         # a resumed run keeps its own configuration; only the command-line overrides apply on top
         # (stop_after belongs to the invocation that set it, not to the run)
@@ -65,8 +97,21 @@ def main(argv: list[str] | None = None) -> int:
             from .commands import reconstruct
 
             reconstruct.run(args.run_dir, args.split, args.n, args.mask_ratio, args.seed, args.limit, args.out)
+        elif args.command == "export":
+            from .commands import export
+
+            export.run(args.run_dir, args.out_dir, args.format)
+        elif args.command == "embed":
+            from .commands import embed
+
+            embed.run(args.run_dir, args.split, args.pool, args.out, args.overrides, args.batch_size, args.device, args.threads)
         return 0
     except MaekitError as e:
+        from .engine.train import Interrupted
+
+        if isinstance(e, Interrupted):
+            print(f"maekit: {e}", file=sys.stderr)
+            return 130
         if args.debug:
             traceback.print_exc()
         print(f"maekit: error: {e}", file=sys.stderr)

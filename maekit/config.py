@@ -96,6 +96,7 @@ class TrainConfig:
     recon_every: int = 5  # epochs between reconstruction grids (and the last epoch)
     ckpt_every_steps: int = 0  # extra `last` checkpoints inside an epoch; 0 = once per epoch
     stop_after: int = 0  # end this invocation after this many optimiser steps (checkpointed; resume=true continues)
+    skip_nonfinite: bool = False  # skip batches whose loss is NaN/Inf (counted in metrics.jsonl) instead of stopping
     progress: bool = True
 
     def validate(self, prefix: str = "train.") -> None:
@@ -117,13 +118,18 @@ class PretrainConfig:
     init: str | None = None  # start from the weights of a maekit run directory
 
     def validate(self) -> None:
-        try:
-            self.model.validate()
-        except ValueError as e:
-            raise MaekitError(str(e)) from None
-        self.data.validate()
-        self.optim.validate()
-        self.train.validate()
+        _validate_sections(self)
+
+
+def _validate_sections(cfg) -> None:
+    """Validate the model, data, optim and train sections of a command config."""
+    try:
+        cfg.model.validate()
+    except ValueError as e:
+        raise MaekitError(str(e)) from None
+    cfg.data.validate()
+    cfg.optim.validate()
+    cfg.train.validate()
 
 
 # ---------------------------------------------------------------- generic loading and overriding
@@ -329,13 +335,7 @@ class DownstreamConfig:
             raise MaekitError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.knn_k < 1 or self.knn_temperature <= 0:
             raise MaekitError("knn_k must be >= 1 and knn_temperature > 0")
-        try:
-            self.model.validate()
-        except ValueError as e:
-            raise MaekitError(str(e)) from None
-        self.data.validate()
-        self.optim.validate()
-        self.train.validate()
+        _validate_sections(self)
 
 
 @dataclass

@@ -62,7 +62,18 @@ class LoadedRun:
 
 
 def load_run(path: str | Path, which: str = "best") -> LoadedRun:
-    """A pretraining run directory (or a checkpoint file in one) -> its model config, weights and metadata."""
+    """A pretraining run directory (or a checkpoint file in one) -> its model config, weights and metadata.
+
+    A Hugging Face transformers ViTMAE directory (config.json with model_type "vit_mae" + model.safetensors,
+    no run.json) works too: its config, weights converted to maekit's names, and meta["data"]["mean"/"std"]
+    from its preprocessor_config.json (zeros/ones and meta["data"]["note"] without one); see interop/hf.py.
+    """
+    from ..interop import hf
+
+    hf_dir = hf.hf_model_dir(path)
+    if hf_dir is not None:
+        model_cfg, state, meta = hf.load_hf_vitmae(hf_dir)
+        return LoadedRun(hf_dir, model_cfg, state, meta, {})
     p = Path(path)
     if p.is_file():
         ckpt, run_dir = p, p.parent.parent
@@ -72,9 +83,12 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
         if not ckpt.exists() and not checkpoint.previous_path(ckpt).exists():
             ckpt = p / "checkpoints" / "last.safetensors"
         if not (p / "run.json").exists() or not (ckpt.exists() or checkpoint.previous_path(ckpt).exists()):
-            raise MaekitError(f"{p} is not a maekit run directory with a checkpoint (expected run.json and checkpoints/{which}.safetensors)")
+            raise MaekitError(
+                f"{p} is not a maekit run directory with a checkpoint (expected run.json and checkpoints/{which}.safetensors) "
+                f"nor a Hugging Face ViTMAE directory (config.json and model.safetensors)"
+            )
     else:
-        raise MaekitError(f"pretrained path {p} does not exist (expected a maekit run directory)")
+        raise MaekitError(f"pretrained path {p} does not exist (expected a maekit run directory or a Hugging Face ViTMAE directory)")
     tensors, meta = checkpoint.load(ckpt)
     try:
         model_cfg = from_dict(ModelConfig, meta["model_config"], "model_config.")

@@ -16,7 +16,7 @@ from ..data.transforms import normalize, random_resized_crop_flip
 from ..engine import checkpoint
 from ..engine.dist import cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
-from ..engine.train import MicroBatch, TrainState, autocast, fit
+from ..engine.train import MicroBatch, TrainState, autocast, fit, resume_state
 from ..metrics import accuracy
 from .downstream import build_encoder, dist_for, finish, open_run, prepare_setup
 
@@ -45,14 +45,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     optimizer = build_optimizer(model, cfg.optim, setup.model_cfg.depth)
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     peak = peak_lr(cfg.optim, eff_batch)
-    state = TrainState()
-    last = out / "checkpoints" / "last.safetensors"
-    if cfg.resume and (last.exists() or checkpoint.previous_path(last).exists()):
-        tensors, meta = checkpoint.load(last)
-        checkpoint.load_weights(model, checkpoint.model_state(tensors), str(last))
-        checkpoint.restore_optimizer(optimizer, tensors, meta)
-        state = TrainState.from_dict(meta["train_state"])
-        run.truncate_metrics(state.step)
+    state = resume_state(out, model, optimizer, run, cfg.resume)
     wrapped = DDP(model) if dist.enabled else model
     mean, std = setup.mean.to(dist.device), setup.std.to(dist.device)
     images, labels = setup.labelled.images, setup.labelled.labels

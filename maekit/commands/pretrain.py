@@ -14,7 +14,7 @@ from ..engine import checkpoint
 from ..engine.dist import cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
 from ..engine.rundir import RunDir, prepare
-from ..engine.train import MicroBatch, TrainState, autocast, fit
+from ..engine.train import MicroBatch, TrainState, autocast, fit, resume_state
 from ..errors import MaekitError
 from ..models.mae import MAE
 from .common import (
@@ -59,14 +59,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     num_layers = mcfg.depth
     optimizer = build_optimizer(model, cfg.optim, num_layers)
-    state = TrainState()
-    last = out / "checkpoints" / "last.safetensors"
-    if cfg.resume and (last.exists() or checkpoint.previous_path(last).exists()):
-        tensors, meta = checkpoint.load(last)
-        checkpoint.load_weights(model, checkpoint.model_state(tensors), str(last))
-        checkpoint.restore_optimizer(optimizer, tensors, meta)
-        state = TrainState.from_dict(meta["train_state"])
-        run.truncate_metrics(state.step)
+    state = resume_state(out, model, optimizer, run, cfg.resume)
     if dist.is_main:
         save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
         run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world})
@@ -75,6 +68,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     peak = peak_lr(cfg.optim, eff_batch)
     n_train = len(splits.train)
     spe = n_train // (cfg.train.batch_size * cfg.train.accum_steps * dist.world)
+    steps_total = spe * cfg.train.epochs
     mean, std = splits.mean.to(dist.device), splits.std.to(dist.device)
     aug = cfg.data.augment
     L = mcfg.num_patches
@@ -149,7 +143,10 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     )
     run.close()
     if dist.is_main:
-        print(f"pretrain done: best val reconstruction loss {state.best:.4f} at epoch {state.best_epoch + 1}")
+        if state.best is not None:
+            print(f"pretrain: best val reconstruction loss {state.best:.4f} at epoch {state.best_epoch + 1}")
+        if state.step < steps_total:
+            print(f"pretrain: stopped at step {state.step} of {steps_total}; continue with resume=true out={out}")
         print(f"run directory: {out}")
         for f in ("config.yaml", "metrics.jsonl", "loss.png", "checkpoints/best.safetensors", "checkpoints/last.safetensors", "tensorboard/"):
             print(f"  {out / f}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -49,6 +51,49 @@ class MicroBatch:
     global_batch: int
     offset: int
     step: int
+
+
+class Interrupted(MaekitError):
+    """SIGINT or SIGTERM stopped training cleanly after a checkpoint."""
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop finishes the current step, checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def resume_state(out, model: nn.Module, optimizer: torch.optim.Optimizer, run: RunDir, resume: bool) -> TrainState:
+    """With `resume`, load `out/checkpoints/last` (or its .prev copy) into model and optimiser and drop the
+    metrics logged after it; otherwise (or with no checkpoint yet) a fresh state."""
+    from pathlib import Path
+
+    from . import checkpoint
+
+    last = Path(out) / "checkpoints" / "last.safetensors"
+    if not resume or not (last.exists() or checkpoint.previous_path(last).exists()):
+        return TrainState()
+    tensors, meta = checkpoint.load(last)
+    checkpoint.load_weights(model, checkpoint.model_state(tensors), str(last))
+    checkpoint.restore_optimizer(optimizer, tensors, meta)
+    state = TrainState.from_dict(meta["train_state"])
+    run.truncate_metrics(state.step)
+    return state
 
 
 def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
@@ -108,6 +153,8 @@ def fit(
     ddp = hasattr(model, "no_sync")
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dist.device.type == "cuda" else None
     window: list[float] = []
+    bad_batches = 0
+    stop = _StopRequest()
     model.train()
     while state.step < total:
         epoch = state.step // spe
@@ -125,14 +172,19 @@ def fit(
                 sync = (m == cfg.accum_steps - 1) or not ddp
                 with contextlib.nullcontext() if sync else model.no_sync():
                     loss = step_loss(mb)
-                    if not torch.isfinite(loss):
+                    finite = bool(torch.isfinite(loss))
+                    if not finite and not cfg.skip_nonfinite:
                         raise MaekitError(
                             f"non-finite loss ({loss.item()}) at step {state.step} (epoch {epoch}); stopped, the last "
-                            "good checkpoint is kept (lower the learning rate or check the data for NaN/Inf)"
+                            "good checkpoint is kept (lower the learning rate, check the data for NaN/Inf, or set "
+                            "train.skip_nonfinite=true)"
                         )
-                    scaled = loss / cfg.accum_steps
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                step_total += loss.item() / cfg.accum_steps
+                    scaled = loss / cfg.accum_steps if finite else loss.detach() * 0.0
+                    if finite:
+                        (scaler.scale(scaled) if scaler else scaled).backward()
+                    else:
+                        bad_batches += 1
+                step_total += loss.item() / cfg.accum_steps if finite else 0.0
             if scaler:
                 scaler.unscale_(optimizer)
             if clip_grad:
@@ -144,6 +196,8 @@ def fit(
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
+            if bad_batches and state.step % cfg.log_every == 0:
+                run.log({"step": state.step, "skipped_nonfinite_batches": bad_batches})
             seen += per_step * dist.world
             window.append(step_total)
             if state.step % cfg.log_every == 0:
@@ -158,7 +212,16 @@ def fit(
             if cfg.stop_after and state.step >= cfg.stop_after and state.step % spe:
                 save("last", state, epoch)
                 bar.close()
+                stop.restore()
                 return state
+            if stop.requested:
+                save("last", state, epoch)
+                bar.close()
+                stop.restore()
+                raise Interrupted(
+                    f"{stop.requested} received: stopped after step {state.step} with a checkpoint; continue with "
+                    f"resume=true and the same out={run.path}"
+                )
         elapsed = time.perf_counter() - t0
         model.eval()
         with torch.no_grad():
@@ -179,6 +242,7 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
     bar.close()
+    stop.restore()
     if dist.enabled:
         run.log({"step": state.step, "ddp_param_max_diff": replica_divergence(model)})
     return state

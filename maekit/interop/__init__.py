@@ -1,0 +1,1 @@
+"""Interoperability with other libraries' model formats (hf.py: Hugging Face transformers' ViTMAE)."""

@@ -1,0 +1,172 @@
+"""Every documented bad input (docs/errors.md) gets its one-line message, exit status 2, no traceback, and
+leaves earlier outputs alone. Each case here is a row of the table in docs/errors.md (checked below)."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maekit.cli import main
+
+from conftest import TINY, write_idx
+
+DOC = Path(__file__).parent.parent / "docs" / "errors.md"
+
+
+def copy_data(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
+    base = [f"data.path={data}", *TINY, "train.progress=false", "train.eval_samples=64", "train.batch_size=64"]
+    out = f"out={tmp / 'out'}"
+    if name == "missing-data-path":
+        return ["pretrain", out, *TINY, f"data.path={tmp / 'nowhere'}"]
+    if name == "data-not-found":
+        return ["pretrain", out, *TINY, "data.name=kmnist"]
+    if name == "unknown-dataset":
+        return ["pretrain", out, *TINY, "data.name=cifar11"]
+    if name == "unsupported-source":
+        return ["pretrain", out, *base, "data.source=tfrecord"]
+    if name == "corrupt-idx":
+        bad = copy_data(data, tmp / "bad")
+        raw = (bad / "train-images-idx3-ubyte.gz").read_bytes()
+        (bad / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 3])
+        return ["pretrain", out, *base, f"data.path={bad}"]
+    if name == "truncated-idx":
+        bad = copy_data(data, tmp / "bad")
+        (bad / "t10k-labels-idx1-ubyte.gz").unlink()
+        raw = np.zeros(300, dtype=np.uint8)
+        write_idx(bad / "t10k-labels-idx1-ubyte", raw)
+        path = bad / "t10k-labels-idx1-ubyte"
+        path.write_bytes(path.read_bytes()[:-7])
+        return ["pretrain", out, *base, f"data.path={bad}"]
+    if name == "label-count-mismatch":
+        bad = copy_data(data, tmp / "bad")
+        write_idx(bad / "train-labels-idx1-ubyte.gz", np.zeros(10, dtype=np.uint8))
+        return ["pretrain", out, *base, f"data.path={bad}"]
+    if name == "patch-not-dividing":
+        return ["pretrain", out, *base, "model.patch_size=5"]
+    if name == "mask-ratio-out-of-range":
+        return ["pretrain", out, *base, "model.mask_ratio=1.2"]
+    if name == "heads-not-dividing":
+        return ["pretrain", out, *base, "model.embed_dim=36", "model.num_heads=5"]
+    if name == "unknown-key":
+        return ["pretrain", out, *base, "train.epoch=3"]
+    if name == "wrong-type":
+        return ["pretrain", out, *base, "train.batch_size=big"]
+    if name == "bad-choice":
+        return ["pretrain", out, *base, "optim.schedule=linear"]
+    if name == "unknown-preset":
+        return ["pretrain", out, *base, "model.preset=vit-giant"]
+    if name == "config-not-found":
+        return ["pretrain", "-c", str(tmp / "missing.yaml")]
+    if name == "config-not-yaml":
+        (tmp / "bad.yaml").write_text("train: {epochs: 3\n")
+        return ["pretrain", "-c", str(tmp / "bad.yaml")]
+    if name == "batch-larger-than-data":
+        return ["pretrain", out, *[a for a in base if not a.startswith("train.batch_size")], "train.batch_size=4096"]
+    if name == "out-dir-not-empty":
+        (tmp / "out").mkdir()
+        (tmp / "out" / "notes.txt").write_text("mine")
+        return ["pretrain", out, *base]
+    if name == "resume-not-a-run":
+        (tmp / "out").mkdir()
+        (tmp / "out" / "notes.txt").write_text("mine")
+        return ["pretrain", out, *base, "resume=true"]
+    if name == "resume-other-kind":
+        return ["finetune", f"out={pretrained}", "resume=true", f"pretrained={pretrained}", *base]
+    if name == "pretrained-missing":
+        return ["finetune", out, *base, f"pretrained={tmp / 'nope'}"]
+    if name == "pretrained-not-a-run":
+        (tmp / "plain").mkdir()
+        return ["finetune", out, *base, f"pretrained={tmp / 'plain'}"]
+    if name == "pickle-checkpoint":
+        import shutil
+
+        import torch
+
+        fake = tmp / "fake"
+        shutil.copytree(pretrained, fake)
+        torch.save({"weights": [1, 2, 3]}, fake / "checkpoints" / "best.safetensors")
+        (fake / "checkpoints" / "best.prev.safetensors").unlink(missing_ok=True)
+        return ["finetune", out, *base, f"pretrained={fake}"]
+    if name == "too-many-labels":
+        return ["finetune", out, *base, f"pretrained={pretrained}", "labels=100000"]
+    if name == "negative-labels":
+        return ["finetune", out, *base, "labels=-5"]
+    if name == "reconstruct-bad-mask":
+        return ["reconstruct", str(pretrained), "--mask-ratio", "1.5"]
+    if name == "fp16-on-cpu":
+        return ["pretrain", out, *base, "train.precision=fp16", "train.device=cpu"]
+    if name == "compare-unknown-method":
+        return ["compare", out, "methods=[finetune, svm]"]
+    raise KeyError(name)
+
+
+CASES = {
+    "missing-data-path": r"data.path .*nowhere does not exist",
+    "data-not-found": r"kmnist idx files not found in .*; or put the four idx files in a folder and set data.path=FOLDER or MAEKIT_DATA",
+    "unknown-dataset": r"data.name 'cifar11' is not a known idx dataset \(known: fashion_mnist, mnist, kmnist\); set data.path",
+    "unsupported-source": r"config key 'data.source' must be one of 'idx', got 'tfrecord'",
+    "corrupt-idx": r"idx file .*train-images-idx3-ubyte.gz is unreadable or corrupt",
+    "truncated-idx": r"idx file .*t10k-labels-idx1-ubyte is truncated or corrupt: shape \(300,\) needs 308 bytes, file has 301",
+    "label-count-mismatch": r"idx file .*train-labels-idx1-ubyte.gz holds \(10,\) labels; expected one per image of .*train-images-idx3-ubyte.gz \(600\)",
+    "patch-not-dividing": r"model.img_size 28x28 is not divisible by model.patch_size=5",
+    "mask-ratio-out-of-range": r"model.mask_ratio must be in \[0, 1\), got 1.2",
+    "heads-not-dividing": r"model.embed_dim=36 is not divisible by model.num_heads=5",
+    "unknown-key": r"unknown config key 'train.epoch' \(known here: epochs, ",
+    "wrong-type": r"config key 'train.batch_size' expects int, got 'big'",
+    "bad-choice": r"config key 'optim.schedule' must be one of 'cosine' \| 'cosine_restarts' \| 'constant', got 'linear'",
+    "unknown-preset": r"config key 'model.preset': unknown preset 'vit-giant' \(known: ",
+    "config-not-found": r"config file .*missing.yaml not found",
+    "config-not-yaml": r"config file .*bad.yaml is not valid YAML",
+    "batch-larger-than-data": r"540 training images are fewer than one global batch \(4096 x 1 accumulation x 1 processes\); lower train.batch_size",
+    "out-dir-not-empty": r"run directory .*out already holds files; pass resume=true to continue it or choose another out=DIR",
+    "resume-not-a-run": r".*out is not a maekit run directory \(no run.json\); cannot resume it",
+    "resume-other-kind": r".* holds a 'pretrain' run, not a 'finetune' run; cannot resume it as finetune",
+    "pretrained-missing": r"pretrained path .*nope does not exist \(expected a maekit run directory",
+    "pretrained-not-a-run": r".*plain is not a maekit run directory with a checkpoint",
+    "pickle-checkpoint": r"checkpoint .*best.safetensors is a pickle/torch.save file; maekit only loads safetensors checkpoints and never unpickles",
+    "too-many-labels": r"labels=100000 asks for 100000 labelled images but the training split has 540",
+    "negative-labels": r"labels must be a positive fraction \(<= 1\) or count \(> 1\), got -5",
+    "reconstruct-bad-mask": r"--mask-ratio must be in \[0, 1\), got 1.5",
+    "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
+    "compare-unknown-method": r"methods: unknown method 'svm'",
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, fmnist_small):
+    out = tmp_path_factory.mktemp("errs") / "pre"
+    assert main(["pretrain", f"out={out}", f"data.path={fmnist_small}", *TINY, "train.progress=false", "train.epochs=1",
+                 "train.eval_samples=64", "train.batch_size=64"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_error_case(name, tmp_path, fmnist_small, pretrained, capsys, monkeypatch):
+    monkeypatch.setenv("MAEKIT_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    before = {p: p.read_bytes() for p in pretrained.rglob("*") if p.is_file()}
+    args = case_args(name, tmp_path, fmnist_small, pretrained)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("maekit: error: "), err
+    assert re.search(CASES[name], lines[0]), lines[0]
+    assert "Traceback" not in err
+    after = {p: p.read_bytes() for p in pretrained.rglob("*") if p.is_file()}
+    assert after == before  # no earlier output touched
+    out = tmp_path / "out"
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+def test_every_case_is_documented():
+    doc = DOC.read_text()
+    for name in CASES:
+        assert f"`{name}`" in doc, name
+    assert len(CASES) >= 20

@@ -1,0 +1,112 @@
+"""Runs survive SIGKILL at random moments (resumed bit for bit), stop cleanly on SIGTERM, and stop (or skip)
+on a non-finite loss without losing the last good checkpoint."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from maekit.cli import main
+from maekit.engine import checkpoint
+from maekit.models.mae import MAE
+
+from conftest import TINY
+
+
+def pretrain_cmd(out, data, *extra):
+    return [sys.executable, "-m", "maekit", "pretrain", f"out={out}", f"data.path={data}", *TINY, "train.batch_size=64",
+            "train.eval_samples=64", "train.progress=false", "train.threads=1", "train.recon_every=100", *extra]
+
+
+def final_tensors(out):
+    tensors, meta = checkpoint.load(out / "checkpoints" / "last.safetensors", fallback=False)
+    return tensors, meta
+
+
+def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, fmnist_small):
+    extra = ("train.epochs=8", "train.ckpt_every_steps=1", "resume=true")
+    ref = tmp_path / "ref"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run(pretrain_cmd(ref, fmnist_small, *extra), check=True, capture_output=True, env=env, timeout=300)
+    out = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(40):
+        proc = subprocess.Popen(pretrain_cmd(out, fmnist_small, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        if kills < 5:
+            # wait for the process to reach training (a checkpoint newer than at start), then kill at a random moment
+            start = time.time()
+            before = (out / "checkpoints" / "last.safetensors").stat().st_mtime if (out / "checkpoints" / "last.safetensors").exists() else 0
+            while time.time() - start < 60 and proc.poll() is None:
+                f = out / "checkpoints" / "last.safetensors"
+                if f.exists() and f.stat().st_mtime > before:
+                    break
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.4))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                # never a half-written checkpoint under the real name
+                checkpoint.load(out / "checkpoints" / "last.safetensors")
+                continue
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        break
+    assert kills >= 5
+    a, meta_a = final_tensors(ref)
+    b, meta_b = final_tensors(out)
+    assert meta_a["train_state"] == meta_b["train_state"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, fmnist_small):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(pretrain_cmd(out, fmnist_small, "train.epochs=50", "train.log_every=1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    metrics = out / "metrics.jsonl"
+    start = time.time()
+    while time.time() - start < 120 and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGTERM received: stopped after step" in err and "resume=true" in err and "Traceback" not in err
+    _, meta = checkpoint.load(out / "checkpoints" / "last.safetensors", fallback=False)
+    assert meta["train_state"]["step"] >= 3
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_non_finite_loss(tmp_path, tiny_pretrain_args, monkeypatch, capsys, skip):
+    real = MAE.forward_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(self, imgs, pred, mask):
+        loss = real(self, imgs, pred, mask)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 11:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(MAE, "forward_loss", sometimes_nan)
+    out = tmp_path / "run"
+    code = main(["pretrain", f"out={out}", *tiny_pretrain_args, "train.epochs=2", "train.ckpt_every_steps=4",
+                 f"train.skip_nonfinite={str(skip).lower()}"])
+    err = capsys.readouterr().err
+    if not skip:
+        assert code == 2
+        assert "non-finite loss (nan) at step 10 (epoch 1)" in err
+        _, meta = checkpoint.load(out / "checkpoints" / "last.safetensors", fallback=False)
+        assert meta["train_state"]["step"] == 8  # the last good checkpoint is kept
+    else:
+        assert code == 0
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert any(r.get("skipped_nonfinite_batches") == 1 for r in rows)
