@@ -76,3 +76,13 @@ def test_bad_architecture_errors_name_the_key():
         tiny(mask_ratio=1.0).validate()
     with pytest.raises(ValueError, match="embed_dim=30 is not divisible by model.num_heads=4"):
         tiny(embed_dim=30, num_heads=4).validate()
+
+
+@pytest.mark.parametrize("c,h,w,p", [(1, 28, 28, 4), (3, 32, 24, 8), (8, 40, 40, 5)])
+def test_patch_embed_equals_the_strided_convolution(c, h, w, p):
+    from maekit.models.vit import PatchEmbed
+
+    pe = PatchEmbed((h, w), p, c, 16)
+    x = torch.randn(2, c, h, w)
+    conv = pe.proj(x).flatten(2).transpose(1, 2)
+    assert torch.allclose(pe(x), conv, atol=1e-5)

@@ -1,0 +1,156 @@
+"""Training throughput of maekit's MAE against transformers' ViTMAEForPreTraining (same architecture, batch,
+mask ratio, SDPA attention, AdamW), plus achieved GFLOP/s against the measured matmul peak, peak RSS, and the
+data pipeline's images/s. One configuration per subprocess (for its own peak RSS); contenders alternate.
+
+    .venv/bin/python benchmarks/throughput.py            # all configurations, writes docs/performance.md
+    .venv/bin/python benchmarks/throughput.py --only a   # one configuration, printed only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONFIGS = {
+    "a": dict(title="Fashion-MNIST 28x28x1, patch 4, ViT-Tiny (192 x 12, 3 heads), decoder 128 x 4", img=28, chans=1, patch=4,
+              arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4), batch=128, steps=4),
+    "b": dict(title="32x32x3, patch 4, same model", img=32, chans=3, patch=4,
+              arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4), batch=128, steps=4),
+    "c": dict(title="jets 125x125x8, patch 5, seed model (256 x 12, 4 heads; decoder 128 x 8, 8 heads)", img=125, chans=8, patch=5,
+              arch=dict(embed_dim=256, depth=12, num_heads=4, decoder_embed_dim=128, decoder_depth=8, decoder_num_heads=8), batch=16, steps=2),
+}
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def build(cfg: dict):
+    from maekit.interop.hf import hf_config, to_hf_state
+    from maekit.models.mae import MAE, ModelConfig
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    mcfg = ModelConfig(img_size=[cfg["img"], cfg["img"]], in_chans=cfg["chans"], patch_size=cfg["patch"], mask_ratio=0.75, **cfg["arch"])
+    ours = MAE(mcfg)
+    hf = ViTMAEForPreTraining(ViTMAEConfig(**hf_config(mcfg), attn_implementation="sdpa"))
+    hf.load_state_dict(to_hf_state(ours.state_dict(), mcfg), strict=False)
+    return ours, hf, mcfg
+
+
+def attention_flops(mcfg, batch: int) -> float:
+    """fwd+bwd FLOPs of the attention products (QK^T and AV), which FlopCounterMode counts as 0 for CPU SDPA."""
+    L = mcfg.num_patches
+    keep = int(L * (1 - mcfg.mask_ratio)) + 1
+    f = 0.0
+    for depth, dim, tokens in ((mcfg.depth, mcfg.embed_dim, keep), (mcfg.decoder_depth, mcfg.decoder_embed_dim, L + 1)):
+        f += depth * 2 * 2 * batch * tokens * tokens * dim
+    return 3 * f
+
+
+def one_config(key: str) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from maekit.data.transforms import normalize, random_resized_crop_flip
+
+    cfg = CONFIGS[key]
+    torch.manual_seed(0)
+    ours, hf, mcfg = build(cfg)
+    x = torch.randn(cfg["batch"], cfg["chans"], cfg["img"], cfg["img"])
+    opts = {"maekit": torch.optim.AdamW(ours.parameters(), lr=1e-4), "transformers": torch.optim.AdamW(hf.parameters(), lr=1e-4)}
+
+    def step(name: str) -> None:
+        if name == "maekit":
+            loss = ours(x)[0]
+        else:
+            loss = hf(pixel_values=x).loss
+        opts[name].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[name].step()
+
+    with FlopCounterMode(display=False) as fc:
+        step("maekit")
+    flops = fc.get_total_flops() + attention_flops(mcfg, cfg["batch"])
+    for name in opts:  # warm-up
+        step(name)
+    times: dict[str, list[float]] = {n: [] for n in opts}
+    for _ in range(3):
+        for name in opts:
+            t = time.perf_counter()
+            for _ in range(cfg["steps"]):
+                step(name)
+            times[name].append(cfg["batch"] * cfg["steps"] / (time.perf_counter() - t))
+    # data pipeline alone: uint8 batch -> normalised, cropped, flipped float batch
+    imgs = torch.randint(0, 256, (512, cfg["chans"], cfg["img"], cfg["img"]), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    mean, std = torch.full((cfg["chans"],), 0.3), torch.full((cfg["chans"],), 0.3)
+    t = time.perf_counter()
+    for _ in range(5):
+        random_resized_crop_flip(normalize(imgs[torch.randperm(512, generator=g)[:256]], mean, std), g)
+    pipe = 5 * 256 / (time.perf_counter() - t)
+    res = {n: {"median": statistics.median(v), "min": min(v), "max": max(v)} for n, v in times.items()}
+    return {
+        "key": key, "title": cfg["title"], "batch": cfg["batch"], "img_s": res,
+        "ratio": res["maekit"]["median"] / res["transformers"]["median"],
+        "gflop_per_img": flops / cfg["batch"] / 1e9,
+        "gflops_achieved": flops / cfg["batch"] * res["maekit"]["median"] / 1e9,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pipeline_img_s": pipe,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=list(CONFIGS))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(one_config(args.only)))
+        return
+    keys = [args.only] if args.only else list(CONFIGS)
+    results = []
+    for k in keys:
+        out = subprocess.run([sys.executable, __file__, "--only", k, "--child"], capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    fp32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, n=1024, reps=2)
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `.venv/bin/python benchmarks/throughput.py` (one process per configuration, maekit and transformers",
+        "alternating, 3 repeats; images/s of full training steps: forward, backward, AdamW; fp32; SDPA attention in both).",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Measured matmul peak (2048^2): fp32 {fp32:.0f} GFLOP/s, "
+        f"bf16 {bf16:.1f} GFLOP/s (this machine's torch build has no fast bf16 path: `torch.backends.mkldnn` reports no "
+        "bf16 support, so bf16 autocast is far slower than fp32 here and maekit trains in fp32 on CPU by default).",
+        "",
+        "| config | batch | maekit img/s (min-max) | transformers img/s (min-max) | ratio | GFLOP/img | achieved GFLOP/s (% of fp32 peak) | peak RSS MB | data pipeline img/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        m, h = r["img_s"]["maekit"], r["img_s"]["transformers"]
+        lines.append(
+            f"| ({r['key']}) {r['title']} | {r['batch']} | {m['median']:.1f} ({m['min']:.1f}-{m['max']:.1f}) | "
+            f"{h['median']:.1f} ({h['min']:.1f}-{h['max']:.1f}) | {r['ratio']:.2f}x | {r['gflop_per_img']:.2f} | "
+            f"{r['gflops_achieved']:.0f} ({100 * r['gflops_achieved'] / fp32:.0f}%) | {r['peak_rss_mb']:.0f} | {r['pipeline_img_s']:.0f} |"
+        )
+    if not args.only:
+        (ROOT / "docs" / "performance.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
