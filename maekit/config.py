@@ -374,6 +374,7 @@ class CompareConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     finetune_epochs: list[int] | None = None  # per budget (same order); default finetune.train.epochs for all
+    finetune_lrs: list[float] | None = None  # fine-tune base_lr candidates, chosen per method on the validation split
     out: str | None = None
     resume: bool = True  # completed cells are always skipped; this lets an existing compare directory be reused
 
@@ -391,6 +392,8 @@ class CompareConfig:
             raise MaekitError("seeds must list at least one seed")
         if self.finetune_epochs is not None and len(self.finetune_epochs) != len(self.budgets):
             raise MaekitError(f"finetune_epochs must have one entry per budget ({len(self.budgets)}), got {self.finetune_epochs}")
+        if self.finetune_lrs is not None and (not self.finetune_lrs or any(x <= 0 for x in self.finetune_lrs)):
+            raise MaekitError(f"finetune_lrs must list positive learning rates, got {self.finetune_lrs}")
         self.pretrain.validate()
         for sub in (self.linprobe, self.finetune, self.knn):
             sub.validate()

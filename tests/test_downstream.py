@@ -118,3 +118,23 @@ def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkey
     monkeypatch.setattr(linprobe, "run", boom)
     assert main(args) == 0
     assert (out / "results.csv").read_text().strip().splitlines() == csv_rows
+
+
+def test_compare_chooses_the_learning_rate_on_validation(tmp_path, fmnist_small, pretrained_run):
+    out = tmp_path / "cmp"
+    args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]",
+            "seeds=[0, 1]", "methods=[finetune, scratch]", "finetune_lrs=[1.0e-3, 1.0e-2]", "finetune.train.epochs=2",
+            "finetune.train.eval_every=1", *[f"finetune.train.{k}" for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
+    assert main(args) == 0
+    cells = sorted(p.name for p in (out / "cells").iterdir())
+    # the first seed tries both rates; the second seed runs only the chosen one
+    assert {"finetune_labels60_seed0", "finetune_labels60_seed0_lr0.01", "scratch_labels60_seed0", "scratch_labels60_seed0_lr0.01"} <= set(cells)
+    assert len(cells) == 6
+    for method in ("finetune", "scratch"):
+        trials = {lr: json.loads((out / "cells" / f"{method}_labels60_seed0{sfx}" / "result.json").read_text())
+                  for lr, sfx in ((1e-3, ""), (1e-2, "_lr0.01"))}
+        chosen = max(trials, key=lambda k: trials[k]["val_accuracy"])
+        seed1 = [c for c in cells if c.startswith(f"{method}_labels60_seed1")]
+        assert len(seed1) == 1 and json.loads((out / "cells" / seed1[0] / "result.json").read_text())["base_lr"] == chosen
+    assert "chosen on the validation split" in (out / "results.md").read_text()
+    assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + 4

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -52,29 +53,45 @@ def run(cfg: CompareConfig, out: Path) -> list[dict]:
             pretrain.run(dataclasses.replace(cfg.pretrain, resume=pre_dir.exists()), pre_dir)
         pretrained = str(pre_dir)
     load_run(pretrained)  # fail early on a bad path
-    results = []
+    results: list[dict] = []
+    selection: list[str] = []
+
+    def cell(method: str, budget: float, seed: int, epochs: int | None, lr: float | None) -> dict:
+        name = f"{method}_labels{budget:g}_seed{seed}"
+        if lr is not None and lr != cfg.finetune.optim.base_lr:
+            name += f"_lr{lr:g}"
+        cell_dir = out / "cells" / name
+        result_file = cell_dir / "result.json"
+        if result_file.exists():
+            return json.loads(result_file.read_text())
+        if cell_dir.exists():  # an unfinished cell: start it again (cells are short)
+            shutil.rmtree(cell_dir)
+        c = _cell_config(cfg, method, budget, seed, epochs, pretrained)
+        if lr is not None:
+            c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr))
+        runner = {"finetune": finetune.run, "scratch": finetune.run, "linprobe": linprobe.run, "linprobe_random": linprobe.run,
+                  "knn": knn.run, "knn_random": knn.run}[method]
+        res = runner(c, cell_dir, method)
+        res["budget"] = budget
+        res["base_lr"] = c.optim.base_lr if method in ("finetune", "scratch") else None
+        atomic_write_text(result_file, json.dumps(res, indent=1))
+        return res
+
     for bi, budget in enumerate(cfg.budgets):
         epochs = cfg.finetune_epochs[bi] if cfg.finetune_epochs else None
-        for seed in cfg.seeds:
-            for method in cfg.methods:
-                cell = out / "cells" / f"{method}_labels{budget:g}_seed{seed}"
-                result_file = cell / "result.json"
-                if result_file.exists():
-                    results.append(json.loads(result_file.read_text()))
-                    continue
-                if cell.exists():  # an unfinished cell: start it again (cells are short)
-                    import shutil
-
-                    shutil.rmtree(cell)
-                c = _cell_config(cfg, method, budget, seed, epochs, pretrained)
-                runner = {"finetune": finetune.run, "scratch": finetune.run, "linprobe": linprobe.run, "linprobe_random": linprobe.run,
-                          "knn": knn.run, "knn_random": knn.run}[method]
-                res = runner(c, cell, method)
-                res["budget"] = budget
-                atomic_write_text(result_file, json.dumps(res, indent=1))
-                results.append(res)
-                write_tables(results, out, pretrained)
-    write_tables(results, out, pretrained)
+        for method in cfg.methods:
+            lr = None
+            if method in ("finetune", "scratch") and cfg.finetune_lrs:
+                # the learning rate is chosen on the validation split with the first seed, for each method apart
+                trials = [(cell(method, budget, cfg.seeds[0], epochs, x), x) for x in cfg.finetune_lrs]
+                best = max(trials, key=lambda t: t[0]["val_accuracy"])
+                lr = best[1]
+                tried = ", ".join(f"{x:g}: {100 * r['val_accuracy']:.2f}%" for r, x in trials)
+                selection.append(f"- {LABELS[method]}, {trials[0][0]['labels']} labels: base_lr {lr:g} (val accuracy {tried})")
+            for seed in cfg.seeds:
+                results.append(cell(method, budget, seed, epochs, lr))
+                write_tables(results, out, pretrained, selection)
+    write_tables(results, out, pretrained, selection)
     return results
 
 
@@ -102,9 +119,9 @@ def summarize(results: list[dict]) -> list[dict]:
     return rows
 
 
-def write_tables(results: list[dict], out: Path, pretrained: str) -> None:
+def write_tables(results: list[dict], out: Path, pretrained: str, selection: list[str] | None = None) -> None:
     buf = io.StringIO()
-    keys = ["method", "budget", "labels", "seed", "test_accuracy", "test_roc_auc", "val_accuracy", "best_epoch", "time_s"]
+    keys = ["method", "budget", "labels", "seed", "base_lr", "test_accuracy", "test_roc_auc", "val_accuracy", "best_epoch", "time_s"]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in results:
@@ -130,6 +147,8 @@ def write_tables(results: list[dict], out: Path, pretrained: str) -> None:
     ]
     if gains:
         lines += ["", "Pretraining gain (mean test accuracy):", *gains]
+    if selection:
+        lines += ["", "Fine-tuning learning rate (per 256 images) chosen on the validation split with the first seed:", *selection]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     plots.accuracy_vs_labels([{"method": LABELS[r["method"]], **{k: v for k, v in r.items() if k != "method"}} for r in rows], out / "accuracy_vs_labels.png", "test accuracy vs labelled images")
 
