@@ -64,9 +64,12 @@ def run(cfg: CompareConfig, out: Path) -> list[dict]:
         result_file = cell_dir / "result.json"
         if result_file.exists():
             return json.loads(result_file.read_text())
-        if cell_dir.exists():  # an unfinished cell: start it again (cells are short)
-            shutil.rmtree(cell_dir)
         c = _cell_config(cfg, method, budget, seed, epochs, pretrained)
+        if cell_dir.exists():  # an unfinished cell: fine-tuning resumes from its last checkpoint, the rest restart
+            if method in ("finetune", "scratch") and (cell_dir / "run.json").exists():
+                c = dataclasses.replace(c, resume=True)
+            else:
+                shutil.rmtree(cell_dir)
         if lr is not None:
             c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr))
         runner = {"finetune": finetune.run, "scratch": finetune.run, "linprobe": linprobe.run, "linprobe_random": linprobe.run,
