@@ -141,7 +141,7 @@ def recon_loss(
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="reconstruction loss", leave=False)
+        starts = tqdm(starts, desc="reconstruction loss", leave=False, disable=None)
     for i in starts:
         x = normalize(images[i : i + batch_size].to(device), mean, std)
         loss, _, _ = model(x, mask_ratio, noise=noise[i : i + batch_size].to(device))
