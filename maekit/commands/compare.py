@@ -28,11 +28,11 @@ LABELS = {
 }
 
 
-def _cell_config(cfg: CompareConfig, method: str, budget: float, seed: int, epochs: int | None, pretrained: str):
+def _cell_config(cfg: CompareConfig, method: str, budget: float, seed: int, epochs: int | None, pretrained: str, arch=None):
     base = {"finetune": cfg.finetune, "scratch": cfg.finetune, "linprobe": cfg.linprobe, "linprobe_random": cfg.linprobe,
             "knn": cfg.knn, "knn_random": cfg.knn}[method]
     random_init = method in ("scratch", "linprobe_random", "knn_random")
-    arch = load_run(pretrained).model_cfg
+    arch = arch or load_run(pretrained).model_cfg
     train = dataclasses.replace(base.train, seed=seed, epochs=epochs if (epochs and method in ("finetune", "scratch")) else base.train.epochs)
     return dataclasses.replace(
         base, data=cfg.pretrain.data, model=dataclasses.replace(arch, drop_path=base.model.drop_path),
@@ -52,7 +52,7 @@ def run(cfg: CompareConfig, out: Path) -> list[dict]:
         if not done:
             pretrain.run(dataclasses.replace(cfg.pretrain, resume=pre_dir.exists()), pre_dir)
         pretrained = str(pre_dir)
-    load_run(pretrained)  # fail early on a bad path
+    arch = load_run(pretrained).model_cfg  # fails early on a bad path; every cell shares this architecture
     results: list[dict] = []
     selection: list[str] = []
 
@@ -64,7 +64,7 @@ def run(cfg: CompareConfig, out: Path) -> list[dict]:
         result_file = cell_dir / "result.json"
         if result_file.exists():
             return json.loads(result_file.read_text())
-        c = _cell_config(cfg, method, budget, seed, epochs, pretrained)
+        c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
         if cell_dir.exists():  # an unfinished cell: fine-tuning resumes from its last checkpoint, the rest restart
             if method in ("finetune", "scratch") and (cell_dir / "run.json").exists():
                 c = dataclasses.replace(c, resume=True)

@@ -156,93 +156,91 @@ def fit(
     bad_batches = 0
     stop = _StopRequest()
     model.train()
-    while state.step < total:
-        epoch = state.step // spe
-        batches = step_batches(n_train, per_step, epoch, cfg.seed, dist.rank, dist.world)
-        t0 = time.perf_counter()
-        seen = 0
-        for s in range(state.step % spe, spe):
-            lr = lr_fn(state.step)
-            set_lr(optimizer, lr)
-            torch.manual_seed(cfg.seed * 7919 + state.step * 131 + dist.rank)  # dropout / drop path
-            step_total = 0.0
-            for m in range(cfg.accum_steps):
-                idx = batches[s, m * micro_bs : (m + 1) * micro_bs]
-                mb = MicroBatch(idx, step_generator(cfg.seed, state.step, m), micro_bs * dist.world, dist.rank * micro_bs, state.step)
-                sync = (m == cfg.accum_steps - 1) or not ddp
-                with contextlib.nullcontext() if sync else model.no_sync():
-                    loss = step_loss(mb)
-                    finite = bool(torch.isfinite(loss))
-                    if not finite and not cfg.skip_nonfinite:
-                        raise MaekitError(
-                            f"non-finite loss ({loss.item()}) at step {state.step} (epoch {epoch}); stopped, the last "
-                            "good checkpoint is kept (lower the learning rate, check the data for NaN/Inf, or set "
-                            "train.skip_nonfinite=true)"
-                        )
-                    scaled = loss / cfg.accum_steps if finite else loss.detach() * 0.0
-                    if finite:
-                        (scaler.scale(scaled) if scaler else scaled).backward()
-                    else:
-                        bad_batches += 1
-                step_total += loss.item() / cfg.accum_steps if finite else 0.0
-            if scaler:
-                scaler.unscale_(optimizer)
-            if clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            if bad_batches and state.step % cfg.log_every == 0:
-                run.log({"step": state.step, "skipped_nonfinite_batches": bad_batches})
-            seen += per_step * dist.world
-            window.append(step_total)
-            if state.step % cfg.log_every == 0:
-                local = torch.tensor(sum(window) / len(window))
-                mean_loss = float(all_reduce_sum(local) / dist.world) if dist.enabled else float(local)
-                run.log({"step": state.step, "epoch": epoch, "train_loss": mean_loss, "lr": lr})
-                window.clear()
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
-            if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
-                save("last", state, epoch)
-            if cfg.stop_after and state.step >= cfg.stop_after and state.step % spe:
-                save("last", state, epoch)
-                bar.close()
-                stop.restore()
-                return state
-            if stop.requested:
-                save("last", state, epoch)
-                bar.close()
-                stop.restore()
-                raise Interrupted(
-                    f"{stop.requested} received: stopped after step {state.step} with a checkpoint; continue with "
-                    f"resume=true and the same out={run.path}"
-                )
-        elapsed = time.perf_counter() - t0
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate(epoch) if (epoch + 1) % cfg.eval_every == 0 or state.step == total else {}
-        model.train()
-        record = {"step": state.step, "epoch": epoch, "img_per_s": seen / max(elapsed, 1e-9), "epoch_time_s": elapsed, **metrics}
-        run.log(record)
-        improved = key in metrics and (
-            state.best is None or (metrics[key] < state.best if mode == "min" else metrics[key] > state.best)
-        )
-        if improved:
-            state.best, state.best_epoch = float(metrics[key]), epoch
-            save("best", state, epoch)
-        save("last", state, epoch)
-        if dist.is_main:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v))
-            tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}, {record['img_per_s']:.0f} img/s", file=sys.stderr)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
-    bar.close()
-    stop.restore()
+    try:
+        while state.step < total:
+            epoch = state.step // spe
+            batches = step_batches(n_train, per_step, epoch, cfg.seed, dist.rank, dist.world)
+            t0 = time.perf_counter()
+            seen = 0
+            for s in range(state.step % spe, spe):
+                lr = lr_fn(state.step)
+                set_lr(optimizer, lr)
+                torch.manual_seed(cfg.seed * 7919 + state.step * 131 + dist.rank)  # dropout / drop path
+                step_total = 0.0
+                for m in range(cfg.accum_steps):
+                    idx = batches[s, m * micro_bs : (m + 1) * micro_bs]
+                    mb = MicroBatch(idx, step_generator(cfg.seed, state.step, m), micro_bs * dist.world, dist.rank * micro_bs, state.step)
+                    sync = (m == cfg.accum_steps - 1) or not ddp
+                    with contextlib.nullcontext() if sync else model.no_sync():
+                        loss = step_loss(mb)
+                        value = loss.item()  # the step's one host sync
+                        if math.isfinite(value):
+                            scaled = loss / cfg.accum_steps
+                            (scaler.scale(scaled) if scaler else scaled).backward()
+                            step_total += value / cfg.accum_steps
+                        elif cfg.skip_nonfinite:
+                            bad_batches += 1
+                        else:
+                            raise MaekitError(
+                                f"non-finite loss ({value}) at step {state.step} (epoch {epoch}); stopped, the last "
+                                "good checkpoint is kept (lower the learning rate, check the data for NaN/Inf, or set "
+                                "train.skip_nonfinite=true)"
+                            )
+                if scaler:
+                    scaler.unscale_(optimizer)
+                if clip_grad:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                if bad_batches and state.step % cfg.log_every == 0:
+                    run.log({"step": state.step, "skipped_nonfinite_batches": bad_batches})
+                seen += per_step * dist.world
+                window.append(step_total)
+                if state.step % cfg.log_every == 0:
+                    local = torch.tensor(sum(window) / len(window))
+                    mean_loss = float(all_reduce_sum(local) / dist.world) if dist.enabled else float(local)
+                    run.log({"step": state.step, "epoch": epoch, "train_loss": mean_loss, "lr": lr})
+                    window.clear()
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+                if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
+                    save("last", state, epoch)
+                stop_after = bool(cfg.stop_after) and state.step >= cfg.stop_after and state.step % spe
+                if stop_after or stop.requested:
+                    save("last", state, epoch)
+                    if stop_after:
+                        return state
+                    raise Interrupted(
+                        f"{stop.requested} received: stopped after step {state.step} with a checkpoint; continue with "
+                        f"resume=true and the same out={run.path}"
+                    )
+            elapsed = time.perf_counter() - t0
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate(epoch) if (epoch + 1) % cfg.eval_every == 0 or state.step == total else {}
+            model.train()
+            record = {"step": state.step, "epoch": epoch, "img_per_s": seen / max(elapsed, 1e-9), "epoch_time_s": elapsed, **metrics}
+            run.log(record)
+            improved = key in metrics and (
+                state.best is None or (metrics[key] < state.best if mode == "min" else metrics[key] > state.best)
+            )
+            if improved:
+                state.best, state.best_epoch = float(metrics[key]), epoch
+                save("best", state, epoch)
+            save("last", state, epoch)
+            if dist.is_main:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v))
+                tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}, {record['img_per_s']:.0f} img/s", file=sys.stderr)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
+    finally:
+        bar.close()
+        stop.restore()
     if dist.enabled:
         run.log({"step": state.step, "ddp_param_max_diff": replica_divergence(model)})
     return state
