@@ -60,6 +60,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    w = sub.add_parser(
+        "sweep", help="Pretrain every cell of a grid of config values (then optionally evaluate each); tables and figures.",
+        description="Pretrain every cell of a grid (e.g. --grid model.patch_size=2,4 model.mask_ratio=0.75,0.85), each in "
+        "its own run directory under the sweep directory (out=DIR), optionally followed by downstream evaluations; writes "
+        "sweep.csv, sweep.md, heatmaps, overlaid loss curves and reconstructions. Running it again skips finished cells and "
+        "resumes an interrupted one. Write key=value overrides right after -c CONFIG (downstream ones as knn.labels=600); "
+        "a --grid item with one value is an override too.",
+    )
+    w.add_argument("-c", "--config", help="YAML pretraining config (optional sections linprobe:, finetune:, knn:)")
+    w.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    w.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="config key and its comma-separated values")
+    w.add_argument("--then", default="", metavar="linprobe,finetune,knn", help="evaluations to run on every cell after pretraining")
+    rp = sub.add_parser(
+        "report", help="One self-contained report.html for a run, compare or sweep directory.",
+        description="Write DIR/report.html: configuration, environment, loss curves, reconstructions, result tables, "
+        "confusion matrices and plots of a run, compare or sweep directory (images embedded; no network needed to view it).",
+    )
+    rp.add_argument("dir", metavar="DIR")
+    rp.add_argument("--out", default=None, help="HTML path (default: DIR/report.html)")
+    d = sub.add_parser("data", help="Inspect or preview a data source (idx/CIFAR/image folder, .npy/.npz, HDF5, Parquet).")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("inspect", help="Format, shapes, dtype, channel layout, label balance, per-channel statistics and sparsity.",
+                         description="Format, shapes, dtype, channel layout, label balance, per-channel statistics and sparsity. "
+                         "Data options as key=value (the keys of the config's data: section, e.g. images_key=jet layout=nhwc).")
+    dp = dsub.add_parser("preview", help="A PNG grid of samples; one panel per channel for multi-channel data.")
+    for q in (di, dp):
+        q.add_argument("path", metavar="PATH", help="data file or folder (source guessed from it; override with source=...)")
+        q.add_argument("overrides", nargs="*", metavar="key=value", help="data options, e.g. images_key=X_jets channels=[0,1]")
+    di.add_argument("--limit", type=int, default=10000, help="images used for the statistics (evenly spread; default 10000)")
+    di.add_argument("--json", action="store_true", help="print JSON")
+    dp.add_argument("--out", required=True, help="PNG file to write")
+    dp.add_argument("--n", type=int, default=8, help="samples to show")
+    dp.add_argument("--log", action="store_true", help="log colour scale (sparse detector images)")
     return ap
 
 
@@ -101,6 +134,21 @@ def main(argv: list[str] | None = None) -> int:
             from .commands import export
 
             export.run(args.run_dir, args.out_dir, args.format)
+        elif args.command == "sweep":
+            from .commands import sweep
+
+            sweep.run(args.config, args.grid, args.overrides, [m.strip() for m in args.then.split(",") if m.strip()])
+        elif args.command == "report":
+            from .commands import report
+
+            print(f"report: {report.run(args.dir, args.out)}")
+        elif args.command == "data":
+            from .commands import data
+
+            if args.data_command == "inspect":
+                data.inspect(args.path, args.overrides, args.limit, args.json)
+            else:
+                data.preview(args.path, args.overrides, args.out, args.n, args.log)
         elif args.command == "embed":
             from .commands import embed
 

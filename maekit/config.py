@@ -37,20 +37,70 @@ class AugmentConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where the images come from and how they are split and normalised."""
+class PreprocessConfig:
+    """Value transforms for float data (detector images), applied as the data are read, in this order."""
 
-    source: Literal["idx"] = "idx"
-    name: str = "fashion_mnist"  # fashion_mnist | mnist | kmnist (for locating idx files)
-    path: str | None = None  # folder with the idx files; else $MAEKIT_DATA, else the Debian package
-    val_fraction: float = 0.1  # seeded held-out part of the training file, for model selection
+    zero_suppress: float | None = None  # values with |x| below this become 0 (ML4SCI files: 1e-3)
+    scale: list[float] | None = None  # per-channel factors (after channel selection)
+    log1p: bool = False  # sign(x) * log(1 + |x|), for intensities spanning decades
+    clip: list[float] | None = None  # [min, max] after the steps above
+
+    def validate(self, prefix: str) -> None:
+        if self.zero_suppress is not None and self.zero_suppress < 0:
+            raise MaekitError(f"{prefix}zero_suppress must be >= 0, got {self.zero_suppress}")
+        if self.clip is not None:
+            lo, hi = _pair(self.clip, f"{prefix}clip")
+            if not lo < hi:
+                raise MaekitError(f"{prefix}clip must be [min, max] with min < max, got {self.clip}")
+
+    @property
+    def active(self) -> bool:
+        return self.zero_suppress is not None or self.scale is not None or self.log1p or self.clip is not None
+
+
+SOURCES = ("idx", "cifar", "folder", "npy", "hdf5", "parquet")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from, how they are read, split and normalised."""
+
+    source: Literal["idx", "cifar", "folder", "npy", "hdf5", "parquet"] = "idx"
+    name: str = "fashion_mnist"  # idx: fashion_mnist | mnist | kmnist (for locating the files)
+    path: str | None = None  # idx/cifar: folder (idx default: $MAEKIT_DATA, then the Debian package); else file or folder
+    test_path: str | None = None  # a separate test file/folder of the same format; else a seeded split of `path`
+    test_fraction: float = 0.1  # seeded test split when the source has no test set of its own
+    val_fraction: float = 0.1  # seeded held-out part of the training data, for model selection
     split_seed: int = 0
+    images_key: str | None = None  # hdf5 dataset / npz array / parquet column; default: found automatically
+    labels_key: str | None = None  # likewise (y, Y, labels, ...); "none" = ignore labels
+    labels_path: str | None = None  # npy: labels in their own .npy file
+    layout: Literal["auto", "nhwc", "nchw"] = "auto"  # channels-last or -first; auto = detected from the shape
+    channels: list[int] | None = None  # use these channels (indices into the file's channels), in this order
+    channel_names: list[str] | None = None  # names of the file's channels (for pictures and inspect)
+    image_size: int | None = None  # folder: resize the shorter side, then center-crop to this size
+    color: Literal["auto", "L", "RGB"] = "auto"  # folder: grayscale or RGB (auto: RGB if any sampled image has colour)
+    on_bad_image: Literal["skip", "error"] = "skip"  # folder: unreadable images are skipped with a count, or an error
+    stream: bool | None = None  # read from disk in chunks (hdf5/parquet/npy); None = when larger than memory_mb
+    memory_mb: float = 4096.0  # above this the data stream; also bounds the stream's chunk cache
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     class_names: list[str] | None = None  # default: the dataset's own names
 
     def validate(self, prefix: str = "data.") -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise MaekitError(f"{prefix}val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise MaekitError(f"{prefix}test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.source not in ("idx", "cifar") and not self.path:
+            raise MaekitError(f"{prefix}path is required for data.source={self.source}")
+        if self.channels is not None and (not self.channels or min(self.channels) < 0):
+            raise MaekitError(f"{prefix}channels must list channel indices >= 0, got {self.channels}")
+        if self.image_size is not None and self.image_size < 1:
+            raise MaekitError(f"{prefix}image_size must be >= 1, got {self.image_size}")
+        if self.memory_mb <= 0:
+            raise MaekitError(f"{prefix}memory_mb must be positive, got {self.memory_mb}")
+        self.preprocess.validate(prefix + "preprocess.")
         self.augment.validate(prefix + "augment.")
 
 

@@ -124,3 +124,94 @@ def accuracy_vs_labels(rows: list[dict], out: Path, title: str = "") -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     _save(fig, out)
+
+
+def heatmap(values: np.ndarray, row_labels: list[str], col_labels: list[str], out: Path, title: str = "", xlabel: str = "", ylabel: str = "", fmt: str = "{:.4g}") -> None:
+    """values [R, C] (NaN = not run yet) as a coloured grid with the numbers written in."""
+    r, c = values.shape
+    fig, ax = plt.subplots(figsize=(1.8 + 1.1 * c, 1.0 + 0.55 * r))
+    finite = values[np.isfinite(values)]
+    ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto",
+              vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 1)
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0, 1)
+    for i in range(r):
+        for j in range(c):
+            v = values[i, j]
+            text = fmt.format(v) if np.isfinite(v) else "-"
+            dark = np.isfinite(v) and (v - lo) < 0.5 * (hi - lo)
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+    ax.set_xticks(range(c), col_labels, fontsize=8)
+    ax.set_yticks(range(r), row_labels, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    _save(fig, out)
+
+
+def overlaid_loss_curves(runs: list[tuple[str, Path]], out: Path, eval_key: str = "test_recon_loss", title: str = "") -> None:
+    """Several pretraining runs on one figure: training loss per logged step (left) and `eval_key` per epoch
+    (right), against epochs so that runs with different steps per epoch line up."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, run_dir in runs:
+        rows = read_metrics(run_dir)
+        ev = [r for r in rows if eval_key in r]
+        if not ev:
+            continue
+        spe = ev[0]["step"] / (ev[0]["epoch"] + 1)
+        tr = [r for r in rows if "train_loss" in r]
+        line = a2.plot([r["epoch"] + 1 for r in ev], [r[eval_key] for r in ev], marker="o", ms=3, label=label)[0]
+        if tr:
+            a1.plot([r["step"] / spe for r in tr], [r["train_loss"] for r in tr], lw=0.9, color=line.get_color(), label=label)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("training loss (augmented, per logged step)")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel(eval_key.replace("_", " ") + " (fixed masks)")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, out)
+
+
+def sample_grid(images, out: Path, title: str = "", channel_names: list[str] | None = None, log: bool = False) -> None:
+    """A grid of samples [N, C, H, W] (uint8 or float). Gray or RGB images: a grid of thumbnails; other
+    multi-channel images (detector data): one row per sample, one panel per channel with its own colour scale
+    (log scale with `log`, for sparse images)."""
+    from matplotlib.colors import LogNorm
+
+    x = np.asarray(images, dtype=np.float64)
+    n, c = x.shape[:2]
+    photo = c in (1, 3) and np.asarray(images).dtype == np.uint8
+    if photo:
+        cols = min(8, n)
+        rows = -(-n // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.5 * rows + 0.4), squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if k < n:
+                img = x[k] / 255.0
+                ax.imshow(img.transpose(1, 2, 0) if c == 3 else img[0], cmap=None if c == 3 else "gray", vmin=0, vmax=1)
+    else:
+        names = channel_names or [f"channel {i}" for i in range(c)]
+        fig, axes = plt.subplots(n, c, figsize=(1.9 * c, 1.9 * n + 0.4), squeeze=False)
+        for j in range(c):
+            ch = x[:, j]
+            positive = ch[ch > 0]
+            for i in range(n):
+                ax = axes[i, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if log and positive.size:
+                    im = ax.imshow(np.where(ch[i] > 0, ch[i], np.nan), cmap="viridis",
+                                   norm=LogNorm(vmin=max(positive.min(), positive.max() * 1e-6), vmax=positive.max()))
+                    ax.set_facecolor("black")
+                else:
+                    im = ax.imshow(ch[i], cmap="viridis", vmin=ch.min(), vmax=max(ch.max(), ch.min() + 1e-12))
+                if i == 0:
+                    ax.set_title(names[j], fontsize=8)
+            fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, out)

@@ -1,5 +1,6 @@
 """Every documented bad input (docs/errors.md) gets its one-line message, exit status 2, no traceback, and
 leaves earlier outputs alone. Each case here is a row of the table in docs/errors.md (checked below)."""
+import os
 import re
 from pathlib import Path
 
@@ -104,6 +105,84 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["pretrain", out, *base, "train.precision=fp16", "train.device=cpu"]
     if name == "compare-unknown-method":
         return ["compare", out, "methods=[finetune, svm]"]
+    return data_case_args(name, tmp, out, pretrained)
+
+
+def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str]:
+    """Bad data files, written in the real formats (tests/formats.py) and then broken."""
+    import h5py
+
+    import formats
+
+    h5 = tmp / "jets.h5"
+    formats.write_qg_hdf5(h5, n=12, size=20)
+    small = [*TINY, "model.patch_size=5", "train.batch_size=4", "train.eval_samples=4", "train.progress=false", "train.epochs=1"]
+    jets = ["data.source=hdf5", f"data.path={h5}", *small]
+    if name == "hdf5-missing-key":
+        return ["pretrain", out, *jets, "data.images_key=images"]
+    if name == "hdf5-wrong-rank":
+        with h5py.File(h5, "w") as f:
+            f["X_jets"] = np.zeros((12, 400), dtype=np.float32)
+        return ["pretrain", out, *jets]
+    if name == "hdf5-nan":
+        with h5py.File(h5, "a") as f:
+            f["X_jets"][7, 3, 3, 1] = np.nan
+        return ["pretrain", out, *jets]
+    if name == "hdf5-label-mismatch":
+        with h5py.File(h5, "a") as f:
+            del f["y"]
+            f["y"] = np.zeros(9, dtype=np.float32)
+        return ["pretrain", out, *jets]
+    if name == "hdf5-truncated":
+        raw = h5.read_bytes()
+        h5.write_bytes(raw[: len(raw) // 2])
+        return ["pretrain", out, *jets]
+    if name == "hdf5-empty":
+        with h5py.File(h5, "w") as f:
+            f["X_jets"] = np.zeros((0, 20, 20, 3), dtype=np.float32)
+        return ["pretrain", out, *jets]
+    if name == "parquet-truncated":
+        pq = tmp / "jets.parquet"
+        formats.write_qg_parquet(pq, n=6, size=20)
+        pq.write_bytes(pq.read_bytes()[:-100])
+        return ["pretrain", out, "data.source=parquet", f"data.path={pq}", *small]
+    if name == "channels-vs-config":
+        return ["pretrain", out, *jets, "model.in_chans=8"]
+    if name == "channels-vs-checkpoint":
+        return ["finetune", out, f"pretrained={pretrained}", *jets]
+    if name == "channel-out-of-range":
+        return ["pretrain", out, *jets, "data.channels=[0,9]"]
+    if name == "scale-count":
+        return ["pretrain", out, *jets, "data.preprocess.scale=[1.0,2.0]"]
+    if name == "test-path-conflict":
+        top = tmp / "top.h5"
+        formats.write_boosted_top_hdf5(top)
+        return ["pretrain", out, "data.source=hdf5", f"data.path={top}", f"data.test_path={h5}", *small]
+    if name == "source-needs-path":
+        return ["pretrain", out, "data.source=hdf5", *small]
+    if name == "empty-folder":
+        (tmp / "photos" / "cats").mkdir(parents=True)
+        (tmp / "photos" / "cats" / "notes.txt").write_text("no images here")
+        return ["pretrain", out, "data.source=folder", f"data.path={tmp / 'photos'}", *small]
+    if name == "bad-image":
+        formats.write_image_folder(tmp / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1]))
+        (tmp / "photos" / "class1" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+        return ["pretrain", out, "data.source=folder", f"data.path={tmp / 'photos'}", "data.on_bad_image=error", *small]
+    if name == "cifar-pickle":
+        import pickle
+
+        folder = tmp / "cifar-10-batches-py"
+        formats.write_cifar(folder, np.zeros((70, 3, 32, 32), dtype=np.uint8), np.zeros(70, dtype=np.int64), per_batch=12, test=10)
+
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("echo pwned",))
+
+        (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
+        return ["pretrain", out, "data.source=cifar", f"data.path={folder}", *small]
+    if name == "unsupported-file":
+        (tmp / "jets.csv").write_text("a,b\n1,2\n")
+        return ["data", "inspect", str(tmp / "jets.csv")]
     raise KeyError(name)
 
 
@@ -111,7 +190,7 @@ CASES = {
     "missing-data-path": r"data.path .*nowhere does not exist",
     "data-not-found": r"kmnist idx files not found in .*; or put the four idx files in a folder and set data.path=FOLDER or MAEKIT_DATA",
     "unknown-dataset": r"data.name 'cifar11' is not a known idx dataset \(known: fashion_mnist, mnist, kmnist\); set data.path",
-    "unsupported-source": r"config key 'data.source' must be one of 'idx', got 'tfrecord'",
+    "unsupported-source": r"config key 'data.source' must be one of 'idx' \| 'cifar' \| 'folder' \| 'npy' \| 'hdf5' \| 'parquet', got 'tfrecord'",
     "corrupt-idx": r"idx file .*train-images-idx3-ubyte.gz is unreadable or corrupt",
     "truncated-idx": r"idx file .*t10k-labels-idx1-ubyte is truncated or corrupt: shape \(300,\) needs 308 bytes, file has 301",
     "label-count-mismatch": r"idx file .*train-labels-idx1-ubyte.gz holds \(10,\) labels; expected one per image of .*train-images-idx3-ubyte.gz \(600\)",
@@ -136,6 +215,23 @@ CASES = {
     "reconstruct-bad-mask": r"--mask-ratio must be in \[0, 1\), got 1.5",
     "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
     "compare-unknown-method": r"methods: unknown method 'svm'",
+    "hdf5-missing-key": r".*jets.h5: no image dataset key 'images' \(the file has: X_jets, m0, pt, y\); set data.images_key",
+    "hdf5-wrong-rank": r".*jets.h5: X_jets: expected images of rank 3 \[N,H,W\] or 4 \[N,H,W,C\]/\[N,C,H,W\], got shape \[12, 400\]",
+    "hdf5-nan": r".*jets.h5: X_jets: image 7 holds NaN or Inf values; expected finite numbers",
+    "hdf5-label-mismatch": r".*jets.h5: y: 9 labels for 12 images; expected one label per image",
+    "hdf5-truncated": r".*jets.h5: not a readable HDF5 file \(",
+    "hdf5-empty": r".*jets.h5: X_jets: the training data hold no images",
+    "parquet-truncated": r".*jets.parquet: not a readable Parquet file \(",
+    "channels-vs-config": r"data .*jets.h5 have 3 channels of 20x20 but the model expects 8 of 20x20 \(model.in_chans / model.img_size\)",
+    "channels-vs-checkpoint": r"encoder .*pre expects 1 channels of 28x28, but data .*jets.h5 have 3 of 20x20",
+    "channel-out-of-range": r".*jets.h5: X_jets: data.channels \[0, 9\] asks for channel 9 but the images have 3 channels \(0..2\)",
+    "scale-count": r"data.preprocess.scale lists 2 factors, the images have 3 channels",
+    "test-path-conflict": r".*top.h5 has its own test split; remove data.test_path",
+    "source-needs-path": r"data.path is required for data.source=hdf5",
+    "empty-folder": r".*photos: no image files found \(looked for .bmp, ",
+    "bad-image": r".*cut.png: cannot decode the image \(1 unreadable file\(s\) in .*photos\); set data.on_bad_image=skip to skip them",
+    "cifar-pickle": r".*data_batch_1: not a CIFAR batch \(refusing to load (posix|os).system\); only pickled dicts of arrays are accepted",
+    "unsupported-file": r".*jets.csv: unsupported file type \(expected .h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder\)",
 }
 
 

@@ -38,6 +38,8 @@ def checkpoint_meta(kind: str, model_cfg: ModelConfig, splits: Splits, data_cfg:
             "class_names": splits.class_names,
             "image_size": list(splits.image_size),
             "channels": splits.channels,
+            "channel_names": splits.channel_names,
+            "dtype": splits.dtype,  # uint8: images were divided by 255 before normalising; float32: used as read
             "config": asdict(data_cfg),
         },
         **(extra or {}),
@@ -132,7 +134,7 @@ def recon_loss(
     dist: DistInfo | None = None,
     progress: bool = False,
 ) -> float:
-    """Mean masked-patch loss over uint8 images [N, C, H, W] with the given masking noise [N, L]
+    """Mean masked-patch loss over images [N, C, H, W] (uint8 or float) with the given masking noise [N, L]
     (sharded across processes under DDP, then summed)."""
     rank, world = (dist.rank, dist.world) if dist else (0, 1)
     device = next(model.parameters()).device
@@ -160,9 +162,11 @@ def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: 
     p, c = model.patch_size, model.in_chans
     m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))
     m_, s_ = mean.view(1, -1, 1, 1).to(device), std.view(1, -1, 1, 1).to(device)
+    # uint8 photos are drawn on their 0-1 scale; float (detector) images relative to each channel's maximum
+    top = 1.0 if images.dtype == torch.uint8 else (x * s_ + m_).amax(dim=(0, 2, 3), keepdim=True).clamp_min(1e-12)
 
     def pix(t: torch.Tensor) -> Any:
-        return (t * s_ + m_).clamp(0, 1).cpu().float().numpy()
+        return ((t * s_ + m_) / top).clamp(0, 1).cpu().float().numpy()
 
     original = pix(x)
     masked = original * (1 - m.cpu().numpy()) + 0.5 * m.cpu().numpy()

@@ -25,7 +25,8 @@ def run(run_dir: str, out: str, fmt: str = "hf") -> Path:
         "model_config": meta.get("model_config"),
         "data": meta.get("data"),
     }
-    path = hf.export_hf(out, loaded.model_cfg, loaded.state, meta["data"]["mean"], meta["data"]["std"], provenance)
+    path = hf.export_hf(out, loaded.model_cfg, loaded.state, meta["data"]["mean"], meta["data"]["std"], provenance,
+                         rescale=meta["data"].get("dtype", "uint8") == "uint8")
     print(f"exported {loaded.path} as a transformers ViTMAE directory -> {path}")
     for f in hf.EXPORT_FILES:
         print(f"  {path / f}")

@@ -47,7 +47,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     mcfg = model_config_of(cfg, splits)
     if splits.channels != mcfg.in_chans or tuple(splits.image_size) != tuple(mcfg.img_size):
         raise MaekitError(
-            f"data has {splits.channels} channels of {splits.image_size[0]}x{splits.image_size[1]} but model expects "
+            f"data {splits.sources.get('train', cfg.data.path)} have {splits.channels} channels of {splits.image_size[0]}x{splits.image_size[1]} but the model expects "
             f"{mcfg.in_chans} of {mcfg.img_size[0]}x{mcfg.img_size[1]} (model.in_chans / model.img_size)"
         )
     torch.manual_seed(cfg.train.seed)
@@ -62,6 +62,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     state = resume_state(out, model, optimizer, run, cfg.resume)
     if dist.is_main:
         save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
+        splits.save_rows(out / "splits.npz")
         run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world})
         run.tb(purge_step=state.step + 1 if state.step else None)
     wrapped = DDP(model) if dist.enabled else model
@@ -140,6 +141,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         state=state,
         on_epoch_end=on_epoch_end,
         desc="pretrain",
+        units=(train_images.chunk_of, train_images.buffer_units) if splits.train.streamed else None,
     )
     run.close()
     if dist.is_main:

@@ -1,41 +1,61 @@
-"""config -> in-memory dataset splits -> per-step batches (sharded across processes under DDP)."""
+"""config -> dataset splits (in memory, or streamed from disk when large) -> per-step batches (sharded under DDP).
+
+Every source ends up as the same `Splits`: train / val / test `ImageSet`s whose images are a uint8 tensor (photos,
+0-255) or a float32 tensor (detector images, after data.preprocess), or a `StreamedImages` that reads such
+tensors from disk on demand. Splits the source does not have are cut from its training data with seeded
+permutations; the rows of every split are saved in the run directory (splits.npz).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ..config import DataConfig
+from ..config import DataConfig, PreprocessConfig
 from ..errors import MaekitError
-from . import idx
+from . import cifar, folder, idx
+from .readers import ArrayReader, open_readers
+from .stream import StreamedImages, chunk_order
 from .transforms import channel_stats
+
+TEST_SEED_OFFSET = 7919  # the test split's permutation is independent of the validation split's
 
 
 @dataclass
 class ImageSet:
-    """A split held in memory: images uint8 [N, C, H, W], labels int64 [N] or None."""
+    """A split: images [N, C, H, W] (uint8 or float32 tensor, or StreamedImages), labels int64 [N] or None."""
 
-    images: torch.Tensor
+    images: torch.Tensor | StreamedImages
     labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
+        """The images at `index`, in memory."""
         return ImageSet(self.images[index], None if self.labels is None else self.labels[index])
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, StreamedImages)
 
 
 @dataclass
 class Splits:
-    """train / val (seeded hold-out of the training file) / test, with per-channel stats of train."""
+    """train / val / test, with per-channel stats of train."""
 
     train: ImageSet
     val: ImageSet
     test: ImageSet
     class_names: list[str] | None
-    mean: torch.Tensor  # [C], 0-1 scale, computed on `train`
+    mean: torch.Tensor  # [C], on the scale the model sees before normalisation (0-1 for uint8 images)
     std: torch.Tensor  # [C]
+    channel_names: list[str] | None = None
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # rows of each split in its source file
+    sources: dict[str, str] = field(default_factory=dict)  # file (or folder) each split was read from
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -46,10 +66,24 @@ class Splits:
         return self.train.images.shape[1]
 
     @property
+    def dtype(self) -> str:
+        return "uint8" if self.train.images.dtype == torch.uint8 else "float32"
+
+    @property
     def num_classes(self) -> int:
         if self.class_names:
             return len(self.class_names)
-        return int(self.train.labels.max()) + 1 if self.train.labels is not None else 0
+        labels = [s.labels for s in (self.train, self.val, self.test) if s.labels is not None and len(s.labels)]
+        return int(max(int(y.max()) for y in labels)) + 1 if labels else 0
+
+    def save_rows(self, path: Path) -> None:
+        """Which rows of which file went into each split (np.load(path) to read)."""
+        from ..engine.checkpoint import atomic_write_bytes
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **{f"{k}_rows": v for k, v in self.rows.items()}, **{f"{k}_source": np.array(v) for k, v in self.sources.items()})
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def _as_nchw(images: np.ndarray) -> torch.Tensor:
@@ -57,31 +91,181 @@ def _as_nchw(images: np.ndarray) -> torch.Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t
 
 
+def preparer(pre: PreprocessConfig, where: str, channels: int):
+    """f(x, lo, hi) applied to every block of rows read: finite check, then zero-suppression, scale, log1p, clip."""
+    if pre.scale is not None and len(pre.scale) != channels:
+        raise MaekitError(f"data.preprocess.scale lists {len(pre.scale)} factors, the images have {channels} channels")
+
+    def prepare(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        if x.dtype != np.uint8:
+            finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if not finite.all():
+                raise MaekitError(f"{where}: image {lo + int(np.argmin(finite))} holds NaN or Inf values; expected finite numbers")
+        if not pre.active:
+            return x
+        x = x.astype(np.float32)
+        if pre.zero_suppress is not None:
+            x[np.abs(x) < pre.zero_suppress] = 0.0
+        if pre.scale is not None:
+            x *= np.asarray(pre.scale, dtype=np.float32).reshape(1, -1, 1, 1)
+        if pre.log1p:
+            x = np.sign(x) * np.log1p(np.abs(x))
+        if pre.clip is not None:
+            np.clip(x, pre.clip[0], pre.clip[1], out=x)
+        return x
+
+    prepare.to_float = pre.active
+    return prepare
+
+
+def _read_all(reader: ArrayReader, prepare) -> torch.Tensor:
+    """The whole file in memory, read unit by unit (with a progress bar for big files)."""
+    dtype = torch.uint8 if reader.dtype == np.uint8 and not prepare.to_float else torch.float32
+    out = torch.empty((reader.n, *reader.shape), dtype=dtype)
+    starts = reader.chunk_starts
+    bar = tqdm(total=reader.n, desc=f"read {reader.path.name}", unit="img", leave=False, disable=None if reader.nbytes > 256 << 20 else True)
+    for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        out[lo:hi] = torch.from_numpy(prepare(reader.read(lo, hi), lo, hi))
+        bar.update(hi - lo)
+    bar.close()
+    return out
+
+
+def _split_off(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out rows, remaining rows), both sorted: a seeded `fraction` of 0..n-1 (at least one row)."""
+    k = max(1, int(round(n * fraction)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:k].sort().values.numpy(), perm[k:].sort().values.numpy()
+
+
+def _labels_tensor(y: np.ndarray | None) -> torch.Tensor | None:
+    return None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+def _in_memory(cfg: DataConfig, download: bool) -> tuple[dict, list[str] | None, dict[str, str]]:
+    """{split: (images uint8 tensor, labels or None)} for idx / cifar / folder sources."""
+    if cfg.source == "idx":
+        arrays = idx.load(cfg.name, cfg.path, download)
+        names = idx.DATASETS.get(cfg.name, {}).get("classes")
+        where = str(idx.locate(cfg.name, cfg.path, download)) if cfg.path is None else cfg.path
+        return {k: (_as_nchw(x), y) for k, (x, y) in arrays.items()}, names, {"train": where, "test": where}
+    if cfg.source == "cifar":
+        if cfg.path is None:
+            raise MaekitError("data.path is required for data.source=cifar (the cifar-10-batches-py or cifar-100-python folder)")
+        arrays, names = cifar.load(Path(cfg.path))
+        return {k: (torch.from_numpy(x), y) for k, (x, y) in arrays.items()}, names, {"train": cfg.path, "test": cfg.path}
+    parts, names, where = {}, None, {}
+    for split, path in (("train", cfg.path), ("test", cfg.test_path)):
+        if path is None:
+            continue
+        x, y, classes = folder.load(Path(path), cfg)
+        if split == "train":
+            names = classes
+        elif classes is not None and names is not None and classes != names:
+            raise MaekitError(f"{path}: test classes {classes} differ from the training classes {names}")
+        parts[split], where[split] = (torch.from_numpy(x), y), path
+    return parts, names, where
+
+
+def _check_rank(parts: dict, where: dict) -> None:
+    shapes = {k: tuple(v[0].shape[1:]) for k, v in parts.items()}
+    if len(set(shapes.values())) > 1:
+        detail = ", ".join(f"{k} {list(s)} ({where.get(k, '?')})" for k, s in shapes.items())
+        raise MaekitError(f"splits have different image shapes: {detail}; expected the same [C, H, W] everywhere")
+
+
 def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
-    """Read the configured source and split off the seeded validation set."""
-    if cfg.source != "idx":
-        raise MaekitError(f"data.source {cfg.source!r} is not supported (expected one of: idx)")
-    arrays = idx.load(cfg.name, cfg.path, download)
-    train_x, train_y = arrays["train"]
-    test_x, test_y = arrays["test"]
-    full = ImageSet(_as_nchw(train_x), torch.from_numpy(train_y.astype(np.int64)))
-    test = ImageSet(_as_nchw(test_x), torch.from_numpy(test_y.astype(np.int64)))
-    if len(full) < 2:
-        raise MaekitError(f"training data of {cfg.name} holds {len(full)} images; at least 2 are needed")
-    n_val = max(1, int(round(len(full) * cfg.val_fraction)))
-    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(cfg.split_seed))
-    val, train = full.subset(perm[:n_val].sort().values), full.subset(perm[n_val:].sort().values)
-    names = cfg.class_names or idx.DATASETS.get(cfg.name, {}).get("classes")
-    mean, std = channel_stats(train.images)
-    return Splits(train, val, test, names, mean, std)
+    """Read the configured source; cut the missing test / val splits from its training data (seeded)."""
+    if cfg.source in ("idx", "cifar", "folder"):
+        parts, names, where = _in_memory(cfg, download)
+        channel_names = cfg.channel_names
+        rows = {}
+        if "train" in parts and len(parts["train"][0]) == 0:
+            raise MaekitError(f"{where['train']}: the training data hold no images")
+        x, y = parts["train"]
+        if "test" not in parts:
+            test_rows, rest = _split_off(len(x), cfg.test_fraction, cfg.split_seed + TEST_SEED_OFFSET)
+            parts["test"] = (x[test_rows], None if y is None else y[test_rows])
+            x, y = x[rest], None if y is None else y[rest]
+            where["test"] = where["train"]
+            rows["test"], base = test_rows, rest
+        else:
+            base = np.arange(len(x))
+            rows["test"] = np.arange(len(parts["test"][0]))
+        _check_rank(parts, where)
+        if len(x) < 2:
+            raise MaekitError(f"{where['train']}: the training data hold {len(x)} images; at least 2 are needed")
+        val_pos, train_pos = _split_off(len(x), cfg.val_fraction, cfg.split_seed)
+        sets = {
+            "train": ImageSet(x[train_pos], _labels_tensor(None if y is None else y[train_pos])),
+            "val": ImageSet(x[val_pos], _labels_tensor(None if y is None else y[val_pos])),
+            "test": ImageSet(parts["test"][0], _labels_tensor(parts["test"][1])),
+        }
+        rows["train"], rows["val"] = base[train_pos], base[val_pos]
+        where["val"] = where["train"]
+    else:
+        readers = open_readers(Path(cfg.path), cfg)
+        if cfg.test_path is not None:
+            if "test" in readers:
+                raise MaekitError(f"{cfg.path} has its own test split; remove data.test_path")
+            readers["test"] = open_readers(Path(cfg.test_path), cfg)["train"]
+        shapes = {k: r.shape for k, r in readers.items()}
+        if len(set(shapes.values())) > 1:
+            raise MaekitError("splits have different image shapes: " + ", ".join(f"{k} {list(s)} ({readers[k].path})" for k, s in shapes.items()))
+        if readers["train"].n == 0:
+            raise MaekitError(f"{readers['train'].where}: the training data hold no images")
+        names, channel_names = cfg.class_names, readers["train"].channel_names
+        # split rows: (reader, rows) per split
+        split_rows: dict[str, tuple[ArrayReader, np.ndarray]] = {}
+        tr = readers["train"]
+        base = np.arange(tr.n)
+        if "test" in readers:
+            split_rows["test"] = (readers["test"], np.arange(readers["test"].n))
+        else:
+            test_rows, base = _split_off(tr.n, cfg.test_fraction, cfg.split_seed + TEST_SEED_OFFSET)
+            split_rows["test"] = (tr, test_rows)
+        if "val" in readers:
+            split_rows["val"] = (readers["val"], np.arange(readers["val"].n))
+            split_rows["train"] = (tr, base)
+        else:
+            if len(base) < 2:
+                raise MaekitError(f"{tr.where}: the training data hold {len(base)} images; at least 2 are needed")
+            val_pos, train_pos = _split_off(len(base), cfg.val_fraction, cfg.split_seed)
+            split_rows["val"], split_rows["train"] = (tr, base[val_pos]), (tr, base[train_pos])
+        total = sum(r.nbytes for r in readers.values())
+        stream = cfg.stream if cfg.stream is not None else total > cfg.memory_mb * 2**20
+        budget = cfg.memory_mb * 2**20
+        loaded: dict[int, torch.Tensor] = {}
+        sets = {}
+        for split, (reader, r) in split_rows.items():
+            prepare = preparer(cfg.preprocess, reader.where, reader.shape[0])
+            labels = None if reader.labels is None else torch.from_numpy(reader.labels[r])
+            if stream:
+                images = StreamedImages(reader, r, prepare, budget if split == "train" else 0)
+            else:
+                if id(reader) not in loaded:
+                    loaded[id(reader)] = _read_all(reader, prepare)
+                images = loaded[id(reader)][torch.from_numpy(r)]
+            sets[split] = ImageSet(images, labels)
+        loaded.clear()
+        rows = {k: v[1] for k, v in split_rows.items()}
+        where = {k: str(v[0].path) for k, v in split_rows.items()}
+    if len(sets["train"]) == 0:
+        raise MaekitError(f"{where['train']}: no training images are left after the test and validation splits")
+    mean, std = channel_stats(sets["train"].images)
+    names = cfg.class_names or names
+    return Splits(sets["train"], sets["val"], sets["test"], names, mean, std, channel_names, rows, where)
 
 
-def step_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+def step_batches(
+    n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1, units: tuple[np.ndarray, int] | None = None
+) -> torch.Tensor:
     """This process's sample indices for every step of an epoch, [steps, batch_size].
 
     The epoch's permutation depends on (seed, epoch) only; global batches of batch_size*world consecutive
     entries are cut from it (the incomplete last one dropped) and process `rank` takes its slice of each,
-    so the union over processes equals what one process with the global batch would see.
+    so the union over processes equals what one process with the global batch would see. With `units`
+    (read unit of each position, units per buffer) of streamed data the permutation is `chunk_order`'s.
     """
     global_batch = batch_size * world
     steps = n // global_batch
@@ -90,6 +274,7 @@ def step_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, 
             f"{n} training images are fewer than one global batch ({batch_size} x {world} processes); "
             "lower train.batch_size"
         )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g) if units is None else chunk_order(units[0], units[1], g)
     grid = perm[: steps * global_batch].view(steps, world, batch_size)
     return grid[:, rank]

@@ -6,11 +6,19 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..errors import MaekitError
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 on the 0-1 scale; float images (detector data) are already on their own scale."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 or float [N, C, H, W] -> float32 (x/255 - mean) / std per channel; mean, std [C] on the 0-1 scale."""
-    x = x.float() / 255.0
+    """[N, C, H, W] -> float32 (to_unit(x) - mean) / std per channel; mean, std [C] on to_unit's scale."""
+    x = to_unit(x)
     return (x - mean.view(1, -1, 1, 1).to(x)) / std.view(1, -1, 1, 1).to(x)
 
 
@@ -53,17 +61,24 @@ def random_resized_crop_flip(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std [C] of uint8 images [N, C, H, W] on the 0-1 scale (float64 accumulation)."""
+def channel_stats(images, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std [C] of images [N, C, H, W] (a tensor, or StreamedImages read in one pass) on
+    to_unit's scale, accumulated in float64."""
     c = images.shape[1]
     s = torch.zeros(c, dtype=torch.float64)
     s2 = torch.zeros(c, dtype=torch.float64)
     count = 0
-    for i in range(0, images.shape[0], chunk):
-        x = images[i : i + chunk].to(torch.float64) / 255.0
+    n = images.shape[0]
+    bar = tqdm(total=n, desc="channel stats", unit="img", leave=False, disable=None if not isinstance(images, torch.Tensor) else True)
+    for i in range(0, n, chunk):
+        x = to_unit(images[i : i + chunk]).to(torch.float64)
+        bar.update(x.shape[0])
         s += x.sum(dim=(0, 2, 3))
         s2 += (x * x).sum(dim=(0, 2, 3))
         count += x.shape[0] * x.shape[2] * x.shape[3]
+    bar.close()
+    if count == 0:
+        raise MaekitError("cannot compute channel statistics of an empty training split")
     mean = s / count
     std = (s2 / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
     return mean.float(), std.float()

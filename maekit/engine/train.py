@@ -125,11 +125,13 @@ def fit(
     state: TrainState,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     desc: str = "train",
+    units: tuple | None = None,
 ) -> TrainState:
     """Train for cfg.epochs epochs from `state`; evaluate and checkpoint each epoch.
 
     `select` = (metric key, 'min' | 'max') picks the `best` checkpoint; `save(name, state, epoch)` writes a
-    checkpoint called `name` ('last' or 'best'). Returns the final state.
+    checkpoint called `name` ('last' or 'best'). `units` (read unit per image, units per buffer) gives
+    streamed data their chunk-wise shuffle. Returns the final state.
     """
     key, mode = select
     micro_bs = cfg.batch_size
@@ -159,7 +161,7 @@ def fit(
     try:
         while state.step < total:
             epoch = state.step // spe
-            batches = step_batches(n_train, per_step, epoch, cfg.seed, dist.rank, dist.world)
+            batches = step_batches(n_train, per_step, epoch, cfg.seed, dist.rank, dist.world, units)
             t0 = time.perf_counter()
             seen = 0
             for s in range(state.step % spe, spe):

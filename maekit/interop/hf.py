@@ -100,8 +100,9 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def preprocessor_config(cfg: ModelConfig, mean: list[float], std: list[float]) -> dict[str, Any]:
-    """preprocessor_config.json of a ViTImageProcessor doing what maekit does: x / 255, then (x - mean) / std."""
+def preprocessor_config(cfg: ModelConfig, mean: list[float], std: list[float], rescale: bool = True) -> dict[str, Any]:
+    """preprocessor_config.json of a ViTImageProcessor doing what maekit does: x / 255 (8-bit images; float
+    detector images are used as read, rescale=False), then (x - mean) / std."""
     h, w = cfg.img_size
     if len(mean) != cfg.in_chans or len(std) != cfg.in_chans:
         raise MaekitError(f"normalisation has {len(mean)} means and {len(std)} stds for a {cfg.in_chans}-channel model")
@@ -109,8 +110,8 @@ def preprocessor_config(cfg: ModelConfig, mean: list[float], std: list[float]) -
         "image_processor_type": "ViTImageProcessor",
         "do_resize": False,
         "size": {"height": h, "width": w},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
+        "do_rescale": rescale,
+        "rescale_factor": 1 / 255 if rescale else 1.0,
         "do_normalize": True,
         "image_mean": [float(m) for m in mean],
         "image_std": [float(s) for s in std],
@@ -330,6 +331,7 @@ def export_hf(
     mean: list[float],
     std: list[float],
     provenance: dict[str, Any] | None = None,
+    rescale: bool = True,
 ) -> Path:
     """Write a transformers ViTMAE directory (config.json, model.safetensors, preprocessor_config.json).
 
@@ -339,7 +341,7 @@ def export_hf(
     """
     out = Path(out_dir)
     config = hf_config(cfg)  # raises for non-square models before anything is written
-    processor = preprocessor_config(cfg, list(mean), list(std))
+    processor = preprocessor_config(cfg, list(mean), list(std), rescale)
     tensors = to_hf_state(state, cfg)
     if out.exists() and not out.is_dir():
         raise MaekitError(f"output path {out} exists and is not a directory")
@@ -464,12 +466,16 @@ def load_hf_vitmae(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tenso
     except json.JSONDecodeError:
         prov = {}
     pdata = prov.get("data") if isinstance(prov, dict) and isinstance(prov.get("data"), dict) else {}
+    if pdata.get("dtype") == "float32" and "mean" in pdata:
+        # exported from float (detector) data, which maekit normalises as read (no 1/255): its own statistics
+        mean, std = [float(m) for m in pdata["mean"]], [float(v) for v in pdata["std"]]
     data = {
         "mean": mean,
         "std": std,
         "class_names": pdata.get("class_names"),
         "image_size": list(cfg.img_size),
         "channels": cfg.in_chans,
+        "dtype": pdata.get("dtype", "uint8"),
         "config": pdata.get("config"),  # the data config of the maekit run that was exported, if any
     }
     if note:

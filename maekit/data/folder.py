@@ -1,0 +1,93 @@
+"""Folders of image files (Pillow): labelled (one subfolder per class) or unlabelled (any tree of images).
+
+Every image is decoded once, converted to grayscale or RGB, resized on its shorter side and center-cropped to
+data.image_size, and kept in memory as uint8 (training augmentation then crops and flips on tensors). Files
+Pillow cannot read are skipped with a count (or, with data.on_bad_image=error, stop the run with their name).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..config import DataConfig
+from ..errors import MaekitError
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+def _decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if size is not None:
+                w, h = im.size
+                s = size / min(w, h)
+                im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
+                w, h = im.size
+                left, top = (w - size) // 2, (h - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+            a = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _color_mode(files: list[Path], cfg: DataConfig) -> str:
+    if cfg.color != "auto":
+        return cfg.color
+    from PIL import Image
+
+    for p in files[:: max(1, len(files) // 64)][:64]:
+        try:
+            with Image.open(p) as im:
+                if im.mode not in ("L", "1", "I", "I;16", "F", "LA"):
+                    return "RGB"
+        except Exception:
+            continue
+    return "L"
+
+
+def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """images uint8 [N, C, S, S], labels int64 [N] (None when unlabelled), class names (subfolder names)."""
+    if not root.exists():
+        raise MaekitError(f"data path {root} does not exist")
+    if not root.is_dir():
+        raise MaekitError(f"data path {root} is not a folder; data.source=folder expects a folder of images")
+    files = list_images(root)
+    if not files:
+        raise MaekitError(f"{root}: no image files found (looked for {', '.join(sorted(EXTENSIONS))}, in subfolders too)")
+    # labelled: every image sits in a direct subfolder of root (the class), and there are at least two classes
+    parents = {p.parent for p in files}
+    labelled = all(p.parent == root for p in parents) and len(parents) >= 2
+    classes = sorted(p.name for p in parents) if labelled else None
+    mode = _color_mode(files, cfg)
+    size = cfg.image_size  # None: keep the files' own size (they must all agree)
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = list(tqdm(pool.map(lambda p: _decode(p, mode, size), files), total=len(files), desc=f"decode {root.name}",
+                            unit="img", leave=False, disable=None))
+    bad = [p for p, a in zip(files, decoded) if a is None]
+    if bad and cfg.on_bad_image == "error":
+        raise MaekitError(f"{bad[0]}: cannot decode the image ({len(bad)} unreadable file(s) in {root}); set data.on_bad_image=skip to skip them")
+    keep = [(p, a) for p, a in zip(files, decoded) if a is not None]
+    if not keep:
+        raise MaekitError(f"{root}: none of the {len(files)} image files could be decoded")
+    if size is None:
+        shapes = {a.shape for _, a in keep}
+        if len(shapes) > 1:
+            raise MaekitError(f"{root}: images have different sizes ({', '.join(str(s[1:]) for s in list(shapes)[:3])} ...); set data.image_size")
+    if bad:
+        print(f"data: skipped {len(bad)} unreadable image(s) in {root} (first: {bad[0]})", flush=True)
+    images = np.stack([a for _, a in keep])
+    labels = np.array([classes.index(p.parent.name) for p, _ in keep], dtype=np.int64) if classes else None
+    return images, labels, classes

@@ -1,0 +1,98 @@
+"""Images read from disk on demand, for files larger than memory.
+
+`StreamedImages` looks like an [N, C, H, W] tensor to the training code (indexing with a tensor of positions or
+a slice returns a tensor) but keeps only a bounded number of the file's read units (HDF5 chunk ranges, Parquet
+row groups) in an LRU cache. The epoch order that goes with it (`chunk_order`) shuffles the order of the read
+units and, within a buffer of several units, the images: every image once per epoch, each unit read about once
+per epoch, and memory bounded by the cache. Like every order in maekit it depends on (seed, epoch) only, so
+resumption and DDP sharding work unchanged.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .readers import ArrayReader
+
+
+class StreamedImages:
+    def __init__(self, reader: ArrayReader, rows: np.ndarray, prepare: Callable[[np.ndarray, int, int], np.ndarray], cache_bytes: float):
+        self.reader = reader
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) > 1 and (np.diff(self.rows) <= 0).any():
+            raise ValueError("rows must be strictly increasing")
+        self.prepare = prepare
+        starts = reader.chunk_starts
+        self.chunk_of = np.searchsorted(starts, self.rows, side="right") - 1  # read unit of each position
+        self.shape = (len(self.rows), *reader.shape)
+        self.dtype = torch.uint8 if reader.dtype == np.uint8 and not getattr(prepare, "to_float", False) else torch.float32
+        itemsize = 1 if self.dtype == torch.uint8 else 4
+        unit = int(np.diff(starts).max()) * int(np.prod(reader.shape)) * itemsize
+        self.capacity = max(2, int(cache_bytes // max(1, unit)))  # read units held at once
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.reads = 0  # read units fetched from disk so far (for tests and benchmarks)
+
+    @property
+    def buffer_units(self) -> int:
+        """Read units shuffled together: half the cache, so the current and the next buffer both fit."""
+        return max(1, self.capacity // 2)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def _unit(self, k: int) -> torch.Tensor:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        lo, hi = int(self.reader.chunk_starts[k]), int(self.reader.chunk_starts[k + 1])
+        data = torch.from_numpy(self.prepare(self.reader.read(lo, hi), lo, hi))
+        self.reads += 1
+        self._cache[k] = data
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return data
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, slice):
+            pos = np.arange(len(self))[index]
+        elif isinstance(index, int):
+            return self[np.array([index])][0]
+        else:
+            pos = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+        out = torch.empty((len(pos), *self.shape[1:]), dtype=self.dtype)
+        if len(pos) == 0:
+            return out
+        units = self.chunk_of[pos]
+        rows = self.rows[pos]
+        for k in dict.fromkeys(units.tolist()):  # units in order of first use
+            sel = np.nonzero(units == k)[0]
+            data = self._unit(k)
+            out[torch.from_numpy(sel)] = data[torch.from_numpy(rows[sel] - int(self.reader.chunk_starts[k]))]
+        return out
+
+    def iter_chunks(self, size: int = 0):
+        """Consecutive [start, stop) position ranges aligned to read units (for one pass over the split)."""
+        bounds = np.nonzero(np.diff(self.chunk_of))[0] + 1
+        edges = np.concatenate([[0], bounds, [len(self)]])
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            yield int(lo), int(hi)
+
+
+def chunk_order(chunk_of: np.ndarray, buffer_units: int, generator: torch.Generator) -> torch.Tensor:
+    """A permutation of positions 0..n-1 (positions of one read unit contiguous, units non-decreasing): read
+    units in shuffled order, grouped `buffer_units` at a time, images shuffled within each group."""
+    n = len(chunk_of)
+    edges = np.concatenate([[0], np.nonzero(np.diff(chunk_of))[0] + 1, [n]])
+    units = torch.randperm(len(edges) - 1, generator=generator).tolist()
+    parts = []
+    for i in range(0, len(units), buffer_units):
+        group = torch.cat([torch.arange(int(edges[u]), int(edges[u + 1])) for u in units[i : i + buffer_units]])
+        parts.append(group[torch.randperm(len(group), generator=generator)])
+    return torch.cat(parts)
