@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup data demo test clean
+.PHONY: setup data browser demo test clean
 
 setup: $(VENV)/.installed
 
@@ -26,13 +26,24 @@ data:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# headless Chromium for the report test (tests/test_report.py opens report.html in it)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "Chromium and chromedriver: found"; \
+	else \
+	  echo "Chromium not found: installing the Debian packages chromium and chromium-driver"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 demo: setup data
 	$(PY) -m maekit pretrain -c configs/fashion_mnist.yaml out=$(DEMO_OUT)
 	$(PY) -m maekit reconstruct $(DEMO_OUT) --split train
 	$(PY) -m maekit reconstruct $(DEMO_OUT) --split test
 	@echo "demo run directory: $(DEMO_OUT)"
+	$(PY) -m maekit report $(DEMO_OUT)
 
-test: setup data
+test: setup data browser
 	$(PY) -m pytest -q tests
 
 clean:

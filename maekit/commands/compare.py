@@ -44,7 +44,9 @@ def run(cfg: CompareConfig, out: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
     if not (out / "run.json").exists():
-        atomic_write_text(out / "run.json", json.dumps({"kind": "compare"}))
+        from ..environment import environment
+
+        atomic_write_text(out / "run.json", json.dumps({"kind": "compare", "env": environment()}, indent=1))
     pretrained = cfg.pretrained
     if pretrained is None:
         pre_dir = out / "pretrain"

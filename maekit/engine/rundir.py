@@ -48,7 +48,9 @@ class RunDir:
 
     def write_info(self, kind: str, extra: dict[str, Any] | None = None) -> None:
         if self.active:
-            atomic_write_text(self.path / "run.json", json.dumps({"kind": kind, **(extra or {})}, indent=1))
+            from ..environment import environment
+
+            atomic_write_text(self.path / "run.json", json.dumps({"kind": kind, **(extra or {}), "env": environment()}, indent=1))
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after `step` (written by a run that died after its last checkpoint)."""

@@ -1,0 +1,52 @@
+"""What a run ran on: Python, torch and maekit versions, the git commit of the maekit source, CPU / GPU,
+threads. Recorded in run.json (and sweep.json) when a run starts; shown by `maekit report`."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The commit checked out where maekit's source lives ('+dirty' with uncommitted changes), or None."""
+    where = str(path or Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    from . import __version__
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "maekit": __version__,
+        "git_commit": git_commit(),
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": ", ".join(gpus) if gpus else None,
+    }
