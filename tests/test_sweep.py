@@ -64,7 +64,9 @@ def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypa
               "heatmap_mflops_per_image.png", "config.yaml", "run.json"):
         assert (out / f).exists(), f
     assert "| model.mask_ratio |" in (out / "sweep.md").read_text()
-    assert json.loads((out / "run.json").read_text())["kind"] == "sweep"
+    info = json.loads((out / "run.json").read_text())
+    assert info["kind"] == "sweep" and info["env"]["torch"] == torch.__version__ and info["env"]["torch_threads"] >= 1
+    assert json.loads((first / "run.json").read_text())["env"]["python"]  # every run records its environment
     # the resumed cell continued from its checkpoint: one uninterrupted history of 8 steps
     steps = [json.loads(x)["step"] for x in (first / "metrics.jsonl").read_text().splitlines() if "test_recon_loss" in x]
     assert steps == [8] and [json.loads(x)["step"] for x in (first / "metrics.jsonl").read_text().splitlines() if "train_loss" in x] == [2, 4, 6, 8]
@@ -115,4 +117,3 @@ def test_sweep_cell_names_and_downstream_axes(tmp_path, tiny_sweep_args):
     assert [c.downstream["knn"].knn_k for c in cells] == [5, 10, 5, 10]
     assert [c.pretrain.model.mask_ratio for c in cells] == [0.5, 0.5, 0.75, 0.75]
     assert record["grid"] == {"model.mask_ratio": [0.5, 0.75], "knn.knn_k": [5, 10]}
-    assert torch.is_tensor(torch.zeros(1))

@@ -213,6 +213,9 @@ def _sweep_sections(page: Page, root: Path) -> None:
     parts = page.section("Results")
     if (root / "sweep.csv").exists():
         parts.append(csv_table(root / "sweep.csv"))
+    if (root / "sweep.md").exists():  # what the numbers mean
+        notes = [line for line in (root / "sweep.md").read_text().splitlines() if line and not line.startswith(("|", "!["))]
+        parts.extend(f'<p class="note">{esc(line)}</p>' for line in notes)
     heat = page.section("Heatmaps")
     from .sweep import METRICS
 
