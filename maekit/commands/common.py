@@ -13,7 +13,7 @@ import torch
 from .. import plots
 from ..config import DataConfig, PretrainConfig, from_dict
 from ..data.loader import ImageSet, Splits, load_splits
-from ..data.transforms import normalize
+from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.dist import DistInfo, all_reduce_sum, setup
 from ..errors import MaekitError
@@ -130,7 +130,7 @@ def recon_loss(
     std: torch.Tensor,
     noise: torch.Tensor,
     mask_ratio: float | None = None,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     dist: DistInfo | None = None,
     progress: bool = False,
 ) -> float:
@@ -138,6 +138,7 @@ def recon_loss(
     (sharded across processes under DDP, then summed)."""
     rank, world = (dist.rank, dist.world) if dist else (0, 1)
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(images)
     total = torch.zeros(2, dtype=torch.float64)
     starts = list(range(rank * batch_size, images.shape[0], batch_size * world))
     if progress:

@@ -10,7 +10,7 @@ import torch
 from .. import plots
 from ..config import DownstreamConfig, save_yaml, to_dict
 from ..data.loader import ImageSet, Splits, load_splits
-from ..data.transforms import normalize
+from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.rundir import RunDir, prepare
 from ..errors import MaekitError
@@ -105,10 +105,11 @@ def build_encoder(setup: Setup, num_classes: int = 0, pool: str = "cls", drop_pa
 
 
 @torch.no_grad()
-def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, pool: str, batch_size: int = 512) -> torch.Tensor:
+def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, pool: str, batch_size: int | None = None) -> torch.Tensor:
     """uint8 images [N, C, H, W] -> pooled features [N, D] (encoder in eval mode, no masking)."""
     encoder.eval()
     device = next(encoder.parameters()).device
+    batch_size = batch_size or eval_batch_size(images)
     out = []
     for i in range(0, images.shape[0], batch_size):
         x = normalize(images[i : i + batch_size].to(device), mean, std)

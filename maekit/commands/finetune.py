@@ -12,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import plots
 from ..config import FinetuneConfig
-from ..data.transforms import normalize, random_resized_crop_flip
+from ..data.transforms import eval_batch_size, normalize, random_resized_crop_flip
 from ..engine import checkpoint
 from ..engine.dist import cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
@@ -22,10 +22,11 @@ from .downstream import build_encoder, dist_for, finish, open_run, prepare_setup
 
 
 @torch.no_grad()
-def predict(model, images: torch.Tensor, mean, std, batch_size: int = 512) -> torch.Tensor:
+def predict(model, images: torch.Tensor, mean, std, batch_size: int | None = None) -> torch.Tensor:
     """uint8 images [N, C, H, W] -> logits [N, K]."""
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(images)
     return torch.cat([model(normalize(images[i : i + batch_size].to(device), mean, std)).float().cpu() for i in range(0, len(images), batch_size)])
 
 

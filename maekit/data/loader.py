@@ -103,13 +103,16 @@ def preparer(pre: PreprocessConfig, where: str, channels: int):
                 raise MaekitError(f"{where}: image {lo + int(np.argmin(finite))} holds NaN or Inf values; expected finite numbers")
         if not pre.active:
             return x
-        x = x.astype(np.float32)
+        x = x.astype(np.float32)  # a copy: blocks may be views of memory-mapped or cached data
         if pre.zero_suppress is not None:
             x[np.abs(x) < pre.zero_suppress] = 0.0
         if pre.scale is not None:
             x *= np.asarray(pre.scale, dtype=np.float32).reshape(1, -1, 1, 1)
-        if pre.log1p:
-            x = np.sign(x) * np.log1p(np.abs(x))
+        if pre.log1p:  # sign(x) * log1p(|x|), in place
+            sign = np.sign(x)
+            np.abs(x, out=x)
+            np.log1p(x, out=x)
+            x *= sign
         if pre.clip is not None:
             np.clip(x, pre.clip[0], pre.clip[1], out=x)
         return x

@@ -24,7 +24,7 @@ IMAGE_KEYS = ("X_jets", "jet", "X_jets_LR", "images", "image", "x", "X", "data",
 LABEL_KEYS = ("y", "Y", "labels", "label", "targets", "arr_1")
 SPLIT_NAMES = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 MAX_CHANNELS = 16  # an axis this short next to a long one is the channel axis
-CHUNK_BYTES = 32 << 20  # read unit for files without their own chunking
+CHUNK_BYTES = 8 << 20  # about this much per read unit (whole HDF5 chunks; Parquet row groups are the file's own)
 
 
 def _layout(shape: tuple[int, ...], layout: str, where: str) -> str:

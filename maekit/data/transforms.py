@@ -61,10 +61,16 @@ def random_resized_crop_flip(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def channel_stats(images, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_batch_size(images, target_bytes: int = 48 << 20, most: int = 512) -> int:
+    """Images per evaluation batch: up to `most`, at most about `target_bytes` of float32 input."""
+    return int(max(1, min(most, target_bytes // (4 * math.prod(images.shape[1:])))))
+
+
+def channel_stats(images, chunk_bytes: int = 32 << 20) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std [C] of images [N, C, H, W] (a tensor, or StreamedImages read in one pass) on
-    to_unit's scale, accumulated in float64."""
+    to_unit's scale, accumulated in float64, `chunk_bytes` of float64 at a time."""
     c = images.shape[1]
+    chunk = max(1, chunk_bytes // (8 * math.prod(images.shape[1:])))
     s = torch.zeros(c, dtype=torch.float64)
     s2 = torch.zeros(c, dtype=torch.float64)
     count = 0
