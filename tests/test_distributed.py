@@ -52,3 +52,18 @@ def test_two_processes_match_one(tmp_path, fmnist_small):
             assert torch.allclose(a[k], b[k], atol=1e-4), k
     # only rank 0 wrote: one set of outputs, and the single-process loader reads the DDP checkpoint
     assert len(list((two / "tensorboard").glob("events.*"))) == 1
+    # a run started with 2 processes and resumed with 1 (same effective batch) ends where the 1-process run did
+    part = tmp_path / "part"
+    r3 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                         f"--master_addr=127.0.0.1", f"--master_port={free_port()}",
+                         "-m", "maekit", "pretrain", f"out={part}", "train.batch_size=32", "train.stop_after=3", *common],
+                        capture_output=True, text=True, timeout=300, env=env)
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    r4 = subprocess.run([sys.executable, "-m", "maekit", "pretrain", f"out={part}", "resume=true", "train.batch_size=64", *common],
+                        capture_output=True, text=True, timeout=300, env=env)
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    c, meta = checkpoint.load(part / "checkpoints" / "last.safetensors")
+    assert meta["train_state"]["step"] == 8
+    for k in a:
+        if k.startswith("model."):
+            assert torch.allclose(a[k], c[k], atol=1e-4), k

@@ -46,7 +46,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     optimizer = build_optimizer(model, cfg.optim, setup.model_cfg.depth)
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     peak = peak_lr(cfg.optim, eff_batch)
-    state = resume_state(out, model, optimizer, run, cfg.resume)
+    state = resume_state(out, model, optimizer, run, cfg.resume, eff_batch)
     wrapped = DDP(model) if dist.enabled else model
     mean, std = setup.mean.to(dist.device), setup.std.to(dist.device)
     images, labels = setup.labelled.images, setup.labelled.labels
@@ -70,7 +70,9 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         "model_config": asdict(setup.model_cfg),
         "num_classes": setup.num_classes,
         "pool": cfg.pool,
-        "data": {"mean": setup.mean.tolist(), "std": setup.std.tolist(), "class_names": setup.splits.class_names},
+        "effective_batch": eff_batch,
+        "data": {"mean": setup.mean.tolist(), "std": setup.std.tolist(), "class_names": setup.splits.class_names,
+                 "dtype": setup.splits.dtype, "channel_names": setup.splits.channel_names},
     }
 
     def save(name: str, st: TrainState, epoch: int) -> None:

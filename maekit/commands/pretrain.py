@@ -59,7 +59,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     num_layers = mcfg.depth
     optimizer = build_optimizer(model, cfg.optim, num_layers)
-    state = resume_state(out, model, optimizer, run, cfg.resume)
+    state = resume_state(out, model, optimizer, run, cfg.resume, eff_batch)
     if dist.is_main:
         save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
         splits.save_rows(out / "splits.npz")

@@ -78,9 +78,13 @@ class _StopRequest:
         self._old = {}
 
 
-def resume_state(out, model: nn.Module, optimizer: torch.optim.Optimizer, run: RunDir, resume: bool) -> TrainState:
+def resume_state(out, model: nn.Module, optimizer: torch.optim.Optimizer, run: RunDir, resume: bool, effective_batch: int | None = None) -> TrainState:
     """With `resume`, load `out/checkpoints/last` (or its .prev copy) into model and optimiser and drop the
-    metrics logged after it; otherwise (or with no checkpoint yet) a fresh state."""
+    metrics logged after it; otherwise (or with no checkpoint yet) a fresh state.
+
+    Resuming with another number of processes keeps the images seen: with the same effective batch (per-process
+    batch x processes x accumulation) nothing changes; with a different one the step count is rescaled so the
+    run continues at the same point of the same epoch order (the LR then follows the new batch's scaling)."""
     from pathlib import Path
 
     from . import checkpoint
@@ -93,6 +97,11 @@ def resume_state(out, model: nn.Module, optimizer: torch.optim.Optimizer, run: R
     checkpoint.restore_optimizer(optimizer, tensors, meta)
     state = TrainState.from_dict(meta["train_state"])
     run.truncate_metrics(state.step)
+    old = meta.get("effective_batch")
+    if effective_batch and old and old != effective_batch:
+        images = state.step * old
+        state.step = images // effective_batch
+        print(f"resume: effective batch {old} -> {effective_batch}: continuing after {images} images at step {state.step}", flush=True)
     return state
 
 
