@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--out", required=True, help="PNG file to write")
     dp.add_argument("--n", type=int, default=8, help="samples to show")
     dp.add_argument("--log", action="store_true", help="log colour scale (sparse detector images)")
+    from .commands import jets
+
+    jets.add_parser(sub)
     return ap
 
 
@@ -149,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                 data.inspect(args.path, args.overrides, args.limit, args.json)
             else:
                 data.preview(args.path, args.overrides, args.out, args.n, args.log)
+        elif args.command == "jets":
+            from .commands import jets
+
+            jets.run(args)
         elif args.command == "embed":
             from .commands import embed
 
