@@ -79,6 +79,7 @@ class DataConfig:
     channels: list[int] | None = None  # use these channels (indices into the file's channels), in this order
     channel_names: list[str] | None = None  # names of the file's channels (for pictures and inspect)
     image_size: int | None = None  # folder: resize the shorter side, then center-crop to this size
+    crop: int | None = None  # hdf5/parquet/npy: keep the central crop x crop pixels (e.g. 64 of 125: the jet core)
     color: Literal["auto", "L", "RGB"] = "auto"  # folder: grayscale or RGB (auto: RGB if any sampled image has colour)
     on_bad_image: Literal["skip", "error"] = "skip"  # folder: unreadable images are skipped with a count, or an error
     stream: bool | None = None  # read from disk in chunks (hdf5/parquet/npy); None = when larger than memory_mb
@@ -96,6 +97,8 @@ class DataConfig:
             raise MaekitError(f"{prefix}path is required for data.source={self.source}")
         if self.channels is not None and (not self.channels or min(self.channels) < 0):
             raise MaekitError(f"{prefix}channels must list channel indices >= 0, got {self.channels}")
+        if self.crop is not None and (self.crop < 1 or self.source not in ("hdf5", "parquet", "npy")):
+            raise MaekitError(f"{prefix}crop must be >= 1 and is for hdf5/parquet/npy sources (folders: data.image_size), got {self.crop} with source {self.source}")
         if self.image_size is not None and self.image_size < 1:
             raise MaekitError(f"{prefix}image_size must be >= 1, got {self.image_size}")
         if self.memory_mb <= 0:

@@ -68,6 +68,13 @@ def test_task3d_layout_and_channel_selection(tmp_path):
     assert u.train.labels is None and u.channels == 8
 
 
+def test_center_crop(tmp_path):
+    x = formats.write_qg_hdf5(tmp_path / "qg.h5", n=10, size=125)
+    s = load_splits(cfg(source="hdf5", path=str(tmp_path / "qg.h5"), crop=64, test_fraction=0.2))
+    assert s.image_size == (64, 64)
+    assert torch.equal(s.test.images, torch.from_numpy(x[s.rows["test"], 30:94, 30:94].transpose(0, 3, 1, 2)))
+
+
 def test_boosted_top_splits_from_the_file(tmp_path):
     x = formats.write_boosted_top_hdf5(tmp_path / "top.h5", sizes=(12, 4, 6))
     s = load_splits(cfg(source="hdf5", path=str(tmp_path / "top.h5")))
@@ -99,6 +106,9 @@ def test_parquet_row_groups(tmp_path, key):
     assert np.array_equal(r.read(4, 15), x[4:15])  # across row groups
     s = load_splits(cfg(source="parquet", path=str(tmp_path / "qg.parquet")))
     assert torch.equal(all_images(s), torch.from_numpy(x[rows_of(s)]))
+    streamed = load_splits(cfg(source="parquet", path=str(tmp_path / "qg.parquet"), stream=True, memory_mb=0.001))
+    assert streamed.train.streamed and streamed.train.images.capacity == 2  # two row groups at a time
+    assert torch.equal(all_images(streamed), all_images(s)) and torch.allclose(streamed.mean, s.mean)
     assert sorted(torch.cat([s.train.labels, s.val.labels, s.test.labels]).tolist()) == [0] * 10 + [1] * 10
 
 

@@ -97,9 +97,23 @@ class ArrayReader:
         itemsize = 1 if self.dtype == np.uint8 else 4
         return self.n * int(np.prod(self.shape)) * itemsize
 
+    crop_box: tuple[int, int, int] | None = None  # (top, left, size) of data.crop
+
+    def _crop(self, cfg: DataConfig) -> None:
+        if cfg.crop is None:
+            return
+        c, h, w = self.shape
+        if cfg.crop > min(h, w):
+            raise MaekitError(f"{self.where}: data.crop={cfg.crop} is larger than the images ({h}x{w})")
+        self.crop_box = ((h - cfg.crop) // 2, (w - cfg.crop) // 2, cfg.crop)
+        self.shape = (c, cfg.crop, cfg.crop)
+
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as [n, C, H, W], uint8 or float32, selected channels."""
+        """Rows [start, stop) as [n, C, H, W], uint8 or float32, selected channels, center-cropped (data.crop)."""
         x = _select(self._read(start, stop), self.channels)
+        if self.crop_box is not None:
+            t, l, k = self.crop_box
+            x = np.ascontiguousarray(x[:, :, t : t + k, l : l + k])
         if x.dtype != np.uint8:
             x = x.astype(np.float32, copy=False)
         return x
@@ -160,6 +174,7 @@ class HDF5Reader(ArrayReader):
         hw = ds.shape[1:3] if self.layout in ("nhw", "nhwc") else ds.shape[2:4]
         self._set_channels(c, cfg, _attr_names(ds) or _attr_names(self._file))
         self.shape = (len(self.channels) if self.channels else c, int(hw[0]), int(hw[1]))
+        self._crop(cfg)
         self.dtype = np.dtype(np.uint8) if ds.dtype == np.uint8 else np.dtype(np.float32)
         if ds.dtype.kind not in "uif":
             raise MaekitError(f"{self.where}: expected numeric images, got dtype {ds.dtype}")
@@ -253,6 +268,7 @@ class ParquetReader(ArrayReader):
         c, h, w = (dims[2], dims[0], dims[1]) if self.layout == "nhwc" else dims
         self._set_channels(c, cfg)
         self.shape = (len(self.channels) if self.channels else c, h, w)
+        self._crop(cfg)
         self.dtype = np.dtype(np.float32)
         sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
         self.chunk_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -331,6 +347,7 @@ class NpyReader(ArrayReader):
         hw = arr.shape[1:3] if self.layout in ("nhw", "nhwc") else arr.shape[2:4]
         self._set_channels(c, cfg)
         self.shape = (len(self.channels) if self.channels else c, int(hw[0]), int(hw[1]))
+        self._crop(cfg)
         self.dtype = np.dtype(np.uint8) if arr.dtype == np.uint8 else np.dtype(np.float32)
         self.chunk_starts = self._even_chunks()
         if cfg.labels_path:

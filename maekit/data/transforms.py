@@ -61,7 +61,7 @@ def random_resized_crop_flip(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def eval_batch_size(images, target_bytes: int = 48 << 20, most: int = 512) -> int:
+def eval_batch_size(images, target_bytes: int = 16 << 20, most: int = 512) -> int:
     """Images per evaluation batch: up to `most`, at most about `target_bytes` of float32 input."""
     return int(max(1, min(most, target_bytes // (4 * math.prod(images.shape[1:])))))
 
