@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -303,3 +304,50 @@ def test_channel_panels_png(tmp_path):
     out = tmp_path / "panels.png"
     M.channel_panels(orig, mask, orig * 0.9, out, ["tracks_pt", "ecal", "tracks_d0"], "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_accumulate_over_batches():
+    torch.manual_seed(1)
+    orig = torch.rand(6, 3, 10, 10) * (torch.rand(6, 3, 10, 10) > 0.7)
+    recon = orig + 0.1 * torch.randn_like(orig)
+    mask = (torch.rand(6, 10, 10) > 0.5).float()
+    whole = M.recon_metrics(orig, recon, mask, energy_channels=[0, 2])
+    acc = M.ReconMetrics(energy_channels=[0, 2])
+    acc.update(orig[:4], recon[:4], mask[:4])
+    acc.update(orig[4:], recon[4:], mask[4:])
+    parts = acc.result()
+    assert parts["mse_masked"] == pytest.approx(whole["mse_masked"]) and parts["mse_all"] == pytest.approx(whole["mse_all"])
+    assert parts["jet_mass"]["rel_residual"]["mean"] == pytest.approx(whole["jet_mass"]["rel_residual"]["mean"])
+    assert parts["occupancy"]["recon"] == pytest.approx(whole["occupancy"]["recon"])
+    assert M.energy_channels_of(["Tracks", "ECAL", "HCAL"], 3) == [0, 1, 2]
+    assert M.energy_channels_of(list(CHANNEL_NAMES[8]), 8) == [0, 3, 4]
+    assert M.energy_channels_of(None, 8) == [0, 3, 4] and M.energy_channels_of(None, 2) == [0, 1]
+
+
+@needs_physics
+def test_reconstruct_reports_physics_metrics_for_detector_data(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from maekit.commands.reconstruct import is_detector_data
+    from maekit.physics.generate import JetGenConfig, generate
+
+    from conftest import TINY
+
+    h5 = tmp_path / "jets8.h5"
+    generate(JetGenConfig(n=40, channels=8, size=25, seed=2, chunk=20), h5, workers=1, progress=False)
+    pre = tmp_path / "pre"
+    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
+    assert main(["pretrain", f"out={pre}", "data.source=hdf5", f"data.path={h5}", "data.preprocess.log1p=true", *small]) == 0
+    capsys.readouterr()
+    assert main(["reconstruct", str(pre), "--n", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "image jet mass (tracks_pt+ecal+hcal)" in printed and "occupancy" in printed
+    line = json.loads((pre / "reconstruct.jsonl").read_text().splitlines()[-1])
+    ph = line["physics"]
+    assert ph["channels"] == list(CHANNEL_NAMES[8]) and ph["energy_channels"] == ["tracks_pt", "ecal", "hcal"]
+    assert set(ph["mse_masked"]) == set(CHANNEL_NAMES[8]) and all(v >= 0 for v in ph["mse_all"].values())
+    assert ph["total_intensity"]["original_mean"] > 100  # GeV: log1p undone
+    assert ph["jet_mass"]["rel_residual"]["n"] == ph["images"]
+    assert (pre / Path(ph["panels"]).name).read_bytes()[:4] == b"\x89PNG"
+    assert not is_detector_data(SimpleNamespace(dtype="uint8", channels=3))  # photos: no physics metrics
+    assert not is_detector_data(SimpleNamespace(dtype="float32", channels=1))

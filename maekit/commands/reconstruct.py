@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 
 from ..config import DataConfig, from_dict
 from ..data.loader import load_splits
+from ..data.transforms import normalize
 from ..engine import checkpoint
 from ..errors import MaekitError
 from ..models.mae import MAE
@@ -31,10 +33,77 @@ def run(run_dir: str, split: str = "test", n: int = 8, mask_ratio: float | None 
     k = min(n, len(data))
     write_recon_grid(model, data[:k], loaded.mean, loaded.std, noise[:k], out_png, f"{split} images, mask ratio {ratio:g}, seed {seed}", ratio)
     result = {"split": split, "images": len(data), "mask_ratio": ratio, "seed": seed, "recon_loss": loss, "grid": str(out_png)}
+    if is_detector_data(splits):
+        names = loaded.meta["data"].get("channel_names") or splits.channel_names
+        panels = out_png.with_name(out_png.stem + "_channels.png")
+        result["physics"] = physics_metrics(model, data, loaded.mean, loaded.std, noise, ratio, data_cfg, names, panels,
+                                            f"{split} images, mask ratio {ratio:g}, seed {seed}", k)
     with open(loaded.path / "reconstruct.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"{split} reconstruction loss (mask ratio {ratio:g}, seed {seed}, {len(data)} images): {loss:.5f}")
     print(f"grid: {out_png}")
+    if "physics" in result:
+        _print_physics(result["physics"])
     return result
+
+
+def is_detector_data(splits) -> bool:
+    """The rule for the physics-aware metrics: float images (photos are uint8 in maekit) with 2 or more channels,
+    i.e. multi-channel detector data such as the ML4SCI jet images (HDF5, Parquet, float .npy)."""
+    return splits.dtype == "float32" and splits.channels > 1
+
+
+def _physical(x: torch.Tensor, pre) -> torch.Tensor:
+    """Undo data.preprocess's log1p and scale (zero suppression and clipping cannot be undone), so the metrics
+    are in the file's units (GeV for the energy channels of maekit's and ML4SCI's jet images)."""
+    if pre.log1p:
+        x = torch.sign(x) * torch.expm1(x.abs())
+    if pre.scale is not None:
+        x = x / torch.tensor(pre.scale, dtype=x.dtype).view(1, -1, 1, 1)
+    return x
+
+
+@torch.no_grad()
+def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, ratio: float, data_cfg: DataConfig,
+                    names: list[str] | None, panels: Path, title: str, n_panels: int, batch_size: int = 64) -> dict:
+    """Per-channel MSE (masked / all pixels), total-intensity and image-jet-mass residuals, occupancy, and the
+    per-channel log-scale panels, with the same fixed masks as the loss. See docs/physics.md."""
+    from ..physics.metrics import ReconMetrics, channel_panels, energy_channels_of
+
+    c, p = model.in_chans, model.patch_size
+    known = list(names) if names and len(names) == c else None
+    names = known or [f"ch{i}" for i in range(c)]
+    energy = energy_channels_of(known, c)
+    acc = ReconMetrics(names, energy)
+    m_, s_ = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+    first = None
+    for i in range(0, len(data), batch_size):
+        x = normalize(data[i : i + batch_size], mean, std)
+        _, pred, mask = model(x, ratio, noise=noise[i : i + batch_size])
+        recon = model.predictions_to_pixels(x, pred)
+        m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))[:, 0]
+        o, r = _physical(x * s_ + m_, data_cfg.preprocess), _physical(recon * s_ + m_, data_cfg.preprocess)
+        acc.update(o, r, m)
+        if first is None:
+            first = (o[:n_panels], m[:n_panels], r[:n_panels])
+    out = acc.result()
+    channel_panels(first[0], first[1], first[2], panels, names, title, max_images=min(4, n_panels))
+    out["panels"] = str(panels)
+    out["units"] = "the data file's (data.preprocess log1p and scale undone)"
+    if model.cfg.norm_pix_loss:
+        out["note"] = ("norm_pix_loss: the reconstruction borrows each masked patch's true mean and variance, so the "
+                       "intensity and mass residuals flatter the model")
+    return out
+
+
+def _print_physics(ph: dict) -> None:
+    mse = ", ".join(f"{k} {v:.4g}" for k, v in ph["mse_masked"].items())
+    print(f"per-channel MSE on masked pixels: {mse}")
+    for key, label in (("total_intensity", "total intensity"), ("jet_mass", "image jet mass")):
+        r = ph[key]["rel_residual"]
+        print(f"{label} ({'+'.join(ph['energy_channels'])}): relative residual {r['mean']:+.3f} +- {r['std']:.3f} (median {r['median']:+.3f})")
+    occ = ", ".join(f"{k} {ph['occupancy']['original'][k]:.4f}->{ph['occupancy']['recon'][k]:.4f}" for k in ph["channels"])
+    print(f"occupancy (original->reconstruction): {occ}")
+    print(f"channel panels: {ph['panels']}")
 
 

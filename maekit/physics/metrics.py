@@ -110,44 +110,97 @@ def _summary(v: torch.Tensor) -> dict[str, float]:
             "mean_abs": float(v.abs().mean()), "n": int(v.numel())}
 
 
+class ReconMetrics:
+    """Reconstruction metrics of detector images accumulated over batches, all in the images' own units.
+
+    update(original, recon, mask): original, recon [N, C, H, W]; mask [N, H, W] (1 = masked, i.e. predicted).
+    result():
+    - mse_masked / mse_all: per-channel MSE on the masked pixels and on all pixels (recon as predicted);
+    - total_intensity / jet_mass: relative residuals (reco - orig) / orig per image, over the energy channels
+      (default: all), summarised (mean, std, median, mean |.|); the reconstructed image has the visible pixels
+      pasted back when paste_visible (what is known is not re-predicted); negative pixels count as 0 in the mass;
+    - occupancy: mean fraction of pixels above occupancy_threshold per channel, original and reconstruction.
+    """
+
+    def __init__(self, channel_names: Sequence[str] | None = None, energy_channels: Sequence[int] | None = None,
+                 occupancy_threshold: float = 0.0, radius: float | None = None, paste_visible: bool = True):
+        self.names = list(channel_names) if channel_names is not None else None
+        self.energy = list(energy_channels) if energy_channels is not None else None
+        self.threshold, self.radius, self.paste = occupancy_threshold, radius, paste_visible
+        self.n = 0
+        self.se_masked = self.n_masked = self.se_all = self.n_all = self.occ_o = self.occ_r = None
+        self.ti: list[torch.Tensor] = []
+        self.jm: list[torch.Tensor] = []
+
+    def update(self, original: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor) -> None:
+        if original.shape != recon.shape:
+            raise ValueError(f"original {tuple(original.shape)} and reconstruction {tuple(recon.shape)} differ in shape")
+        c = original.shape[1]
+        if self.names is None:
+            self.names = [f"ch{i}" for i in range(c)]
+        if len(self.names) != c:
+            raise ValueError(f"{len(self.names)} channel names for {c} channels")
+        m = _pixel_mask(mask, original)
+        o, r = original.double(), recon.double()
+        se = (r - o) ** 2
+        md = m.double()
+        full = torch.where(m, r, o) if self.paste else r
+        parts = {
+            "se_masked": (se * md).sum(dim=(0, 2, 3)), "n_masked": md.sum(dim=(0, 2, 3)).expand(c),
+            "se_all": se.sum(dim=(0, 2, 3)), "n_all": torch.full((c,), float(se[:, 0].numel()), dtype=torch.float64),
+            "occ_o": occupancy(o, self.threshold).sum(0), "occ_r": occupancy(full, self.threshold).sum(0),
+        }
+        for k, v in parts.items():
+            setattr(self, k, v if getattr(self, k) is None else getattr(self, k) + v)
+        self.ti.append(torch.stack([total_intensity(o, self.energy, self.radius), total_intensity(full, self.energy, self.radius)], 1))
+        self.jm.append(torch.stack([image_jet_mass(o, self.energy, self.radius), image_jet_mass(full, self.energy, self.radius)], 1))
+        self.n += original.shape[0]
+
+    def result(self) -> dict:
+        if self.n == 0:
+            raise ValueError("no images")
+        names = self.names
+        mse_m = self.se_masked / self.n_masked.clamp_min(1)
+        mse_a = self.se_all / self.n_all
+        ti, jm = torch.cat(self.ti), torch.cat(self.jm)
+        ok_t, ok_m = ti[:, 0].abs() > 1e-12, jm[:, 0] > 1e-12
+        return {
+            "images": self.n,
+            "channels": names,
+            "energy_channels": [names[i] for i in (self.energy if self.energy is not None else range(len(names)))],
+            "mse_masked": {n: float(v) for n, v in zip(names, mse_m)},
+            "mse_all": {n: float(v) for n, v in zip(names, mse_a)},
+            "mse_masked_mean": float(mse_m.mean()),
+            "total_intensity": {"original_mean": float(ti[:, 0].mean()), "recon_mean": float(ti[:, 1].mean()),
+                                "rel_residual": _summary((ti[ok_t, 1] - ti[ok_t, 0]) / ti[ok_t, 0])},
+            "jet_mass": {"original_mean": float(jm[:, 0].mean()), "recon_mean": float(jm[:, 1].mean()),
+                         "rel_residual": _summary((jm[ok_m, 1] - jm[ok_m, 0]) / jm[ok_m, 0])},
+            "occupancy": {"threshold": self.threshold, "original": {n: float(v) / self.n for n, v in zip(names, self.occ_o)},
+                          "recon": {n: float(v) / self.n for n, v in zip(names, self.occ_r)}},
+            "paste_visible": self.paste,
+            "radius": self.radius,
+        }
+
+
 def recon_metrics(original: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor, energy_channels: Sequence[int] | None = None,
                   channel_names: Sequence[str] | None = None, occupancy_threshold: float = 0.0, radius: float | None = None,
                   paste_visible: bool = True) -> dict:
-    """Reconstruction metrics of detector images, all in the images' own units.
+    """ReconMetrics of one batch: see ReconMetrics."""
+    acc = ReconMetrics(channel_names, energy_channels, occupancy_threshold, radius, paste_visible)
+    acc.update(original, recon, mask)
+    return acc.result()
 
-    original, recon: [N, C, H, W]; mask: [N, H, W] (1 = pixel was masked, i.e. predicted by the model).
-    - mse_masked / mse_all: per-channel MSE on the masked pixels and on all pixels (recon as predicted);
-    - total_intensity / jet_mass: relative residuals (reco - orig) / orig per image over the energy channels
-      (default: all), summarised (mean, std, median, mean |.|); the reconstructed image has the visible pixels
-      pasted back when paste_visible (what is known is not re-predicted), negative pixels count as 0 in the mass;
-    - occupancy: mean fraction of pixels above occupancy_threshold per channel, original and reconstruction.
-    """
-    c = original.shape[1]
-    names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(c)]
-    if len(names) != c:
-        raise ValueError(f"{len(names)} channel names for {c} channels")
-    m = _pixel_mask(mask, original)
-    full = torch.where(m, recon, original) if paste_visible else recon
-    mse_m, mse_a = per_channel_mse(original, recon, mask), per_channel_mse(original, recon)
-    ti_o, ti_r = total_intensity(original, energy_channels, radius), total_intensity(full, energy_channels, radius)
-    jm_o, jm_r = image_jet_mass(original, energy_channels, radius), image_jet_mass(full, energy_channels, radius)
-    ok_t, ok_m = ti_o.abs() > 1e-12, jm_o > 1e-12
-    occ_o, occ_r = occupancy(original, occupancy_threshold).mean(0), occupancy(full, occupancy_threshold).mean(0)
-    return {
-        "images": int(original.shape[0]),
-        "channels": names,
-        "energy_channels": [names[i] for i in (energy_channels if energy_channels is not None else range(c))],
-        "mse_masked": {n: float(v) for n, v in zip(names, mse_m)},
-        "mse_all": {n: float(v) for n, v in zip(names, mse_a)},
-        "mse_masked_mean": float(mse_m.mean()),
-        "total_intensity": {"original_mean": float(ti_o.mean()), "recon_mean": float(ti_r.mean()),
-                            "rel_residual": _summary((ti_r[ok_t] - ti_o[ok_t]) / ti_o[ok_t])},
-        "jet_mass": {"original_mean": float(jm_o.mean()), "recon_mean": float(jm_r.mean()),
-                     "rel_residual": _summary((jm_r[ok_m] - jm_o[ok_m]) / jm_o[ok_m])},
-        "occupancy": {"threshold": occupancy_threshold, "original": {n: float(v) for n, v in zip(names, occ_o)},
-                      "recon": {n: float(v) for n, v in zip(names, occ_r)}},
-        "paste_visible": paste_visible,
-    }
+
+def energy_channels_of(names: Sequence[str] | None, c: int) -> list[int]:
+    """Which channels hold transverse momenta / energies: by name when known (pt, ecal, hcal, energy, et),
+    else the ML4SCI orders: all of 1 or 3 channels, [0, 3, 4] of 8 (pT, d0, dz, ECAL, HCAL, 3 pixel layers)."""
+    if names:
+        keys = ("pt", "ecal", "hcal", "energy", "et", "calo", "track")
+        bad = ("d0", "dz", "bpix", "pix", "hit", "ip")
+        idx = [i for i, n in enumerate(names) if any(k in n.lower() for k in keys) and not any(b in n.lower() for b in bad)]
+        if idx:
+            return idx
+    return [0, 3, 4] if c == 8 else list(range(c))
 
 
 def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, out: str | Path, channel_names: Sequence[str] | None = None,
@@ -169,7 +222,7 @@ def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, ou
     original, recon, mask = (np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64) for a in (original, recon, mask))
     n, c = min(max_images, original.shape[0]), original.shape[1]
     names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(c)]
-    fig, axes = plt.subplots(n, 3 * c, figsize=(1.25 * 3 * c, 1.35 * n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n, 3 * c, figsize=(1.5 * 3 * c, 1.6 * n + 0.6), squeeze=False)
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.6", under="black")
     for j in range(c):
         for i in range(n):
@@ -186,6 +239,8 @@ def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, ou
                 cm = cmap
             for k, (img, label) in enumerate(((o, "original"), (np.where(m, np.nan, o), "masked"), (r, "recon"))):
                 ax = axes[i, 3 * j + k]
+                if isinstance(norm, mcolors.LogNorm):  # zeros and negatives: below the scale (black), not "bad"
+                    img = np.where(np.isnan(img), np.nan, np.maximum(img, norm.vmin * 0.5))
                 ax.imshow(np.ma.masked_invalid(img), cmap=cm, norm=norm, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
