@@ -61,7 +61,7 @@ class StreamedImages:
         # read units held at once: at least 2 for a split read in epoch order, 1 for evaluation splits (cache_bytes=0)
         self.capacity = max(2, int(cache_bytes // max(1, unit))) if cache_bytes else 1
         _return_freed_memory()
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.reads = 0  # read units fetched from disk so far (for tests and benchmarks)
 
     @property
@@ -76,12 +76,14 @@ class StreamedImages:
     def ndim(self) -> int:
         return 4
 
-    def _unit(self, k: int) -> torch.Tensor:
+    def _unit(self, k: int) -> np.ndarray:
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
         lo, hi = int(self.reader.chunk_starts[k]), int(self.reader.chunk_starts[k + 1])
-        data = torch.from_numpy(self.prepare(self.reader.read(lo, hi), lo, hi))
+        data = self.prepare(self.reader.read(lo, hi), lo, hi)
+        if self.dtype == torch.float32 and data.dtype != np.float32:
+            data = data.astype(np.float32)
         self.reads += 1
         self._cache[k] = data
         while len(self._cache) > self.capacity:
@@ -95,16 +97,14 @@ class StreamedImages:
             return self[np.array([index])][0]
         else:
             pos = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
-        out = torch.empty((len(pos), *self.shape[1:]), dtype=self.dtype)
-        if len(pos) == 0:
-            return out
+        # gathered with numpy: small row copies, where torch's parallel indexing costs more than it saves
+        out = np.empty((len(pos), *self.shape[1:]), dtype=np.uint8 if self.dtype == torch.uint8 else np.float32)
         units = self.chunk_of[pos]
         rows = self.rows[pos]
         for k in dict.fromkeys(units.tolist()):  # units in order of first use
             sel = np.nonzero(units == k)[0]
-            data = self._unit(k)
-            out[torch.from_numpy(sel)] = data[torch.from_numpy(rows[sel] - int(self.reader.chunk_starts[k]))]
-        return out
+            out[sel] = self._unit(k)[rows[sel] - int(self.reader.chunk_starts[k])]
+        return torch.from_numpy(out)
 
     def iter_chunks(self, size: int = 0):
         """Consecutive [start, stop) position ranges aligned to read units (for one pass over the split)."""
