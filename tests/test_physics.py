@@ -165,6 +165,17 @@ def test_missing_extra_is_one_line_error(monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "x.h5").exists()
 
 
+@needs_physics
+def test_cli_generate(tmp_path, capsys):
+    out = tmp_path / "sub" / "cli.h5"
+    assert main(["jets", "generate", "--out", str(out), "--n", "4", "--size", "15", "--workers", "1", "--seed", "2",
+                 "--quark-fraction", "0.25", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary["n"] == 4 and summary["out"] == str(out) and 0 < summary["acceptance"]["gluon"] < 1
+    with h5py.File(out) as f:
+        assert f["X_jets"].shape == (4, 15, 15, 3) and f["y"][...].sum() == 3  # one quark jet, three gluon jets
+
+
 def test_bad_arguments(tmp_path, capsys):
     assert main(["jets", "generate", "--out", str(tmp_path / "x.h5"), "--pt-min", "600", "--pt-max", "500"]) == 2
     assert "--pt-min" in capsys.readouterr().err

@@ -223,7 +223,7 @@ def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np
         ok = has & (pt >= cfg.pt_min) & (pt <= cfg.pt_max) & (np.abs(np.nan_to_num(rap, nan=99.0)) < cfg.abs_y_max)
         for i in np.flatnonzero(ok):
             if accepted >= n:
-                stats["events"] -= len(events) - i  # events after the last jet taken are not counted
+                stats["events"] -= len(events) - int(i)  # events after the last jet taken are not counted
                 break
             ev = fs[i]
             ids = ak.to_numpy(ev.id).astype(np.int64)
@@ -389,7 +389,7 @@ def generate(cfg: JetGenConfig, out: str | Path, workers: int = 1, progress: boo
     return {
         "out": str(out), "n": cfg.n, "channels": list(CHANNEL_NAMES[cfg.channels]), "workers": workers,
         "seconds": round(seconds, 2), "jets_per_second": round(cfg.n / seconds, 2), "cpu_seconds": round(cpu, 1),
-        "events": {k: v["events"] for k, v in totals.items()},
-        "acceptance": {k: round(v["accepted"] / v["events"], 4) if v["events"] else None for k, v in totals.items()},
-        "vetoed_heavy_flavour": totals["quark"]["vetoed_heavy_flavour"],
+        "events": {k: int(v["events"]) for k, v in totals.items()},
+        "acceptance": {k: round(float(v["accepted"] / v["events"]), 4) if v["events"] else None for k, v in totals.items()},
+        "vetoed_heavy_flavour": int(totals["quark"]["vetoed_heavy_flavour"]),
     }
