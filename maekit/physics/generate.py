@@ -221,10 +221,11 @@ def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np
         with np.errstate(divide="ignore", invalid="ignore"):
             rap = 0.5 * np.log((e + pz) / (e - pz))
         ok = has & (pt >= cfg.pt_min) & (pt <= cfg.pt_max) & (np.abs(np.nan_to_num(rap, nan=99.0)) < cfg.abs_y_max)
+        last = -1
         for i in np.flatnonzero(ok):
             if accepted >= n:
-                stats["events"] -= len(events) - int(i)  # events after the last jet taken are not counted
                 break
+            last = int(i)
             ev = fs[i]
             ids = ak.to_numpy(ev.id).astype(np.int64)
             uniq, inv = np.unique(ids, return_inverse=True)
@@ -248,6 +249,8 @@ def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np
             out["phi"].append(jet_phi)
             out["n_const"].append(len(lead_const[i]))
             accepted += 1
+        if accepted >= n:
+            stats["events"] -= len(events) - (last + 1)  # events after the last jet taken do not count
         if accepted == 0 and stats["events"] >= 20000:
             raise MaekitError(
                 f"no jet accepted in {stats['events']} events (pT window {cfg.pt_min:g}-{cfg.pt_max:g} GeV, "
