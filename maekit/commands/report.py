@@ -100,12 +100,14 @@ def _number(key: str, value: Any) -> str:
     return str(value)
 
 
-def table(header: list[str], rows: Iterable[list[Any]], text_cols: int = 1) -> str:
+def table(header: list[str], rows: Iterable[list[Any]], text_cols: int = 1, formatted: bool = False) -> str:
+    """An HTML table; values are formatted by _number (unless `formatted`) and escaped."""
     head = "".join(f'<th class="{"text" if i < text_cols else ""}">{esc(h)}</th>' for i, h in enumerate(header))
     body = []
     for row in rows:
         body.append("<tr>" + "".join(
-            f'<td class="{"text" if i < text_cols else ""}">{esc(_number(header[i] if i < len(header) else "", v))}</td>' for i, v in enumerate(row)
+            f'<td class="{"text" if i < text_cols else ""}">{esc(v if formatted else _number(header[i] if i < len(header) else "", v))}</td>'
+            for i, v in enumerate(row)
         ) + "</tr>")
     return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
@@ -186,14 +188,19 @@ def _downstream_sections(page: Page, root: Path) -> None:
 def _compare_sections(page: Page, root: Path) -> None:
     from .compare import LABELS, summarize
 
-    results = [json.loads(f.read_text()) for f in sorted((root / "cells").glob("*/result.json"))]
+    results = []  # the cells of the comparison (results.csv), not the learning-rate trials next to them in cells/
+    if (root / "results.csv").exists():
+        with open(root / "results.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                num = {k: float(r[k]) if r.get(k) not in (None, "") else float("nan") for k in ("test_accuracy", "test_roc_auc", "val_accuracy")}
+                results.append({**r, **num, "labels": int(float(r["labels"]))})
     parts = page.section("Results")
     if results:
         rows = summarize(results)
         parts.append("<h3>Mean ± std over seeds (test split)</h3>" + table(
             ["labelled images", "method", "seeds", "test accuracy (%)", "test ROC-AUC", "val accuracy (%)"],
             [[r["labels"], LABELS.get(r["method"], r["method"]), r["seeds"], f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
-              f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", f"{100 * r['val_mean']:.2f}"] for r in rows], text_cols=2))
+              f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", f"{100 * r['val_mean']:.2f}"] for r in rows], text_cols=2, formatted=True))
     if (root / "results.md").exists():
         notes = [line[2:] for line in (root / "results.md").read_text().splitlines() if line.startswith("- ")]
         if notes:
