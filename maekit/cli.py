@@ -96,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import jets
 
     jets.add_parser(sub)
+    z = sub.add_parser("compress", help="The MAE as a lossy codec for detector images: bytes and physics fidelity vs raw and sparse storage.",
+                       description="Encode images to float16 latent tokens (+ visible-patch indices) at several mask ratios, decode them, "
+                       "and compare bytes per image and physics fidelity with raw float32 and a zero-suppressed sparse encoding. "
+                       "Writes compress.json and compress.md.")
+    z.add_argument("run_dir", metavar="RUN_DIR", help="maekit pretraining run on float detector images")
+    z.add_argument("--data", default=None, help="data file (same format and preprocessing as the run's; default: the run's own)")
+    z.add_argument("--split", default="test", choices=["train", "val", "test"])
+    z.add_argument("--mask-ratios", default="0,0.5,0.75,0.9", help="comma-separated (default 0,0.5,0.75,0.9)")
+    z.add_argument("--limit", type=int, default=2000, help="images (default 2000)")
+    z.add_argument("--seed", type=int, default=0, help="seed of the masks")
+    z.add_argument("--out", default=None, help="output folder (default RUN_DIR/compress_<split>)")
     return ap
 
 
@@ -152,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
                 data.inspect(args.path, args.overrides, args.limit, args.json)
             else:
                 data.preview(args.path, args.overrides, args.out, args.n, args.log)
+        elif args.command == "compress":
+            from .commands import compress
+
+            try:
+                ratios = tuple(float(v) for v in args.mask_ratios.split(",") if v.strip())
+            except ValueError:
+                raise MaekitError(f"--mask-ratios must be comma-separated numbers, got {args.mask_ratios!r}") from None
+            compress.run(args.run_dir, args.data, args.split, ratios, args.limit, args.seed, args.out)
         elif args.command == "jets":
             from .commands import jets
 
