@@ -37,6 +37,7 @@ def steps() -> list[list[str]]:
                          f"out=benchmarks/runs/jets_compare_{tag}", *extra])
         out.append(PY + ["reconstruct", f"benchmarks/runs/jets_pretrain_{tag}", "--split", "test", "--n", "4",
                          "--out", f"benchmarks/runs/jets_pretrain_{tag}/recon_test.png"])
+    out.append(PY + ["compress", "benchmarks/runs/jets_pretrain_m075", "--mask-ratios", "0,0.5,0.75,0.9"])
     return out
 
 
@@ -124,6 +125,9 @@ def write_doc() -> None:
         for name in ("recon_test", "recon_test_channels"):
             if (FIGS / f"{tag}_{name}.png").exists():
                 lines += [f"![{name} mask {MASKS[tag]}](jets_qg/{tag}_{name}.png)", ""]
+    comp = RUNS / "jets_pretrain_m075" / "compress_test" / "compress.md"
+    if comp.exists():
+        lines += ["## Compression (`maekit compress`, the mask-0.75 model)", "", comp.read_text(), ""]
     rows_all = []
     for tag, m in MASKS.items():
         res = RUNS / f"jets_compare_{tag}" / "results.csv"

@@ -99,6 +99,7 @@ def main() -> None:
     size_mb = args.images * 125 * 125 * 3 * 4 / 2**20
     res = {"images": args.images, "data_mb": round(size_mb, 1), "memory_mb": args.memory_mb, "machine": platform.processor() or platform.machine()}
     res["baseline_tiny_file"] = run_pretrain(out / "run_baseline", tiny, ["data.stream=false"], args.threads)
+    print("baseline_tiny_file", json.dumps(res["baseline_tiny_file"]), flush=True)
     for name, extra in (("streamed", ["data.stream=true", f"data.memory_mb={args.memory_mb}"]), ("in_memory", ["data.stream=false"])):
         res[name] = run_pretrain(out / f"run_{name}", data, extra, args.threads)
         print(name, json.dumps(res[name]), flush=True)
