@@ -272,6 +272,8 @@ def test_pretrain_streamed_from_hdf5_then_finetune_on_a_labelled_file(tmp_path):
     assert main(["finetune", f"pretrained={pre}", f"out={ft}", "data.source=hdf5", f"data.path={tmp_path / 'labelled.h5'}",
                  "data.preprocess.log1p=true", "train.batch_size=8", "train.progress=false", "train.epochs=1"]) == 0
     assert json.loads((ft / "result.json").read_text())["test_accuracy"] >= 0
+    zf = np.load(ft / "splits.npz")
+    assert str(zf["train_source"]).endswith("labelled.h5") and len(zf["test_rows"]) == 4
 
 
 def test_channel_count_against_the_checkpoint(tmp_path, capsys):

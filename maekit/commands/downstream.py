@@ -117,12 +117,14 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
     return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
 
 
-def open_run(cfg: DownstreamConfig, out: Path, kind: str, dist) -> RunDir:
+def open_run(cfg: DownstreamConfig, out: Path, kind: str, dist, splits: Splits | None = None) -> RunDir:
     if dist.is_main:
         prepare(out, cfg.resume, kind)
     run = RunDir(out, active=dist.is_main)
     if dist.is_main:
         save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
+        if splits is not None:
+            splits.save_rows(out / "splits.npz")
         run.write_info(kind)
     return run
 

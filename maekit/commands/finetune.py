@@ -41,7 +41,7 @@ def run(cfg: FinetuneConfig, out: Path, kind: str = "finetune") -> dict:
 def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     t_start = time.perf_counter()
     setup = prepare_setup(cfg)
-    run = open_run(cfg, out, kind, dist)
+    run = open_run(cfg, out, kind, dist, setup.splits)
     model = build_encoder(setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed).to(dist.device)
     optimizer = build_optimizer(model, cfg.optim, setup.model_cfg.depth)
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world

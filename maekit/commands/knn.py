@@ -34,7 +34,7 @@ def run(cfg: KnnConfig, out: Path, kind: str = "knn") -> dict:
     try:
         t0 = time.perf_counter()
         setup = prepare_setup(cfg)
-        run_dir = open_run(cfg, out, kind, dist)
+        run_dir = open_run(cfg, out, kind, dist, setup.splits)
         encoder = build_encoder(setup, 0, cfg.pool, 0.0, cfg.train.seed).to(dist.device)
         bank = extract_features(encoder, setup.labelled.images, setup.mean, setup.std, cfg.pool)
         val = extract_features(encoder, setup.val.images, setup.mean, setup.std, cfg.pool)

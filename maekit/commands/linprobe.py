@@ -36,7 +36,7 @@ def run(cfg: LinprobeConfig, out: Path, kind: str = "linprobe") -> dict:
 def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
     t_start = time.perf_counter()
     setup = prepare_setup(cfg)
-    run = open_run(cfg, out, kind, dist)
+    run = open_run(cfg, out, kind, dist, setup.splits)
     encoder = build_encoder(setup, 0, cfg.pool, 0.0, cfg.train.seed).to(dist.device)
     for p in encoder.parameters():
         p.requires_grad_(False)
