@@ -72,7 +72,8 @@ def write_doc() -> None:
     for src, dst in figures.items():
         if (OUT / src).exists():
             shutil.copy(OUT / src, FIGS / dst)
-    env = json.loads((OUT / "run.json").read_text()).get("env", {})
+    envs = [json.loads((OUT / "cells" / r["cell"] / "pretrain" / "run.json").read_text()).get("env", {}) for r in rs]
+    env = envs[0]
     wall = sum(r["wall_s"] for r in rs)
     table = ["| patch | mask | train recon loss | test recon loss | k-NN test acc. (600 labels) | params (M) | MFLOPs / image | train img/s | wall (min) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -92,14 +93,16 @@ into a README by hand) as one command:
 (configs/sweep_fashion_mnist.yaml; `benchmarks/sweep_fashion_mnist.py` runs exactly this, resumably, and writes this
 page; `maekit report {OUT.relative_to(ROOT)}` gives the same results as one HTML page.)
 
-Budget: at most ~45 minutes of wall time on 2 shared CPU cores, so this is a small, short run, not the demo recipe:
-encoder 4 x 96 (4 heads), decoder 1 x 64, **1 epoch** over the 54,000 unlabelled training images (210 steps of
-256), plain-pixel loss (norm_pix_loss off, so losses of both patch sizes are on the same scale), then weighted
+Budget: planned for at most ~45 minutes of wall time on 2 CPU cores, so this is a small, short run, not the demo
+recipe: encoder 4 x 96 (4 heads), decoder 1 x 64, **1 epoch** over the 54,000 unlabelled training images (210 steps
+of 256), plain-pixel loss (norm_pix_loss off, so losses of both patch sizes are on the same scale), then weighted
 20-NN on the frozen encoder's cls token with 600 labelled images (60 per class), on the 10,000 test images.
-Measured: {done} of 4 cells, {wall / 60:.0f} minutes of wall time in total (the cores were shared with other jobs
-throughout, so images/s and wall times are pessimistic and only roughly comparable between cells).
-Machine: {platform.machine()}, {env.get('cpu', '?')}, {env.get('torch_threads', '?')} threads, torch {env.get('torch', torch.__version__)},
-maekit commit {env.get('git_commit', '?')}.
+Measured: {done} of 4 cells, **{wall / 60:.0f} minutes** of wall time in total{' (over the budget)' if wall > 45 * 60 else ''}: the 2 cores were
+shared with other jobs (test suites, other benchmarks) throughout, so images/s and wall times are pessimistic and
+only roughly comparable between cells (an idle machine would be faster; not measured here). A first attempt with
+2 epochs and a 2-layer decoder was stopped after 2 minutes, when its speed showed it would not fit the budget.
+Machine: {platform.machine()}, {env.get('cpu', '?')}, {env.get('torch_threads', '?')} threads, torch {env.get('torch', torch.__version__)}, Python {env.get('python', '?')};
+maekit at commit {env.get('git_commit', '?')} when the first cell started{' (+dirty: with uncommitted changes, among them this sweep code before its first commit)' if str(env.get('git_commit', '')).endswith('+dirty') else ''}.
 
 {chr(10).join(table)}
 

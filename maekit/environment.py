@@ -2,6 +2,7 @@
 threads. Recorded in run.json (and sweep.json) when a run starts; shown by `maekit report`."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit(path: Path | None = None) -> str | None:
-    """The commit checked out where maekit's source lives ('+dirty' with uncommitted changes), or None."""
+    """The commit checked out where maekit's source lives ('+dirty' with uncommitted changes), or None.
+    Asked once per process (the source a process runs is the one it imported, whatever is checked out later)."""
     where = str(path or Path(__file__).resolve().parent)
     try:
         head = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from maekit.cli import main
 from maekit.commands import sweep
@@ -79,9 +80,18 @@ def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypa
     monkeypatch.setitem(sweep.DOWNSTREAM, "knn", (sweep.KnnConfig, boom))
     assert main(["sweep", *tiny_sweep_args, f"out={out}", *grid]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 2
-    # the same directory with another grid is refused
+    # the same directory with another grid or another setting is refused
     assert main(["sweep", *tiny_sweep_args, f"out={out}", "--grid", "model.mask_ratio=0.5,0.6"]) == 2
     assert "holds a sweep with a different grid or configuration (at 'grid.model.mask_ratio')" in capsys.readouterr().err
+    assert main(["sweep", *tiny_sweep_args, "model.depth=3", f"out={out}", *grid]) == 2
+    assert "(at 'model.depth')" in capsys.readouterr().err
+    # a sweep recorded by a maekit without some config key (added since, with a default) still continues
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["given"], saved["train"]["skip_nonfinite"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["sweep", *tiny_sweep_args, f"out={out}", *grid]) == 0
+    assert main(["sweep", *tiny_sweep_args, "train.epochs=2", f"out={out}", *grid]) == 2
+    assert "(at 'train.epochs')" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

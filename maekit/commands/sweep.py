@@ -170,8 +170,9 @@ def plan(config: str | None, grid: list[str], overrides: list[str], then: list[s
     record = {
         "grid": {a.key: a.values for a in axes},
         "then": list(then),
-        **to_dict(from_dict(PretrainConfig, base_pre)),
+        **to_dict(from_dict(PretrainConfig, base_pre)),  # the resolved base configuration, for the reader
         **{m: base_down[m] for m in DOWNSTREAM if base_down[m]},
+        "given": {**base_pre, **{m: base_down[m] for m in DOWNSTREAM if base_down[m]}},  # what the user set: compared on reruns
     }
     return out_dir, axes, cells, record
 
@@ -180,12 +181,46 @@ def _downstream_config(cfg, pcfg: PretrainConfig, pre_dir: Path):
     return dataclasses.replace(cfg, data=pcfg.data, pretrained=str(pre_dir), resume=False, out=None)
 
 
-def _comparable(record: dict) -> dict:
-    r = json.loads(json.dumps(record))
-    r.pop("then", None)
-    for key in ("stop_after", "progress", "threads"):  # belong to an invocation, not to the sweep
-        r.get("train", {}).pop(key, None)
-    return r
+INVOCATION = ("stop_after", "progress", "threads")  # train.* keys that belong to an invocation, not to the sweep
+_MISSING = object()
+
+
+def _given(record: dict) -> dict:
+    g = json.loads(json.dumps(record.get("given") or {}))
+    for key in INVOCATION:
+        g.get("train", {}).pop(key, None)
+    return g
+
+
+def _leaves(d: dict, prefix: tuple = ()):
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, (*prefix, k))
+        else:
+            yield (*prefix, k), v
+
+
+def _at(d: Any, path: tuple) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return _MISSING
+        d = d[p]
+    return d
+
+
+def _mismatch(old: dict, new: dict) -> str | None:
+    """Where a sweep directory's recorded settings differ from this invocation's (None: the same sweep).
+    The grid and what the user set (config file + overrides) are compared, not the defaults, so a maekit that
+    grew a config key with a default can continue an older sweep."""
+    if old.get("grid") != new["grid"]:
+        return _first_difference({"grid": old.get("grid")}, {"grid": new["grid"]})
+    if "given" in old:
+        a, b = _given(old), _given(new)
+        return None if a == b else _first_difference(a, b)
+    for path, _ in _leaves(_given(new)):  # recorded by an earlier version: compare with its resolved configuration
+        if _at(old, path) != _at(new, path):
+            return ".".join(path)
+    return None
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
@@ -208,13 +243,14 @@ def _open_sweep(out: Path, record: dict) -> None:
         if kind != "sweep" or not saved.exists():
             raise MaekitError(f"{out} already holds files and is not a sweep directory; choose another out=DIR")
         old = yaml.safe_load(saved.read_text()) or {}
-        if _comparable(old) != _comparable(record):
-            where = _first_difference(_comparable(old), _comparable(record))
+        where = _mismatch(old, record)
+        if where is not None:
             raise MaekitError(f"{out} holds a sweep with a different grid or configuration (at '{where}'); use the same settings to continue it, or another out=DIR")
         record = {**record, "then": sorted(set(old.get("then") or []) | set(record["then"]), key=list(DOWNSTREAM).index)}
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(record, saved)
-    atomic_write_text(info, json.dumps({"kind": "sweep", "env": environment()}, indent=1))
+    if not info.exists():  # the environment the sweep started in; every cell's run.json has its own
+        atomic_write_text(info, json.dumps({"kind": "sweep", "env": environment()}, indent=1))
 
 
 def pretrain_finished(pre_dir: Path, epochs: int) -> bool:
