@@ -62,6 +62,19 @@ def test_two_processes_match_one(tmp_path, fmnist_small):
     r4 = subprocess.run([sys.executable, "-m", "maekit", "pretrain", f"out={part}", "resume=true", "train.batch_size=64", *common],
                         capture_output=True, text=True, timeout=300, env=env)
     assert r4.returncode == 0, r4.stderr[-3000:]
+    # linear probe and k-NN: the processes share the feature extraction and give the single-process result
+    for cmd in ("linprobe", "knn"):
+        args = [cmd, f"pretrained={one}", f"data.path={fmnist_small}", "labels=200", "train.epochs=2", "train.batch_size=32",
+                "train.progress=false", "train.threads=1"]
+        r5 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", f"--master_addr=127.0.0.1",
+                             f"--master_port={free_port()}", "-m", "maekit", *args, f"out={tmp_path / (cmd + '2')}"],
+                            capture_output=True, text=True, timeout=300, env=env)
+        assert r5.returncode == 0, r5.stderr[-3000:]
+        r6 = subprocess.run([sys.executable, "-m", "maekit", *args, f"out={tmp_path / (cmd + '1')}"], capture_output=True, text=True, timeout=300, env=env)
+        assert r6.returncode == 0, r6.stderr[-3000:]
+        d2, d1 = (json.loads((tmp_path / f"{cmd}{w}" / "result.json").read_text()) for w in (2, 1))
+        assert d2["test_accuracy"] == pytest.approx(d1["test_accuracy"], abs=1e-6), cmd
+        assert r5.stdout.count("test accuracy") == 1  # printed by rank 0 only
     c, meta = checkpoint.load(part / "checkpoints" / "last.safetensors")
     assert meta["train_state"]["step"] == 8
     for k in a:

@@ -117,6 +117,24 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
     return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
 
 
+def extract_features_sharded(encoder: ViT, images, mean: torch.Tensor, std: torch.Tensor, pool: str, dist) -> torch.Tensor:
+    """extract_features with the images split across DDP processes (contiguous blocks) and the features
+    gathered on every process; the same as extract_features in a single process."""
+    if not dist.enabled:
+        return extract_features(encoder, images, mean, std, pool)
+    import torch.distributed as tdist
+
+    n = images.shape[0]
+    per = -(-n // dist.world)
+    lo, hi = min(n, dist.rank * per), min(n, (dist.rank + 1) * per)
+    local = extract_features(encoder, images[lo:hi], mean, std, pool)
+    padded = torch.zeros(per, encoder.embed_dim)
+    padded[: hi - lo] = local
+    parts = [torch.empty(per, encoder.embed_dim, device=dist.device) for _ in range(dist.world)]
+    tdist.all_gather(parts, padded.to(dist.device))
+    return torch.cat([q.cpu() for q in parts])[:n]
+
+
 def open_run(cfg: DownstreamConfig, out: Path, kind: str, dist, splits: Splits | None = None) -> RunDir:
     if dist.is_main:
         prepare(out, cfg.resume, kind)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..config import KnnConfig
 from ..engine.dist import cleanup
 from ..metrics import accuracy
-from .downstream import build_encoder, dist_for, extract_features, finish, open_run, prepare_setup
+from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
 
 
 def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, num_classes: int, k: int, temperature: float, chunk: int = 1024) -> torch.Tensor:
@@ -36,9 +36,10 @@ def run(cfg: KnnConfig, out: Path, kind: str = "knn") -> dict:
         setup = prepare_setup(cfg)
         run_dir = open_run(cfg, out, kind, dist, setup.splits)
         encoder = build_encoder(setup, 0, cfg.pool, 0.0, cfg.train.seed).to(dist.device)
-        bank = extract_features(encoder, setup.labelled.images, setup.mean, setup.std, cfg.pool)
-        val = extract_features(encoder, setup.val.images, setup.mean, setup.std, cfg.pool)
-        test = extract_features(encoder, setup.splits.test.images, setup.mean, setup.std, cfg.pool)
+        bank, val, test = (extract_features_sharded(encoder, s.images, setup.mean, setup.std, cfg.pool, dist)
+                           for s in (setup.labelled, setup.val, setup.splits.test))
+        if not dist.is_main:
+            return {}  # features shared out under DDP; the neighbour search and outputs are rank 0's
         args = (setup.labelled.labels, setup.num_classes, cfg.knn_k, cfg.knn_temperature)
         val_acc = accuracy(knn_scores(bank, args[0], val, *args[1:]), setup.val.labels)
         probs = knn_scores(bank, args[0], test, *args[1:])

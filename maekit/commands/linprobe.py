@@ -16,7 +16,7 @@ from ..engine.optim import build_optimizer, lr_at, peak_lr
 from ..engine.train import MicroBatch, TrainState, fit
 from ..metrics import accuracy
 from .. import plots
-from .downstream import build_encoder, dist_for, extract_features, finish, open_run, prepare_setup
+from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
 
 
 def make_head(dim: int, num_classes: int, kind: str, hidden: int) -> nn.Module:
@@ -41,8 +41,11 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
     for p in encoder.parameters():
         p.requires_grad_(False)
     t0 = time.perf_counter()
-    feats = {name: extract_features(encoder, s.images, setup.mean, setup.std, cfg.pool) for name, s in (("train", setup.labelled), ("val", setup.val), ("test", setup.splits.test))}
+    feats = {name: extract_features_sharded(encoder, s.images, setup.mean, setup.std, cfg.pool, dist)
+             for name, s in (("train", setup.labelled), ("val", setup.val), ("test", setup.splits.test))}
     t_feat = time.perf_counter() - t0
+    if not dist.is_main:
+        return {}  # under DDP the processes share the feature extraction; the head trains in seconds on rank 0
     torch.manual_seed(cfg.train.seed)
     head = make_head(encoder.embed_dim, setup.num_classes, cfg.head, cfg.mlp_hidden).to(dist.device)
     optimizer = build_optimizer(head, cfg.optim)
@@ -71,7 +74,7 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
     state = fit(
         head, optimizer, n_train=n, step_loss=step_loss, evaluate=evaluate, select=("val_accuracy", "max"), save=save,
         lr_fn=lambda step: lr_at(step, spe, train_cfg.epochs, cfg.optim, peak), cfg=train_cfg, clip_grad=cfg.optim.clip_grad,
-        run=run, dist=DistInfo(rank=dist.rank, world=1, device=dist.device), state=TrainState(),
+        run=run, dist=DistInfo(rank=0, world=1, device=dist.device), state=TrainState(),
         on_epoch_end=lambda e, m: dist.is_main and plots.training_curves(out, out / "curves.png", f"{kind}, {n} labels"),
         desc=kind,
     )
