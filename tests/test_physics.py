@@ -1,6 +1,6 @@
 """maekit jets generate (Pythia 8 + FastJet, the `maekit[physics]` extra) and the physics-aware metrics.
 
-Physics checks on 500 generated jets (250 quark, 250 gluon; default 125 x 125 images), tolerances as stated in
+Physics checks on 400 generated jets (200 quark, 200 gluon; default 125 x 125 images), tolerances as stated in
 docs/physics.md:
 - gluon jets have more constituents and a broader radial profile than quark jets (means, > 4 standard errors);
 - the image's summed pT within R = 0.4 of the centre matches the jet pT: median ratio within 2 %, >= 90 % of
@@ -43,7 +43,7 @@ def qg_file(tmp_path_factory):
     from maekit.physics.generate import JetGenConfig, generate
 
     out = tmp_path_factory.mktemp("jets") / "qg.h5"
-    summary = generate(JetGenConfig(n=500, channels=3, seed=11, chunk=125), out, workers=2, progress=False)
+    summary = generate(JetGenConfig(n=400, channels=3, seed=11, chunk=100), out, workers=2, progress=False)
     return out, summary
 
 
@@ -60,11 +60,11 @@ def qg(qg_file):
 @needs_physics
 def test_layout(qg_file, qg):
     data, attrs = qg
-    n = 500
+    n = 400
     assert data["X_jets"].shape == (n, 125, 125, 3) and data["X_jets"].dtype == np.float32  # channels-last
     for k in ("y", "pt", "m0"):
         assert data[k].shape == (n,) and data[k].dtype == np.float32
-    assert set(np.unique(data["y"])) == {0.0, 1.0} and (data["y"] == 0).sum() == 250  # 0 quark, 1 gluon
+    assert set(np.unique(data["y"])) == {0.0, 1.0} and (data["y"] == 0).sum() == 200  # 0 quark, 1 gluon
     assert json.loads(attrs["channel_names"]) == ["tracks_pt", "ecal", "hcal"]
     gen = json.loads(attrs["generator"])
     assert gen["pt_min"] == 500 and "WeakBosonAndParton:qg2gmZq = on" in gen["pythia_quark"]
@@ -73,7 +73,7 @@ def test_layout(qg_file, qg):
     # the jet axis is in the middle pixel: the hottest region is at the centre
     tot = data["X_jets"].sum(axis=(0, 3))
     assert np.unravel_index(tot.argmax(), tot.shape) == (62, 62)
-    assert qg_file[1]["events"]["quark"] > 500 and qg_file[1]["vetoed_heavy_flavour"] > 0
+    assert qg_file[1]["events"]["quark"] > 400 and qg_file[1]["vetoed_heavy_flavour"] > 0
 
 
 @needs_physics
@@ -131,7 +131,7 @@ def test_reader_reads_generated_file(qg_file):
     splits = load_splits(DataConfig(source="hdf5", path=str(qg_file[0])))
     assert splits.channels == 3 and splits.image_size == (125, 125)
     assert splits.channel_names == ["tracks_pt", "ecal", "hcal"]
-    assert len(splits.train) + len(splits.val) + len(splits.test) == 500
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 400
 
 
 @needs_physics
