@@ -75,6 +75,20 @@ def test_two_processes_match_one(tmp_path, fmnist_small):
         d2, d1 = (json.loads((tmp_path / f"{cmd}{w}" / "result.json").read_text()) for w in (2, 1))
         assert d2["test_accuracy"] == pytest.approx(d1["test_accuracy"], abs=1e-6), cmd
         assert r5.stdout.count("test accuracy") == 1  # printed by rank 0 only
+    # compare under torchrun: every cell distributed, one set of tables, the single-process numbers
+    (tmp_path / "cmp.yaml").write_text(
+        f"pretrained: {one}\npretrain: {{data: {{path: {fmnist_small}}}}}\nbudgets: [200]\nseeds: [0]\nmethods: [linprobe, knn]\n"
+        "linprobe: {train: {epochs: 2, batch_size: 32, progress: false, threads: 1}}\nknn: {train: {progress: false, threads: 1}}\n"
+        f"out: {tmp_path / 'cmp'}\n")
+    r7 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", f"--master_addr=127.0.0.1",
+                         f"--master_port={free_port()}", "-m", "maekit", "compare", "-c", str(tmp_path / "cmp.yaml")],
+                        capture_output=True, text=True, timeout=300, env=env)
+    assert r7.returncode == 0, r7.stderr[-3000:]
+    import csv
+
+    rows = {r["method"]: float(r["test_accuracy"]) for r in csv.DictReader((tmp_path / "cmp" / "results.csv").open())}
+    for cmd in ("linprobe", "knn"):
+        assert rows[cmd] == pytest.approx(json.loads((tmp_path / f"{cmd}1" / "result.json").read_text())["test_accuracy"], abs=1e-6)
     c, meta = checkpoint.load(part / "checkpoints" / "last.safetensors")
     assert meta["train_state"]["step"] == 8
     for k in a:

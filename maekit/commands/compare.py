@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import plots
 from ..config import CompareConfig, save_yaml, to_dict
 from ..engine.checkpoint import atomic_write_text
+from ..engine.dist import barrier, held as dist_held
 from . import finetune, knn, linprobe, pretrain
 from .common import load_run
 
@@ -41,18 +42,31 @@ def _cell_config(cfg: CompareConfig, method: str, budget: float, seed: int, epoc
 
 
 def run(cfg: CompareConfig, out: Path) -> list[dict]:
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
-    if not (out / "run.json").exists():
-        from ..environment import environment
+    """Under torchrun every process runs every cell (each cell trains or extracts features with DDP); the
+    decisions about which cells to skip or resume are taken by all processes between barriers, and only rank 0
+    writes the compare's own files."""
+    with dist_held(cfg.pretrain.train.device) as d:
+        return _run(cfg, out, d)
 
-        atomic_write_text(out / "run.json", json.dumps({"kind": "compare", "env": environment()}, indent=1))
+
+def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
+    main = d.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
+        if not (out / "run.json").exists():
+            from ..environment import environment
+
+            atomic_write_text(out / "run.json", json.dumps({"kind": "compare", "env": environment()}, indent=1))
+    barrier()
     pretrained = cfg.pretrained
     if pretrained is None:
         pre_dir = out / "pretrain"
         done = (pre_dir / "checkpoints" / "last.safetensors").exists() and _pretrain_finished(pre_dir, cfg)
+        barrier()
         if not done:
             pretrain.run(dataclasses.replace(cfg.pretrain, resume=pre_dir.exists()), pre_dir)
+        barrier()
         pretrained = str(pre_dir)
     arch = load_run(pretrained).model_cfg  # fails early on a bad path; every cell shares this architecture
     results: list[dict] = []
@@ -64,23 +78,29 @@ def run(cfg: CompareConfig, out: Path) -> list[dict]:
             name += f"_lr{lr:g}"
         cell_dir = out / "cells" / name
         result_file = cell_dir / "result.json"
-        if result_file.exists():
+        barrier()  # every process decides on the same files
+        finished, exists, resumable = result_file.exists(), cell_dir.exists(), (cell_dir / "run.json").exists()
+        barrier()
+        if finished:
             return json.loads(result_file.read_text())
         c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
-        if cell_dir.exists():  # an unfinished cell: fine-tuning resumes from its last checkpoint, the rest restart
-            if method in ("finetune", "scratch") and (cell_dir / "run.json").exists():
+        if exists:  # an unfinished cell: fine-tuning resumes from its last checkpoint, the rest restart
+            if method in ("finetune", "scratch") and resumable:
                 c = dataclasses.replace(c, resume=True)
-            else:
+            elif main:
                 shutil.rmtree(cell_dir)
+        barrier()
         if lr is not None:
             c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr))
         runner = {"finetune": finetune.run, "scratch": finetune.run, "linprobe": linprobe.run, "linprobe_random": linprobe.run,
                   "knn": knn.run, "knn_random": knn.run}[method]
         res = runner(c, cell_dir, method)
-        res["budget"] = budget
-        res["base_lr"] = c.optim.base_lr if method in ("finetune", "scratch") else None
-        atomic_write_text(result_file, json.dumps(res, indent=1))
-        return res
+        if main:
+            res["budget"] = budget
+            res["base_lr"] = c.optim.base_lr if method in ("finetune", "scratch") else None
+            atomic_write_text(result_file, json.dumps(res, indent=1))
+        barrier()
+        return json.loads(result_file.read_text())  # the same result on every process
 
     for bi, budget in enumerate(cfg.budgets):
         epochs = cfg.finetune_epochs[bi] if cfg.finetune_epochs else None
@@ -95,8 +115,10 @@ def run(cfg: CompareConfig, out: Path) -> list[dict]:
                 selection.append(f"- {LABELS[method]}, {trials[0][0]['labels']} labels: base_lr {lr:g} (val accuracy {tried})")
             for seed in cfg.seeds:
                 results.append(cell(method, budget, seed, epochs, lr))
-                write_tables(results, out, pretrained, selection)
-    write_tables(results, out, pretrained, selection)
+                if main:
+                    write_tables(results, out, pretrained, selection)
+    if main:
+        write_tables(results, out, pretrained, selection)
     return results
 
 

@@ -157,7 +157,7 @@ def finish(run: RunDir, kind: str, logits: torch.Tensor, labels: torch.Tensor, c
         plots.confusion(cm, class_names, run.path / "confusion_matrix.png", f"{kind}: test accuracy {100 * rep['accuracy']:.2f}%")
         save_json(run.path / "result.json", result)
         run.close()
-    print(f"{kind}: test accuracy {100 * rep['accuracy']:.2f}%, ROC-AUC {rep['roc_auc']:.4f} ({len(labels)} test images) -> {run.path}")
+        print(f"{kind}: test accuracy {100 * rep['accuracy']:.2f}%, ROC-AUC {rep['roc_auc']:.4f} ({len(labels)} test images) -> {run.path}")
     return result
 
 

@@ -1,6 +1,7 @@
 """torchrun environment, rank-0 printing and all-reduce helpers. No home-made distributed machinery."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -47,8 +48,25 @@ def setup(device_pref: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
+_HELD = False
+
+
+@contextlib.contextmanager
+def held(device_pref: str = "auto"):
+    """Join the process group for a command made of several runs (compare): the runs inside share the group,
+    and their cleanup() leaves it alone until the outer command ends."""
+    global _HELD
+    info = setup(device_pref)
+    _HELD = True
+    try:
+        yield info
+    finally:
+        _HELD = False
+        cleanup()
+
+
 def cleanup() -> None:
-    if td.is_available() and td.is_initialized():
+    if not _HELD and td.is_available() and td.is_initialized():
         td.destroy_process_group()
 
 
