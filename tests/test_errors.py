@@ -103,6 +103,8 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["reconstruct", str(pretrained), "--mask-ratio", "1.5"]
     if name == "fp16-on-cpu":
         return ["pretrain", out, *base, "train.precision=fp16", "train.device=cpu"]
+    if name == "batch-size-zero":
+        return ["pretrain", out, *[a for a in base if not a.startswith("train.batch_size")], "train.batch_size=0"]
     if name == "compare-unknown-method":
         return ["compare", out, "methods=[finetune, svm]"]
     return data_case_args(name, tmp, out, pretrained)
@@ -215,6 +217,7 @@ CASES = {
     "reconstruct-bad-mask": r"--mask-ratio must be in \[0, 1\), got 1.5",
     "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
     "compare-unknown-method": r"methods: unknown method 'svm'",
+    "batch-size-zero": r"train.batch_size must be >= 1, got 0",
     "hdf5-missing-key": r".*jets.h5: no image dataset key 'images' \(the file has: X_jets, m0, pt, y\); set data.images_key",
     "hdf5-wrong-rank": r".*jets.h5: X_jets: expected images of rank 3 \[N,H,W\] or 4 \[N,H,W,C\]/\[N,C,H,W\], got shape \[12, 400\]",
     "hdf5-nan": r".*jets.h5: X_jets: image 7 holds NaN or Inf values; expected finite numbers",
