@@ -134,6 +134,19 @@ class ArrayReader:
         if names is not None:
             self.channel_names = [names[i] for i in self.channels] if self.channels else list(names)
 
+    def _array_layout(self, shape: tuple[int, ...], dtype: np.dtype, cfg: DataConfig, file_names: list[str] | None = None) -> None:
+        """layout, n, shape, dtype of an image array [N,H,W] / [N,H,W,C] / [N,C,H,W] (HDF5 dataset, NumPy array)."""
+        if dtype.kind not in "uif":
+            raise MaekitError(f"{self.where}: expected numeric images, got dtype {dtype}")
+        self.layout = _layout(shape, cfg.layout, self.where)
+        self.n = shape[0]
+        c = 1 if self.layout == "nhw" else (shape[3] if self.layout == "nhwc" else shape[1])
+        hw = shape[1:3] if self.layout in ("nhw", "nhwc") else shape[2:4]
+        self._set_channels(c, cfg, file_names)
+        self.shape = (len(self.channels) if self.channels else c, int(hw[0]), int(hw[1]))
+        self._crop(cfg)
+        self.dtype = np.dtype(np.uint8) if dtype == np.uint8 else np.dtype(np.float32)
+
     def _even_chunks(self, rows: int | None = None) -> np.ndarray:
         if rows is None:
             rows = max(1, CHUNK_BYTES // max(1, int(np.prod(self.shape)) * 4))
@@ -168,16 +181,7 @@ class HDF5Reader(ArrayReader):
         if not isinstance(ds, h5py.Dataset):
             raise MaekitError(f"{self.where} is a group, not an image dataset")
         self._ds = ds
-        self.layout = _layout(ds.shape, cfg.layout, self.where)
-        self.n = ds.shape[0]
-        c = 1 if self.layout == "nhw" else (ds.shape[3] if self.layout == "nhwc" else ds.shape[1])
-        hw = ds.shape[1:3] if self.layout in ("nhw", "nhwc") else ds.shape[2:4]
-        self._set_channels(c, cfg, _attr_names(ds) or _attr_names(self._file))
-        self.shape = (len(self.channels) if self.channels else c, int(hw[0]), int(hw[1]))
-        self._crop(cfg)
-        self.dtype = np.dtype(np.uint8) if ds.dtype == np.uint8 else np.dtype(np.float32)
-        if ds.dtype.kind not in "uif":
-            raise MaekitError(f"{self.where}: expected numeric images, got dtype {ds.dtype}")
+        self._array_layout(ds.shape, ds.dtype, cfg, _attr_names(ds) or _attr_names(self._file))
         rows = None
         if ds.chunks:  # whole HDF5 chunks per read, about CHUNK_BYTES at a time
             rows = ds.chunks[0] * max(1, CHUNK_BYTES // (ds.chunks[0] * int(np.prod(ds.shape[1:])) * ds.dtype.itemsize))
@@ -338,17 +342,8 @@ class NpyReader(ArrayReader):
             raise MaekitError(f"{path}: not a plain NumPy array file ({e}); object arrays are refused") from None
         except (OSError, EOFError) as e:
             raise MaekitError(f"{path}: cannot read the NumPy file ({e}); it may be truncated or corrupt") from None
-        if arr.dtype.kind not in "uif":
-            raise MaekitError(f"{self.where}: expected numeric images, got dtype {arr.dtype}")
         self._arr = arr
-        self.layout = _layout(arr.shape, cfg.layout, self.where)
-        self.n = arr.shape[0]
-        c = 1 if self.layout == "nhw" else (arr.shape[3] if self.layout == "nhwc" else arr.shape[1])
-        hw = arr.shape[1:3] if self.layout in ("nhw", "nhwc") else arr.shape[2:4]
-        self._set_channels(c, cfg)
-        self.shape = (len(self.channels) if self.channels else c, int(hw[0]), int(hw[1]))
-        self._crop(cfg)
-        self.dtype = np.dtype(np.uint8) if arr.dtype == np.uint8 else np.dtype(np.float32)
+        self._array_layout(arr.shape, arr.dtype, cfg)
         self.chunk_starts = self._even_chunks()
         if cfg.labels_path:
             lp = Path(cfg.labels_path)
