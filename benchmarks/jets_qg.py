@@ -118,9 +118,19 @@ def write_doc() -> None:
     if pre_lines:
         lines += ["## Pretraining", "", "Reconstruction loss: MSE on masked patches of the normalised images, fixed masks.", "",
                   "| mask ratio | epochs | train | val | test | minutes |", "|---|---|---|---|---|---|", *pre_lines, ""]
-    for m, r in recon_lines:
-        lines += [f"Physics metrics of the test reconstructions, mask {m} (`maekit reconstruct`, all test jets):", "",
-                  "```", json.dumps(r, indent=1)[:3000], "```", ""]
+    if recon_lines:
+        lines += ["Physics metrics of the test reconstructions (`maekit reconstruct`, all 2,000 test jets, fixed masks; units: the",
+                  "file's, GeV; the reconstruction has the visible patches pasted back):", "",
+                  "| mask | recon loss | MSE masked: tracks / ECAL / HCAL | total intensity rel. residual | image jet mass rel. residual | occupancy tracks: original -> recon |",
+                  "|---|---|---|---|---|---|"]
+        for m, r in recon_lines:
+            ph = r["physics"]
+            mse = " / ".join(f"{v:.3g}" for v in ph["mse_masked"].values())
+            ti, jm = ph["total_intensity"]["rel_residual"], ph["jet_mass"]["rel_residual"]
+            ch0 = ph["channels"][0]
+            lines.append(f"| {m} | {r['recon_loss']:.4f} | {mse} | {ti['mean']:+.3f} ± {ti['std']:.3f} | {jm['mean']:+.3f} ± {jm['std']:.3f} | "
+                         f"{ph['occupancy']['original'][ch0]:.4f} -> {ph['occupancy']['recon'][ch0]:.4f} |")
+        lines.append("")
     for tag in MASKS:
         for name in ("recon_test", "recon_test_channels"):
             if (FIGS / f"{tag}_{name}.png").exists():
@@ -144,11 +154,30 @@ def write_doc() -> None:
         "",
         "- Energy Flow Networks (Komiske, Metodiev, Thaler 2019), the same Pythia recipe with 2 million jets and all labels:",
         "  ROC-AUC about 0.88-0.90 for particle-level networks (EFN/PFN) and jet-image CNNs.",
-        "- ML4SCI quark/gluon detector images (../shared DATA.md facts): classifiers from scratch reach ROC-AUC ~0.77-0.80,",
+        "- ML4SCI quark/gluon detector images (public ML4SCI end-to-end repositories): classifiers from scratch reach ROC-AUC ~0.77-0.80,",
         "  accuracy ~0.70-0.73; the seed project reports 85.5 % (MAE-pretrained, fine-tuned) vs ~70 % (no pretraining) on",
         "  its Task 3d data.",
         "- Our runs use 1,000 labels and a 2-core CPU budget, so they sit below the fully supervised numbers; the point is",
         "  the pretrained-vs-scratch gap at equal labels and recipe.",
+        "",
+    ]
+    lines += [
+        "## Observations",
+        "",
+        "- Fine-tuning the MAE encoder beats the same recipe from scratch by a small margin (see the table: about half a",
+        "  point of accuracy, within the seed spread, and about 0.01 of ROC-AUC, larger than it). Both land in the range the",
+        "  ML4SCI repositories report for detector images; far below the EFN paper's 0.88-0.90, which used 2 million jets",
+        "  and all labels.",
+        "- A linear probe on the MAE features is no better than on a random encoder's: 6 epochs of pretraining (13 minutes",
+        "  on 2 cores) did not make the features linearly more useful for quark/gluon on these images. k-NN on MAE",
+        "  features is more accurate than on random features but has the lower ROC-AUC.",
+        "- Mask 0.6 vs 0.75: lower reconstruction loss and a smaller intensity bias at 0.6 (it is scored on fewer, easier",
+        "  masked patches), probes on par. Neither is clearly better downstream at this budget.",
+        "- The reconstructions underestimate the masked intensity by about half and smear it over most pixels (occupancy",
+        "  ~0.75 against ~0.01): MSE regression to the mean on very sparse images. A loss made for sparse images (or",
+        "  predicting occupancy and intensity apart) is the obvious next step.",
+        "- As a codec the MAE loses to the zero-suppressed sparse encoding: smaller and exact. The MAE only compresses",
+        "  better than raw float32.",
         "",
     ]
     DOC.write_text("\n".join(lines))

@@ -91,7 +91,7 @@ def run(run_dir: str, data: str | None = None, split: str = "test", ratios: tupl
                      "intensity_rel_residual_mean_abs": res["total_intensity"]["rel_residual"]["mean_abs"],
                      "occupancy_recon": res["occupancy"]["recon"], "metrics": res})
     sparse = nnz / n * (4 + index_bytes)
-    rows.append({"method": f"sparse (|x| > {threshold:g}: float32 value + {index_bytes}-byte index)", "mask_ratio": None,
+    rows.append({"method": f"sparse (values above {threshold:g}: float32 value + {index_bytes}-byte index)", "mask_ratio": None,
                  "bytes_per_image": sparse, "vs_raw": raw_bytes / sparse if sparse else float("inf"), "mse_mean": 0.0,
                  "mass_rel_residual_mean_abs": 0.0, "intensity_rel_residual_mean_abs": 0.0,
                  "note": f"exact above the threshold; {nnz / n:.0f} stored pixels per image on average"})
