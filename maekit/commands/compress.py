@@ -22,14 +22,9 @@ from ..engine.checkpoint import atomic_write_text
 from ..errors import MaekitError
 from ..models.mae import MAE
 from .common import fixed_noise, load_run, split_by_name
+from .reconstruct import _physical
 
 RATIOS = (0.0, 0.5, 0.75, 0.9)
-
-
-def _physical(x: torch.Tensor, pre) -> torch.Tensor:
-    from .reconstruct import _physical as undo
-
-    return undo(x, pre)
 
 
 @torch.no_grad()

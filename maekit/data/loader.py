@@ -148,9 +148,9 @@ def _labels_tensor(y: np.ndarray | None) -> torch.Tensor | None:
 def _in_memory(cfg: DataConfig, download: bool) -> tuple[dict, list[str] | None, dict[str, str]]:
     """{split: (images uint8 tensor, labels or None)} for idx / cifar / folder sources."""
     if cfg.source == "idx":
-        arrays = idx.load(cfg.name, cfg.path, download)
+        where = cfg.path or str(idx.locate(cfg.name, None, download))
+        arrays = idx.load(cfg.name, where, download)
         names = idx.DATASETS.get(cfg.name, {}).get("classes")
-        where = str(idx.locate(cfg.name, cfg.path, download)) if cfg.path is None else cfg.path
         return {k: (_as_nchw(x), y) for k, (x, y) in arrays.items()}, names, {"train": where, "test": where}
     if cfg.source == "cifar":
         if cfg.path is None:
@@ -170,11 +170,25 @@ def _in_memory(cfg: DataConfig, download: bool) -> tuple[dict, list[str] | None,
     return parts, names, where
 
 
-def _check_rank(parts: dict, where: dict) -> None:
-    shapes = {k: tuple(v[0].shape[1:]) for k, v in parts.items()}
+def _check_shapes(shapes: dict[str, tuple], where: dict[str, str]) -> None:
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{k} {list(s)} ({where.get(k, '?')})" for k, s in shapes.items())
         raise MaekitError(f"splits have different image shapes: {detail}; expected the same [C, H, W] everywhere")
+
+
+def _cut_splits(n: int, own_test: bool, own_val: bool, cfg: DataConfig, where: str) -> dict[str, np.ndarray]:
+    """Rows of the training source for train, and for val / test when the source has none of its own (seeded)."""
+    rows, base = {}, np.arange(n)
+    if not own_test:
+        rows["test"], base = _split_off(n, cfg.test_fraction, cfg.split_seed + TEST_SEED_OFFSET)
+    if own_val:
+        rows["train"] = base
+        return rows
+    if len(base) < 2:
+        raise MaekitError(f"{where}: the training data hold {len(base)} images; at least 2 are needed")
+    val_pos, train_pos = _split_off(len(base), cfg.val_fraction, cfg.split_seed)
+    rows["val"], rows["train"] = base[val_pos], base[train_pos]
+    return rows
 
 
 def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
@@ -182,59 +196,30 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
     if cfg.source in ("idx", "cifar", "folder"):
         parts, names, where = _in_memory(cfg, download)
         channel_names = cfg.channel_names
-        rows = {}
-        if "train" in parts and len(parts["train"][0]) == 0:
-            raise MaekitError(f"{where['train']}: the training data hold no images")
         x, y = parts["train"]
-        if "test" not in parts:
-            test_rows, rest = _split_off(len(x), cfg.test_fraction, cfg.split_seed + TEST_SEED_OFFSET)
-            parts["test"] = (x[test_rows], None if y is None else y[test_rows])
-            x, y = x[rest], None if y is None else y[rest]
-            where["test"] = where["train"]
-            rows["test"], base = test_rows, rest
-        else:
-            base = np.arange(len(x))
+        if len(x) == 0:
+            raise MaekitError(f"{where['train']}: the training data hold no images")
+        _check_shapes({k: tuple(v[0].shape[1:]) for k, v in parts.items()}, where)
+        rows = _cut_splits(len(x), "test" in parts, False, cfg, where["train"])
+        sets = {k: ImageSet(x[torch.from_numpy(r)], _labels_tensor(None if y is None else y[r])) for k, r in rows.items()}
+        if "test" in parts:
+            sets["test"] = ImageSet(parts["test"][0], _labels_tensor(parts["test"][1]))
             rows["test"] = np.arange(len(parts["test"][0]))
-        _check_rank(parts, where)
-        if len(x) < 2:
-            raise MaekitError(f"{where['train']}: the training data hold {len(x)} images; at least 2 are needed")
-        val_pos, train_pos = _split_off(len(x), cfg.val_fraction, cfg.split_seed)
-        sets = {
-            "train": ImageSet(x[train_pos], _labels_tensor(None if y is None else y[train_pos])),
-            "val": ImageSet(x[val_pos], _labels_tensor(None if y is None else y[val_pos])),
-            "test": ImageSet(parts["test"][0], _labels_tensor(parts["test"][1])),
-        }
-        rows["train"], rows["val"] = base[train_pos], base[val_pos]
-        where["val"] = where["train"]
+        where = {k: where.get(k, where["train"]) for k in ("train", "val", "test")}
     else:
         readers = open_readers(Path(cfg.path), cfg)
         if cfg.test_path is not None:
             if "test" in readers:
                 raise MaekitError(f"{cfg.path} has its own test split; remove data.test_path")
             readers["test"] = open_readers(Path(cfg.test_path), cfg)["train"]
-        shapes = {k: r.shape for k, r in readers.items()}
-        if len(set(shapes.values())) > 1:
-            raise MaekitError("splits have different image shapes: " + ", ".join(f"{k} {list(s)} ({readers[k].path})" for k, s in shapes.items()))
-        if readers["train"].n == 0:
-            raise MaekitError(f"{readers['train'].where}: the training data hold no images")
-        names, channel_names = cfg.class_names, readers["train"].channel_names
-        # split rows: (reader, rows) per split
-        split_rows: dict[str, tuple[ArrayReader, np.ndarray]] = {}
+        _check_shapes({k: r.shape for k, r in readers.items()}, {k: str(r.path) for k, r in readers.items()})
         tr = readers["train"]
-        base = np.arange(tr.n)
-        if "test" in readers:
-            split_rows["test"] = (readers["test"], np.arange(readers["test"].n))
-        else:
-            test_rows, base = _split_off(tr.n, cfg.test_fraction, cfg.split_seed + TEST_SEED_OFFSET)
-            split_rows["test"] = (tr, test_rows)
-        if "val" in readers:
-            split_rows["val"] = (readers["val"], np.arange(readers["val"].n))
-            split_rows["train"] = (tr, base)
-        else:
-            if len(base) < 2:
-                raise MaekitError(f"{tr.where}: the training data hold {len(base)} images; at least 2 are needed")
-            val_pos, train_pos = _split_off(len(base), cfg.val_fraction, cfg.split_seed)
-            split_rows["val"], split_rows["train"] = (tr, base[val_pos]), (tr, base[train_pos])
+        if tr.n == 0:
+            raise MaekitError(f"{tr.where}: the training data hold no images")
+        names, channel_names = cfg.class_names, tr.channel_names
+        # (reader, rows) per split: the file's own splits whole, the missing ones cut from its training data
+        split_rows = {k: (tr, r) for k, r in _cut_splits(tr.n, "test" in readers, "val" in readers, cfg, tr.where).items()}
+        split_rows.update({k: (readers[k], np.arange(readers[k].n)) for k in ("val", "test") if k in readers})
         total = sum(r.nbytes for r in readers.values())
         stream = cfg.stream if cfg.stream is not None else total > cfg.memory_mb * 2**20
         budget = cfg.memory_mb * 2**20

@@ -72,10 +72,6 @@ class StreamedImages:
     def __len__(self) -> int:
         return len(self.rows)
 
-    @property
-    def ndim(self) -> int:
-        return 4
-
     def _unit(self, k: int) -> np.ndarray:
         if k in self._cache:
             self._cache.move_to_end(k)
@@ -105,13 +101,6 @@ class StreamedImages:
             sel = np.nonzero(units == k)[0]
             out[sel] = self._unit(k)[rows[sel] - int(self.reader.chunk_starts[k])]
         return torch.from_numpy(out)
-
-    def iter_chunks(self, size: int = 0):
-        """Consecutive [start, stop) position ranges aligned to read units (for one pass over the split)."""
-        bounds = np.nonzero(np.diff(self.chunk_of))[0] + 1
-        edges = np.concatenate([[0], bounds, [len(self)]])
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            yield int(lo), int(hi)
 
 
 def chunk_order(chunk_of: np.ndarray, buffer_units: int, generator: torch.Generator) -> torch.Tensor:
