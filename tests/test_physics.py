@@ -24,6 +24,7 @@ import torch
 
 from maekit.cli import main
 from maekit.errors import MaekitError
+from maekit.physics import generate as G
 from maekit.physics import metrics as M
 from maekit.physics.detector import CHANNEL_NAMES, ECAL_DETA, ECAL_DPHI, HCAL_BLOCK, Detector, jet_image
 
@@ -74,6 +75,9 @@ def test_layout(qg_file, qg):
     tot = data["X_jets"].sum(axis=(0, 3))
     assert np.unravel_index(tot.argmax(), tot.shape) == (62, 62)
     assert qg_file[1]["events"]["quark"] > 400 and qg_file[1]["vetoed_heavy_flavour"] > 0
+    # the parton-level prefilter vetoed events early, and more than half of the fully simulated ones gave no jet
+    assert all(qg_file[1]["prefiltered"][c] > 0 for c in ("quark", "gluon"))
+    assert all(0.1 < qg_file[1]["acceptance"][c] < 0.6 for c in ("quark", "gluon"))
 
 
 @needs_physics
@@ -136,7 +140,6 @@ def test_reader_reads_generated_file(qg_file):
 
 @needs_physics
 def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch):
-    from maekit.physics import generate as G
 
     real = G.run_job
     calls = []
@@ -174,6 +177,43 @@ def test_cli_generate(tmp_path, capsys):
     assert summary["n"] == 4 and summary["out"] == str(out) and 0 < summary["acceptance"]["gluon"] < 1
     with h5py.File(out) as f:
         assert f["X_jets"].shape == (4, 15, 15, 3) and f["y"][...].sum() == 3  # one quark jet, three gluon jets
+
+
+def test_prefilter_decision():
+    cfg = G.JetGenConfig(pt_min=500, pt_max=550, abs_y_max=2.0)
+    low, high, dy = G.PREFILTER_LOW, G.PREFILTER_HIGH, G.PREFILTER_DY
+    assert G.prefilter_keeps(500 - low, 550 + high, 2.0 + dy - 1e-6, cfg)
+    assert not G.prefilter_keeps(500 - low - 1, 520, 0.0, cfg)  # the wide jet is too soft
+    assert not G.prefilter_keeps(520, 550 + high + 1, 0.0, cfg)  # the leading jet is too hard
+    assert not G.prefilter_keeps(520, 520, -(2.0 + dy), cfg)  # too forward
+
+
+@needs_physics
+def test_prefilter_record_mode_agrees_with_the_jets(tmp_path):
+    """Record mode vetoes nothing and writes one row per event; the prefilter keeps the events whose leading jet
+    lands in the window (a few may be lost: benchmarks/jets_prefilter.py measures how many), and vetoes most of
+    the others."""
+    cfg = G.JetGenConfig(pthat_min=400.0)
+    py, hook = G._make_pythia(cfg, G.GLUON, 77, record=True)
+    events = py.nextBatch(150)
+    assert len(hook.records) == len(events) == 150
+    rec = np.asarray(hook.records)
+    assert (rec[:, 0] >= 400).all()  # pTHat of each event
+    lj = G.leading_jets(events, cfg)
+    keep = np.array([G.prefilter_keeps(w, lead, y, cfg) for _, w, lead, y in rec])
+    assert lj["ok"].sum() >= 10 and keep[lj["ok"]].mean() >= 0.9
+    assert keep[~lj["ok"]].mean() < 0.6
+    # parton-level and final leading-jet pT agree within 10 % for most events
+    assert np.median(np.abs(rec[:, 2] / np.maximum(lj["pt"], 1) - 1)) < 0.1
+
+
+@needs_physics
+def test_unreachable_window_stops_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "PREFILTER_GIVE_UP", 300)
+    cfg = G.JetGenConfig(n=2, size=15, pt_min=3000, pt_max=3050, pthat_min=200, chunk=2)  # 3 TeV jets from pTHat 200
+    with pytest.raises(MaekitError, match=r"prefilter vetoed 300 events in a row.*3000-3050 GeV"):
+        G.generate(cfg, tmp_path / "x.h5", workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_arguments(tmp_path, capsys):

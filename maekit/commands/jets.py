@@ -31,9 +31,12 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     g.add_argument("--size", type=int, default=125, help="image pixels per side, odd (default 125)")
-    g.add_argument("--pthat-min", type=float, default=None, help="Pythia PhaseSpace:pTHatMin, GeV (default: pt-min - 75)")
+    g.add_argument("--pthat-min", type=float, default=None, help="Pythia PhaseSpace:pTHatMin, GeV (default: pt-min - 125)")
+    g.add_argument("--no-prefilter", action="store_true",
+                   help="generate every event to the end (about 2x slower; by default events whose parton-level jet is far "
+                   "from the window are vetoed early, losing < 1%% of the jets: docs/physics.md)")
     g.add_argument("--no-smearing", action="store_true", help="no detector resolutions (exact deposits)")
-    g.add_argument("--chunk", type=int, default=200, help="jets per job (default 200; the file depends on it)")
+    g.add_argument("--chunk", type=int, default=200, help="jets per job (default 500; the file depends on it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> dict:
         raise MaekitError(f"--workers must be >= 1, got {workers}")
     cfg = JetGenConfig(
         n=args.n, channels=args.channels, size=args.size, pt_min=args.pt_min, pt_max=args.pt_max, abs_y_max=args.abs_y_max,
-        seed=args.seed, quark_fraction=args.quark_fraction, pthat_min=args.pthat_min, smear=not args.no_smearing, chunk=args.chunk,
+        seed=args.seed, quark_fraction=args.quark_fraction, pthat_min=args.pthat_min, prefilter=not args.no_prefilter, smear=not args.no_smearing, chunk=args.chunk,
     )
     summary = generate(cfg, args.out, workers=workers, progress=not args.no_progress)
     print(json.dumps(summary))

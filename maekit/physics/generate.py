@@ -29,6 +29,7 @@ from .detector import CHANNEL_NAMES, CHANNEL_UNITS, ECAL_DETA, ECAL_DPHI, ENERGY
 PYTHIA_PIN = "pythia8mc==8.317.2"
 INSTALL_HINT = "install with pip install 'maekit[physics]'"
 _NEUTRINOS = (12, 14, 16)
+_INVISIBLE = (12, 14, 16, 23)  # the prefilter's partons: all but neutrinos (and an undecayed Z, never there by default)
 QUARK, GLUON = 0, 1  # labels, as in the ML4SCI quark/gluon files
 
 
@@ -53,14 +54,15 @@ class JetGenConfig:
     sqrt_s: float = 14000.0
     seed: int = 0
     quark_fraction: float = 0.5
-    pthat_min: float | None = None  # PhaseSpace:pTHatMin; default pt_min - 75 GeV (see docs/physics.md)
+    pthat_min: float | None = None  # PhaseSpace:pTHatMin; default pt_min - 125 GeV (see docs/physics.md)
+    prefilter: bool = True  # parton-level early veto of events that cannot give a jet in the window (docs/physics.md)
     smear: bool = True  # detector resolutions
-    chunk: int = 200  # jets per job
+    chunk: int = 500  # jets per job
     batch: int = 100  # events per Pythia nextBatch call
 
     @property
     def pthat(self) -> float:
-        return self.pt_min - 75.0 if self.pthat_min is None else self.pthat_min
+        return self.pt_min - 125.0 if self.pthat_min is None else self.pthat_min
 
     def validate(self) -> None:
         if self.n < 1:
@@ -143,102 +145,184 @@ def _quiet_fastjet_banner() -> None:
     _BANNER_DONE = True
 
 
-def _make_pythia(cfg: JetGenConfig, label: int, seed: int):
+# The parton-level prefilter. Nearly all of Pythia's time goes into the interleaved evolution of multiple
+# interactions and initial-state radiation below a few GeV (measured: evolving an event down to 5 GeV costs about
+# 3 % of finishing it). So when the evolution passes PREFILTER_SCALE the partons are clustered, and events whose
+# leading parton-level jet is far from the window are vetoed; Pythia then starts a new event. The margins are wide
+# so that the jets lost are rare: measured with benchmarks/jets_prefilter.py (numbers in docs/physics.md).
+PREFILTER_SCALE = 5.0  # GeV
+PREFILTER_LOW_R, PREFILTER_LOW = 0.6, 40.0  # keep if the leading R = 0.6 parton jet has pT >= pt_min - 40 GeV
+PREFILTER_HIGH_R, PREFILTER_HIGH = 0.4, 50.0  # ... and the leading R = 0.4 parton jet has pT <= pt_max + 50 GeV
+PREFILTER_DY = 0.3  # ... and |y| < abs_y_max + 0.3
+PREFILTER_GIVE_UP = 50_000  # vetoes in a row that mean the window is out of reach (about 15 CPU-seconds)
+
+
+def _make_pythia(cfg: JetGenConfig, label: int, seed: int, record: bool = False):
+    """A Pythia instance for one class, with the event filter hook (light quarks, parton-level prefilter).
+    record=True: the prefilter vetoes nothing and records the parton-level jets of every event (hook.records)."""
     import pythia8mc
 
     py = pythia8mc.Pythia("", False)
     for s in pythia_settings(cfg, label, seed):
         if not py.readString(s):
             raise MaekitError(f"Pythia rejected the setting {s!r}")
-    hook = None
-    if label == QUARK:
-        hook = _light_quark_hook()
-        py.setUserHooksPtr(hook)
+    hook = _event_filter(cfg, light_quarks=label == QUARK, record=record)
+    py.setUserHooksPtr(hook)
     if not py.init():
         raise MaekitError("Pythia failed to initialise (see its messages above)")
     return py, hook
 
 
-def _light_quark_hook():
-    """Process-level veto of q g -> Z q events whose outgoing quark is c or b (quark jets are u, d, s)."""
+def prefilter_keeps(wide_pt: float, lead_pt: float, lead_y: float, cfg: JetGenConfig,
+                    low: float = PREFILTER_LOW, high: float = PREFILTER_HIGH, dy: float = PREFILTER_DY) -> bool:
+    """The prefilter's decision from the parton-level jets: the leading R = 0.6 jet's pT, the leading R = 0.4 jet's
+    pT and rapidity."""
+    return wide_pt >= cfg.pt_min - low and lead_pt <= cfg.pt_max + high and abs(lead_y) < cfg.abs_y_max + dy
+
+
+def _event_filter(cfg: JetGenConfig, light_quarks: bool, record: bool = False):
+    """The UserHooks of a job:
+    - process level (before any showering): veto q g -> Z q events whose outgoing quark is c or b (quark jets are
+      u, d, s);
+    - parton level, once the interleaved evolution reaches PREFILTER_SCALE (doVetoPT): cluster the final partons
+      (all but neutrinos) with anti-kT and veto unless the leading jets are near the pT window and |y| cut."""
+    import fastjet
     import pythia8mc
 
-    class LightQuarks(pythia8mc.UserHooks):
+    wide_def = fastjet.JetDefinition(fastjet.antikt_algorithm, PREFILTER_LOW_R)
+    lead_def = fastjet.JetDefinition(fastjet.antikt_algorithm, PREFILTER_HIGH_R)
+    prefilter = cfg.prefilter or record
+
+    class EventFilter(pythia8mc.UserHooks):
         def __init__(self):
             super().__init__()
-            self.vetoed = 0
+            self.vetoed_heavy_flavour = 0
+            self.prefilter_vetoed = 0
+            self.in_a_row = 0
+            # record mode: per event (pTHat, leading R = 0.6 jet pT, leading R = 0.4 jet pT and rapidity)
+            self.records: list[tuple[float, float, float, float]] = []
 
         def canVetoProcessLevel(self):
-            return True
+            return light_quarks
 
         def doVetoProcessLevel(self, process):
             for i in range(process.size()):
                 p = process[i]
                 if p.status() == 23 and p.isQuark():
                     if p.idAbs() > 3:
-                        self.vetoed += 1
+                        self.vetoed_heavy_flavour += 1
                         return True
                     return False
             return False
 
-    return LightQuarks()
+        def canVetoPT(self):
+            return prefilter
+
+        def scaleVetoPT(self):
+            return PREFILTER_SCALE
+
+        def doVetoPT(self, iPos, event):
+            if iPos > 3:  # 0-3: the interleaved evolution of the hard system; 4-5: resonance decays
+                return False
+            parts = []
+            for i in range(event.size()):
+                p = event[i]
+                if p.isFinal() and p.idAbs() not in _INVISIBLE:
+                    parts.append(fastjet.PseudoJet(p.px(), p.py(), p.pz(), p.e()))
+            wide_pt = lead_pt = 0.0
+            lead_y = 99.0
+            if parts:
+                wide_pt = max(j.pt() for j in fastjet.ClusterSequence(parts, wide_def).inclusive_jets())
+                if record or wide_pt >= cfg.pt_min - PREFILTER_LOW:
+                    lead = max(fastjet.ClusterSequence(parts, lead_def).inclusive_jets(), key=lambda j: j.pt())
+                    lead_pt, lead_y = lead.pt(), lead.rap()
+            if record:
+                pthat = next((event[i].pT() for i in range(event.size()) if abs(event[i].status()) == 23), 0.0)
+                self.records.append((pthat, wide_pt, lead_pt, lead_y))
+                return False
+            if prefilter_keeps(wide_pt, lead_pt, lead_y, cfg):
+                self.in_a_row = 0
+                return False
+            self.prefilter_vetoed += 1
+            self.in_a_row += 1
+            if self.in_a_row >= PREFILTER_GIVE_UP:
+                raise MaekitError(
+                    f"the parton-level prefilter vetoed {self.in_a_row} events in a row: no jet gets near the pT window "
+                    f"{cfg.pt_min:g}-{cfg.pt_max:g} GeV with |y| < {cfg.abs_y_max:g} (pTHatMin {cfg.pthat:g} GeV); "
+                    "check the window and --pthat-min"
+                )
+            return True
+
+    return EventFilter()
+
+
+def leading_jets(events, cfg: JetGenConfig) -> dict[str, Any]:
+    """The leading anti-kT jet of each event of a Pythia nextBatch: its four-momentum, pT, rapidity, constituent
+    indices, whether it passes the window and |y| cut (`ok`), and the visible final-state particles (`fs`)."""
+    import awkward as ak
+    import fastjet
+
+    prt = events.prt
+    aid = abs(prt.id)
+    fs = prt[(prt.status > 0) & (aid != 12) & (aid != 14) & (aid != 16)]
+    vec = ak.zip({"px": fs.p.px, "py": fs.p.py, "pz": fs.p.pz, "E": fs.p.e}, with_name="Momentum4D")
+    cs = fastjet.ClusterSequence(vec, fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r))
+    min_pt = 0.5 * cfg.pt_min
+    jets = cs.inclusive_jets(min_pt=min_pt)
+    consts = cs.constituent_index(min_pt=min_pt)
+    order = ak.argsort(np.sqrt(jets.px**2 + jets.py**2), axis=1, ascending=False)
+    lead = jets[order]
+    has = ak.to_numpy(ak.num(jets, axis=1)) > 0
+    first = {k: ak.to_numpy(ak.fill_none(ak.firsts(lead[k], axis=1), 0.0)) for k in ("px", "py", "pz", "E")}
+    pt = np.hypot(first["px"], first["py"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rap = np.nan_to_num(0.5 * np.log((first["E"] + first["pz"]) / (first["E"] - first["pz"])), nan=99.0)
+    ok = has & (pt >= cfg.pt_min) & (pt <= cfg.pt_max) & (np.abs(rap) < cfg.abs_y_max)
+    return {**first, "pt": pt, "rap": rap, "ok": ok, "const": ak.firsts(consts[order], axis=1), "fs": fs}
 
 
 def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np.random.Generator, det: Detector) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """n accepted jets of one class: images and jet quantities, plus counts of generated events."""
     import awkward as ak
-    import fastjet
 
     out: dict[str, list] = {k: [] for k in ("X_jets", "pt", "m0", "eta", "phi", "n_const")}
-    stats = {"events": 0, "accepted": 0, "vetoed_heavy_flavour": 0}
+    stats = {"events": 0, "accepted": 0, "vetoed_heavy_flavour": 0, "prefiltered": 0}
     if n == 0:
         return _stack(out, det), stats
     _quiet_fastjet_banner()
     py, hook = _make_pythia(cfg, label, pythia_seed)
     pdata = py.particleData
     charges: dict[int, float] = {}
-    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r)
     accepted = 0
     while accepted < n:
-        events = py.nextBatch(cfg.batch)
+        # ask for about as many events as the remaining jets need (at the observed acceptance), so that the last
+        # batch does not simulate many events for nothing; a function of the events so far, so still reproducible
+        rate = max(accepted / stats["events"], 0.05) if stats["events"] else 0.25
+        events = py.nextBatch(int(min(cfg.batch, max(10, math.ceil(1.2 * (n - accepted) / rate)))))
         stats["events"] += len(events)
-        prt = events.prt
-        aid = abs(prt.id)
-        fs = prt[(prt.status > 0) & (aid != 12) & (aid != 14) & (aid != 16)]
-        vec = ak.zip({"px": fs.p.px, "py": fs.p.py, "pz": fs.p.pz, "E": fs.p.e}, with_name="Momentum4D")
-        cs = fastjet.ClusterSequence(vec, jet_def)
-        min_pt = 0.5 * cfg.pt_min
-        jets = cs.inclusive_jets(min_pt=min_pt)
-        consts = cs.constituent_index(min_pt=min_pt)
-        jpt = np.sqrt(jets.px**2 + jets.py**2)
-        order = ak.argsort(jpt, axis=1, ascending=False)
-        lead = jets[order]
-        lead_const = ak.firsts(consts[order], axis=1)
-        has = ak.to_numpy(ak.num(jets, axis=1)) > 0
-        first = {k: ak.to_numpy(ak.fill_none(ak.firsts(lead[k], axis=1), 0.0)) for k in ("px", "py", "pz", "E")}
-        px, pyy, pz, e = first["px"], first["py"], first["pz"], first["E"]
-        pt = np.hypot(px, pyy)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rap = 0.5 * np.log((e + pz) / (e - pz))
-        ok = has & (pt >= cfg.pt_min) & (pt <= cfg.pt_max) & (np.abs(np.nan_to_num(rap, nan=99.0)) < cfg.abs_y_max)
-        last = -1
-        for i in np.flatnonzero(ok):
-            if accepted >= n:
-                break
-            last = int(i)
-            ev = fs[i]
-            ids = ak.to_numpy(ev.id).astype(np.int64)
-            uniq, inv = np.unique(ids, return_inverse=True)
+        lj = leading_jets(events, cfg)
+        px, pyy, pz, e, pt, fs = lj["px"], lj["py"], lj["pz"], lj["E"], lj["pt"], lj["fs"]
+        take = np.flatnonzero(lj["ok"])[: n - accepted]
+        last = int(take[-1]) if len(take) else -1
+        if len(take):
+            # the particles of all the jets taken from this batch, flattened once (awkward calls are slow one by one)
+            sel = fs[take]
+            bounds = np.cumsum(ak.to_numpy(ak.num(sel, axis=1)))[:-1]
+            flat = {
+                "px": sel.p.px, "py": sel.p.py, "pz": sel.p.pz, "e": sel.p.e, "pid": sel.id,
+                "vx": ak.fill_none(sel.vProd.px, 0.0), "vy": ak.fill_none(sel.vProd.py, 0.0), "vz": ak.fill_none(sel.vProd.pz, 0.0),
+            }
+            flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in flat.items()}
+            flat["pid"] = flat["pid"].astype(np.int64)
+            uniq, inv = np.unique(flat["pid"], return_inverse=True)
             for u in uniq:
                 if int(u) not in charges:
                     charges[int(u)] = float(pdata.charge(int(u)))
-            vprod = ev.vProd
-            parts = {
-                "px": ak.to_numpy(ev.p.px), "py": ak.to_numpy(ev.p.py), "pz": ak.to_numpy(ev.p.pz), "e": ak.to_numpy(ev.p.e),
-                "pid": ids, "charge": np.array([charges[int(u)] for u in uniq])[inv],
-                "vx": ak.to_numpy(ak.fill_none(vprod.px, 0.0)), "vy": ak.to_numpy(ak.fill_none(vprod.py, 0.0)),
-                "vz": ak.to_numpy(ak.fill_none(vprod.pz, 0.0)),
-            }
+            flat["charge"] = np.array([charges[int(u)] for u in uniq])[inv]
+            per_jet = {k: np.split(v, bounds) for k, v in flat.items()}
+            n_const = ak.to_numpy(ak.num(lj["const"][take], axis=1))
+        for j, i in enumerate(take):
+            parts = {k: v[j] for k, v in per_jet.items()}
             p3 = math.sqrt(px[i] ** 2 + pyy[i] ** 2 + pz[i] ** 2)
             jet_eta = math.asinh(pz[i] / pt[i])
             jet_phi = math.atan2(pyy[i], px[i])
@@ -247,7 +331,7 @@ def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np
             out["m0"].append(math.sqrt(max(e[i] ** 2 - p3**2, 0.0)))
             out["eta"].append(jet_eta)
             out["phi"].append(jet_phi)
-            out["n_const"].append(len(lead_const[i]))
+            out["n_const"].append(int(n_const[j]))
             accepted += 1
         if accepted >= n:
             stats["events"] -= len(events) - (last + 1)  # events after the last jet taken do not count
@@ -257,7 +341,8 @@ def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np
                 f"pTHatMin {cfg.pthat:g} GeV): widen the window or lower --pthat-min"
             )
     stats["accepted"] = accepted
-    stats["vetoed_heavy_flavour"] = hook.vetoed if hook is not None else 0
+    stats["vetoed_heavy_flavour"] = hook.vetoed_heavy_flavour
+    stats["prefiltered"] = hook.prefilter_vetoed
     return _stack(out, det), stats
 
 
@@ -328,7 +413,7 @@ def generate(cfg: JetGenConfig, out: str | Path, workers: int = 1, progress: boo
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     jobs = plan(cfg)
     t0 = time.time()
-    totals = {"quark": {"events": 0, "accepted": 0, "vetoed_heavy_flavour": 0}, "gluon": {"events": 0, "accepted": 0, "vetoed_heavy_flavour": 0}}
+    totals = {c: {"events": 0, "accepted": 0, "vetoed_heavy_flavour": 0, "prefiltered": 0} for c in ("quark", "gluon")}
     cpu = 0.0
     h, w, c = cfg.size, cfg.size, cfg.channels
     try:
@@ -395,4 +480,5 @@ def generate(cfg: JetGenConfig, out: str | Path, workers: int = 1, progress: boo
         "events": {k: int(v["events"]) for k, v in totals.items()},
         "acceptance": {k: round(float(v["accepted"] / v["events"]), 4) if v["events"] else None for k, v in totals.items()},
         "vetoed_heavy_flavour": int(totals["quark"]["vetoed_heavy_flavour"]),
+        "prefiltered": {k: int(v["prefiltered"]) for k, v in totals.items()},
     }
