@@ -23,7 +23,7 @@ from maekit.physics import generate as G
 
 PTHATS = (300, 325, 350, 375, 400, 425, 450)
 MARGINS = [  # (low, high, dy): keep if R=0.6 jet pT >= pt_min - low, R=0.4 jet pT <= pt_max + high, |y| < y_max + dy
-    (60, 80, 0.5), (40, 50, 0.3), (30, 40, 0.2), (20, 30, 0.2), (15, 25, 0.1),
+    (40, 50, 0.3), (30, 40, 0.2), (20, 30, 0.2), (15, 25, 0.1), (10, 20, 0.1),
 ]
 
 

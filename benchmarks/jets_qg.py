@@ -64,9 +64,9 @@ def table(rows: list[dict], tag: str) -> list[str]:
     from maekit.commands.compare import LABELS
 
     out = []
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    for m in methods:
-        sel = [r for r in rows if r["method"] == m]
+    cells = sorted(dict.fromkeys((r["labels"], r["method"]) for r in rows), key=lambda c: c[0])
+    for n, m in cells:
+        sel = [r for r in rows if r["method"] == m and r["labels"] == n]
         acc = [100 * r["test_accuracy"] for r in sel]
         auc = [r["test_roc_auc"] for r in sel]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
@@ -98,7 +98,7 @@ def write_doc() -> None:
         "[docs/physics.md](../physics.md)), in the ML4SCI quark/gluon HDF5 layout. The models see the central 48 x 48",
         "pixels (the whole R = 0.4 jet), zero-suppressed below 1e-3 and log1p-compressed; seeded split 16,200 train /",
         "1,800 val / 2,000 test. Pretraining uses the 16,200 training jets without their labels; the downstream",
-        "methods get 1,000 labelled jets (stratified, a different subset per seed).",
+        "methods get 200 or 1,000 labelled jets (stratified, a different subset per seed).",
         "",
         "Model: ViT encoder 6 x 128 (4 heads), decoder 2 x 96, patch 8 (36 tokens), no per-patch pixel normalisation",
         "(sparse images). The 125 x 125 x 8 seed architecture (`configs/seed_jets_125.yaml`) trains at a few images/s on",
@@ -153,7 +153,7 @@ def write_doc() -> None:
             rows_all += table(read_rows(res), label(tag))
             shutil.copy(res, FIGS / f"results_{tag}.csv")
     if rows_all:
-        lines += ["## Downstream, 1,000 labelled jets", "",
+        lines += ["## Downstream, 200 and 1,000 labelled jets", "",
                   "Test accuracy and ROC-AUC on the 2,000 test jets, mean ± std over seeds. The random-encoder and scratch",
                   "rows do not depend on the pretraining (run once, with the first comparison). Pretraining is 6 epochs",
                   "unless the first column says otherwise.", "",

@@ -54,7 +54,7 @@ class JetGenConfig:
     sqrt_s: float = 14000.0
     seed: int = 0
     quark_fraction: float = 0.5
-    pthat_min: float | None = None  # PhaseSpace:pTHatMin; default pt_min - 125 GeV (see docs/physics.md)
+    pthat_min: float | None = None  # PhaseSpace:pTHatMin; default pt_min - 175 GeV (see docs/physics.md)
     prefilter: bool = True  # parton-level early veto of events that cannot give a jet in the window (docs/physics.md)
     smear: bool = True  # detector resolutions
     chunk: int = 500  # jets per job
@@ -62,7 +62,7 @@ class JetGenConfig:
 
     @property
     def pthat(self) -> float:
-        return self.pt_min - 125.0 if self.pthat_min is None else self.pthat_min
+        return self.pt_min - 175.0 if self.pthat_min is None else self.pthat_min
 
     def validate(self) -> None:
         if self.n < 1:
@@ -149,11 +149,11 @@ def _quiet_fastjet_banner() -> None:
 # interactions and initial-state radiation below a few GeV (measured: evolving an event down to 5 GeV costs about
 # 3 % of finishing it). So when the evolution passes PREFILTER_SCALE the partons are clustered, and events whose
 # leading parton-level jet is far from the window are vetoed; Pythia then starts a new event. The margins are wide
-# so that the jets lost are rare: measured with benchmarks/jets_prefilter.py (numbers in docs/physics.md).
+# so that the jets lost are rare (about 1 %, measured with benchmarks/jets_prefilter.py; docs/physics.md).
 PREFILTER_SCALE = 5.0  # GeV
-PREFILTER_LOW_R, PREFILTER_LOW = 0.6, 40.0  # keep if the leading R = 0.6 parton jet has pT >= pt_min - 40 GeV
-PREFILTER_HIGH_R, PREFILTER_HIGH = 0.4, 50.0  # ... and the leading R = 0.4 parton jet has pT <= pt_max + 50 GeV
-PREFILTER_DY = 0.3  # ... and |y| < abs_y_max + 0.3
+PREFILTER_LOW_R, PREFILTER_LOW = 0.6, 15.0  # keep if the leading R = 0.6 parton jet has pT >= pt_min - 15 GeV
+PREFILTER_HIGH_R, PREFILTER_HIGH = 0.4, 25.0  # ... and the leading R = 0.4 parton jet has pT <= pt_max + 25 GeV
+PREFILTER_DY = 0.1  # ... and |y| < abs_y_max + 0.1
 PREFILTER_GIVE_UP = 50_000  # vetoes in a row that mean the window is out of reach (about 15 CPU-seconds)
 
 
@@ -224,14 +224,14 @@ def _event_filter(cfg: JetGenConfig, light_quarks: bool, record: bool = False):
         def doVetoPT(self, iPos, event):
             if iPos > 3:  # 0-3: the interleaved evolution of the hard system; 4-5: resonance decays
                 return False
-            parts = []
-            for i in range(event.size()):
-                p = event[i]
-                if p.isFinal() and p.idAbs() not in _INVISIBLE:
-                    parts.append(fastjet.PseudoJet(p.px(), p.py(), p.pz(), p.e()))
+            final = [p for p in event.particles() if p.isFinal() and p.idAbs() not in _INVISIBLE]
+            scalar_pt = sum(p.pT() for p in final)
             wide_pt = lead_pt = 0.0
             lead_y = 99.0
-            if parts:
+            if not record and scalar_pt < cfg.pt_min - PREFILTER_LOW:
+                wide_pt = scalar_pt  # no jet can be harder than all the partons together: no need to cluster
+            elif final:
+                parts = [fastjet.PseudoJet(p.px(), p.py(), p.pz(), p.e()) for p in final]
                 wide_pt = max(j.pt() for j in fastjet.ClusterSequence(parts, wide_def).inclusive_jets())
                 if record or wide_pt >= cfg.pt_min - PREFILTER_LOW:
                     lead = max(fastjet.ClusterSequence(parts, lead_def).inclusive_jets(), key=lambda j: j.pt())
@@ -460,10 +460,12 @@ def generate(cfg: JetGenConfig, out: str | Path, workers: int = 1, progress: boo
                 from concurrent.futures import ProcessPoolExecutor, as_completed
 
                 with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
-                    futures = [ex.submit(run_job, cfg_dict, job) for job in jobs]
+                    futures = {ex.submit(run_job, cfg_dict, job) for job in jobs}
                     try:
                         for fut in as_completed(futures):
                             store(*fut.result())
+                            futures.discard(fut)  # drop the finished job's arrays (else all jobs stay in memory)
+                            del fut
                     except BaseException:
                         for fut in futures:
                             fut.cancel()
