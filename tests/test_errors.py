@@ -107,6 +107,18 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["pretrain", out, *[a for a in base if not a.startswith("train.batch_size")], "train.batch_size=0"]
     if name == "compare-unknown-method":
         return ["compare", out, "methods=[finetune, svm]"]
+    if name == "sweep-bad-grid":
+        return ["sweep", out, *base, "--grid", "model.patch_size"]
+    if name == "sweep-one-cell":
+        return ["sweep", out, *base, "--grid", "model.mask_ratio=0.75"]
+    if name == "report-not-a-run":
+        (tmp / "plain").mkdir()
+        return ["report", str(tmp / "plain")]
+    if name == "jets-bad-window":
+        return ["jets", "generate", "--out", str(tmp / "jets.h5"), "--pt-min", "600", "--pt-max", "500"]
+    if name == "jets-unreachable-window":  # (the test lowers the give-up count from 50,000 to 300)
+        return ["jets", "generate", "--out", str(tmp / "jets.h5"), "--n", "2", "--size", "15", "--workers", "1",
+                "--pt-min", "3000", "--pt-max", "3050", "--pthat-min", "200", "--no-progress"]
     return data_case_args(name, tmp, out, pretrained)
 
 
@@ -234,6 +246,12 @@ CASES = {
     "empty-folder": r".*photos: no image files found \(looked for .bmp, ",
     "bad-image": r".*cut.png: cannot decode the image \(1 unreadable file\(s\) in .*photos\); set data.on_bad_image=skip to skip them",
     "cifar-pickle": r".*data_batch_1: not a CIFAR batch \(refusing to load (posix|os).system\); only pickled dicts of arrays are accepted",
+    "sweep-bad-grid": r"--grid item 'model.patch_size' must look like key.sub=value1,value2",
+    "sweep-one-cell": r"--grid needs at least one key with two or more values, e.g. --grid model.mask_ratio=0.75,0.85",
+    "report-not-a-run": r".*plain is not a maekit run, compare or sweep directory \(no run.json\)",
+    "jets-bad-window": r"need 0 < --pt-min < --pt-max, got 600 and 500",
+    "jets-unreachable-window": r"the parton-level prefilter vetoed 300 events in a row: no jet gets near the pT window 3000-3050 GeV "
+                               r"with \|y\| < 2 \(pTHatMin 200 GeV\); check the window and --pthat-min",
     "unsupported-file": r".*jets.csv: unsupported file type \(expected .h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder\)",
 }
 
@@ -250,6 +268,10 @@ def pretrained(tmp_path_factory, fmnist_small):
 def test_error_case(name, tmp_path, fmnist_small, pretrained, capsys, monkeypatch):
     monkeypatch.setenv("MAEKIT_NO_DOWNLOAD", "1")
     monkeypatch.setenv("HOME", str(tmp_path))
+    if name == "jets-unreachable-window":
+        from maekit.physics import generate
+
+        monkeypatch.setattr(generate, "PREFILTER_GIVE_UP", 300)
     before = {p: p.read_bytes() for p in pretrained.rglob("*") if p.is_file()}
     args = case_args(name, tmp_path, fmnist_small, pretrained)
     assert main(args) == 2
@@ -262,6 +284,8 @@ def test_error_case(name, tmp_path, fmnist_small, pretrained, capsys, monkeypatc
     assert after == before  # no earlier output touched
     out = tmp_path / "out"
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    if name.startswith("jets-"):
+        assert not (tmp_path / "jets.h5").exists() and not list(tmp_path.glob(".jets.h5.*"))  # no half-written file
 
 
 def test_every_case_is_documented():

@@ -72,7 +72,7 @@ class JetGenConfig:
         if self.size < 1 or self.size % 2 == 0:
             raise MaekitError(f"--size must be odd and positive (the jet axis sits in the middle pixel), got {self.size}")
         if not 0 < self.pt_min < self.pt_max:
-            raise MaekitError(f"need 0 < --pt-min < --pt-max, got {self.pt_min} and {self.pt_max}")
+            raise MaekitError(f"need 0 < --pt-min < --pt-max, got {self.pt_min:g} and {self.pt_max:g}")
         if not 0.0 <= self.quark_fraction <= 1.0:
             raise MaekitError(f"--quark-fraction must be in [0, 1], got {self.quark_fraction}")
         if not 0 < self.pthat < self.pt_max:
