@@ -344,6 +344,15 @@ def test_mse_occupancy_and_recon_metrics():
     assert same["jet_mass"]["rel_residual"]["mean_abs"] == 0.0 and same["total_intensity"]["rel_residual"]["mean_abs"] == 0.0
     with pytest.raises(ValueError, match="mask"):
         M.per_channel_mse(orig, recon, torch.zeros(2, 4, 4))
+    # an image that is one pixel (a one-photon jet) has mass 0: no relative mass residual for it, and it is counted
+    one = torch.zeros(2, 1, 9, 9)
+    one[0, 0, 4, 4] = 500.0
+    one[1, 0, 3:6, 3:6] = 50.0
+    spread = one.clone()
+    spread[0, 0, 4, 3:6] = 200.0  # the one-pixel image reconstructed with a spread: mass from 0 to about 17 GeV
+    r = M.recon_metrics(one, spread, torch.ones(2, 9, 9))
+    assert r["jet_mass"]["left_out_massless"] == 1 and r["jet_mass"]["rel_residual"]["n"] == 1
+    assert r["jet_mass"]["rel_residual"]["mean_abs"] == 0.0 and r["total_intensity"]["rel_residual"]["n"] == 2
 
 
 def test_channel_panels_png(tmp_path):

@@ -102,6 +102,9 @@ def _pixel_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return m.bool()
 
 
+MIN_MASS_OVER_PT = 0.01  # images with mass below 1 % of their pT get no relative mass residual
+
+
 def _summary(v: torch.Tensor) -> dict[str, float]:
     v = v[torch.isfinite(v)]
     if v.numel() == 0:
@@ -163,7 +166,9 @@ class ReconMetrics:
         mse_m = self.se_masked / self.n_masked.clamp_min(1)
         mse_a = self.se_all / self.n_all
         ti, jm = torch.cat(self.ti), torch.cat(self.jm)
-        ok_t, ok_m = ti[:, 0].abs() > 1e-12, jm[:, 0] > 1e-12
+        # relative residuals need a scale: the mass one leaves out (near-)massless images, e.g. a jet that is one
+        # photon, where any reconstructed spread gives a residual of thousands of per cent
+        ok_t, ok_m = ti[:, 0].abs() > 1e-12, jm[:, 0] > MIN_MASS_OVER_PT * ti[:, 0].abs().clamp_min(1e-12)
         return {
             "images": self.n,
             "channels": names,
@@ -174,7 +179,8 @@ class ReconMetrics:
             "total_intensity": {"original_mean": float(ti[:, 0].mean()), "recon_mean": float(ti[:, 1].mean()),
                                 "rel_residual": _summary((ti[ok_t, 1] - ti[ok_t, 0]) / ti[ok_t, 0])},
             "jet_mass": {"original_mean": float(jm[:, 0].mean()), "recon_mean": float(jm[:, 1].mean()),
-                         "rel_residual": _summary((jm[ok_m, 1] - jm[ok_m, 0]) / jm[ok_m, 0])},
+                         "rel_residual": _summary((jm[ok_m, 1] - jm[ok_m, 0]) / jm[ok_m, 0]),
+                         "left_out_massless": int((~ok_m).sum())},
             "occupancy": {"threshold": self.threshold, "original": {n: float(v) / self.n for n, v in zip(names, self.occ_o)},
                           "recon": {n: float(v) / self.n for n, v in zip(names, self.occ_r)}},
             "paste_visible": self.paste,
