@@ -33,10 +33,10 @@ def add_parser(sub) -> None:
     g.add_argument("--size", type=int, default=125, help="image pixels per side, odd (default 125)")
     g.add_argument("--pthat-min", type=float, default=None, help="Pythia PhaseSpace:pTHatMin, GeV (default: pt-min - 175)")
     g.add_argument("--no-prefilter", action="store_true",
-                   help="generate every event to the end (about 2x slower; by default events whose parton-level jet is far "
+                   help="generate every event to the end (about 5x slower; by default events whose parton-level jet is far "
                    "from the window are vetoed early, losing about 1%% of the jets: docs/physics.md)")
     g.add_argument("--no-smearing", action="store_true", help="no detector resolutions (exact deposits)")
-    g.add_argument("--chunk", type=int, default=200, help="jets per job (default 500; the file depends on it)")
+    g.add_argument("--chunk", type=int, default=200, help="jets per job (default 200; the file depends on it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

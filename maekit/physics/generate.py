@@ -29,7 +29,7 @@ from .detector import CHANNEL_NAMES, CHANNEL_UNITS, ECAL_DETA, ECAL_DPHI, ENERGY
 PYTHIA_PIN = "pythia8mc==8.317.2"
 INSTALL_HINT = "install with pip install 'maekit[physics]'"
 _NEUTRINOS = (12, 14, 16)
-_INVISIBLE = (12, 14, 16, 23)  # the prefilter's partons: all but neutrinos (and an undecayed Z, never there by default)
+_INVISIBLE = (*_NEUTRINOS, 23)  # the prefilter's partons: all but neutrinos (and an undecayed Z, never there by default)
 QUARK, GLUON = 0, 1  # labels, as in the ML4SCI quark/gluon files
 
 
@@ -57,7 +57,7 @@ class JetGenConfig:
     pthat_min: float | None = None  # PhaseSpace:pTHatMin; default pt_min - 175 GeV (see docs/physics.md)
     prefilter: bool = True  # parton-level early veto of events that cannot give a jet in the window (docs/physics.md)
     smear: bool = True  # detector resolutions
-    chunk: int = 500  # jets per job
+    chunk: int = 200  # jets per job (the file depends on it: job k's seeds come from (seed, k))
     batch: int = 100  # events per Pythia nextBatch call
 
     @property
@@ -192,6 +192,7 @@ def _event_filter(cfg: JetGenConfig, light_quarks: bool, record: bool = False):
     wide_def = fastjet.JetDefinition(fastjet.antikt_algorithm, PREFILTER_LOW_R)
     lead_def = fastjet.JetDefinition(fastjet.antikt_algorithm, PREFILTER_HIGH_R)
     prefilter = cfg.prefilter or record
+    low = cfg.pt_min - PREFILTER_LOW  # the lower bound of prefilter_keeps, for its two shortcuts
 
     class EventFilter(pythia8mc.UserHooks):
         def __init__(self):
@@ -228,12 +229,12 @@ def _event_filter(cfg: JetGenConfig, light_quarks: bool, record: bool = False):
             scalar_pt = sum(p.pT() for p in final)
             wide_pt = lead_pt = 0.0
             lead_y = 99.0
-            if not record and scalar_pt < cfg.pt_min - PREFILTER_LOW:
+            if not record and scalar_pt < low:
                 wide_pt = scalar_pt  # no jet can be harder than all the partons together: no need to cluster
             elif final:
                 parts = [fastjet.PseudoJet(p.px(), p.py(), p.pz(), p.e()) for p in final]
                 wide_pt = max(j.pt() for j in fastjet.ClusterSequence(parts, wide_def).inclusive_jets())
-                if record or wide_pt >= cfg.pt_min - PREFILTER_LOW:
+                if record or wide_pt >= low:  # else the lower bound already vetoes: skip the second clustering
                     lead = max(fastjet.ClusterSequence(parts, lead_def).inclusive_jets(), key=lambda j: j.pt())
                     lead_pt, lead_y = lead.pt(), lead.rap()
             if record:
