@@ -86,3 +86,35 @@ def test_patch_embed_equals_the_strided_convolution(c, h, w, p):
     x = torch.randn(2, c, h, w)
     conv = pe.proj(x).flatten(2).transpose(1, 2)
     assert torch.allclose(pe(x), conv, atol=1e-5)
+
+
+def test_partial_decoding_with_every_masked_patch_equals_the_standard_mae():
+    m = MAE(tiny(mask_ratio=0.75, norm_pix_loss=True))
+    x, noise = torch.randn(3, 1, 28, 28), torch.rand(3, 16)
+    loss, pred, mask = m(x, noise=noise)
+    latent, _, ids_restore = m.forward_encoder(x, noise=noise)
+    masked = int(mask[0].sum())
+    part, decoded = m.forward_decoder_partial(latent, ids_restore, masked)
+    assert torch.equal(decoded, mask)
+    assert torch.allclose(part[mask.bool()], pred[mask.bool()], atol=1e-5)
+    assert m.forward_loss(x, part, decoded).item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_partial_decoding_decodes_a_random_subset_of_masked_patches_only():
+    m = MAE(tiny(mask_ratio=0.75, decoder_keep=0.25)).train()
+    x, noise = torch.randn(4, 1, 28, 28), torch.rand(4, 16)
+    _, true_mask, ids_restore = m.forward_encoder(x, noise=noise)
+    loss, pred, decoded = m(x, noise=noise)
+    assert decoded.sum(1).tolist() == [3.0] * 4  # round(0.25 * 12) of the 12 masked patches
+    assert torch.all(decoded <= true_mask)  # never a visible patch
+    assert torch.all(pred[~decoded.bool()] == 0)
+    # the decoded ones are the first masked patches of the shuffle: the noise's next-smallest values
+    order = torch.argsort(noise, dim=1)
+    assert torch.equal(decoded.nonzero()[:, 1].view(4, 3).sort(1).values, order[:, 4:7].sort(1).values)
+    assert m.eval()(x, noise=noise)[2].sum().item() == 4 * 12  # evaluation decodes every masked patch
+    assert loss.requires_grad and torch.isfinite(loss)
+
+
+def test_decoder_keep_is_validated():
+    with pytest.raises(ValueError, match="model.decoder_keep"):
+        tiny(decoder_keep=0.0).validate()

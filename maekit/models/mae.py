@@ -34,6 +34,7 @@ class ModelConfig:
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     mask_ratio: float = 0.75
+    decoder_keep: float = 1.0  # fraction of the masked patches decoded in training (CrossMAE-style); 1 = standard MAE
     norm_pix_loss: bool = False
     drop: float = 0.0
     drop_path: float = 0.0
@@ -62,6 +63,8 @@ class ModelConfig:
                 raise ValueError(
                     f"{prefix}img_size {h}x{w} is not divisible by {prefix}patch_size={self.patch_size}"
                 )
+        if not 0.0 < self.decoder_keep <= 1.0:
+            raise ValueError(f"{prefix}decoder_keep must be in (0, 1], got {self.decoder_keep}")
         if not 0.0 <= self.drop_path < 1.0 or not 0.0 <= self.drop < 1.0:
             raise ValueError(f"{prefix}drop and {prefix}drop_path must be in [0, 1)")
 
@@ -170,6 +173,33 @@ class MAE(nn.Module):
         x = self.decoder_pred(self.decoder_norm(x))
         return x[:, 1:]
 
+    def forward_decoder_partial(
+        self, latent: torch.Tensor, ids_restore: torch.Tensor, num_decoded: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode the visible tokens and only `num_decoded` of the masked ones (the first in the random shuffle,
+        so a uniform random subset), as in CrossMAE's partial reconstruction: the decoder sees K + num_decoded
+        tokens instead of L. latent [N, 1+K, D], ids_restore [N, L] -> (pred [N, L, p*p*C], zero where not
+        decoded; decoded [N, L], 1 for the decoded masked patches). With every masked patch decoded it gives
+        forward_decoder's predictions (up to float rounding: attention does not depend on token order)."""
+        x = self.decoder_embed(latent)
+        n, length = ids_restore.shape
+        k, dd = x.shape[1] - 1, x.shape[-1]
+        ids_shuffle = torch.argsort(ids_restore, dim=1)
+        ids_decoded = ids_shuffle[:, k : k + num_decoded]
+        pos = self.decoder_pos_embed[:, 1:].expand(n, -1, -1)
+
+        def pos_of(ids: torch.Tensor) -> torch.Tensor:
+            return torch.gather(pos, 1, ids.unsqueeze(-1).expand(-1, -1, dd))
+
+        queries = self.mask_token.to(x.dtype) + pos_of(ids_decoded)
+        x = torch.cat([x[:, :1] + self.decoder_pos_embed[:, :1], x[:, 1:] + pos_of(ids_shuffle[:, :k]), queries], dim=1)
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        out = self.decoder_pred(self.decoder_norm(x[:, 1 + k :]))
+        pred = out.new_zeros(n, length, out.shape[-1]).scatter(1, ids_decoded.unsqueeze(-1).expand(-1, -1, out.shape[-1]), out)
+        decoded = torch.zeros(n, length, device=x.device).scatter(1, ids_decoded, 1.0)
+        return pred, decoded
+
     def targets(self, imgs: torch.Tensor) -> torch.Tensor:
         """The regression targets [N, L, p*p*C]: pixels, or per-patch normalised pixels (norm_pix_loss)."""
         target = self.patchify(imgs)
@@ -191,8 +221,15 @@ class MAE(nn.Module):
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """imgs [N, C, H, W] -> (loss, pred [N, L, p*p*C], mask [N, L])."""
+        """imgs [N, C, H, W] -> (loss, pred [N, L, p*p*C], mask [N, L]).
+
+        In training with `decoder_keep` < 1 only that fraction of the masked patches is decoded: `pred` is zero
+        elsewhere and `mask` marks the decoded patches, the ones the loss is taken over."""
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise, generator)
+        masked = mask.shape[1] - (latent.shape[1] - 1)  # L - K, with no host sync
+        if self.training and self.cfg.decoder_keep < 1.0 and masked > 1:
+            pred, mask = self.forward_decoder_partial(latent, ids_restore, max(1, round(self.cfg.decoder_keep * masked)))
+            return self.forward_loss(imgs, pred, mask), pred, mask
         pred = self.forward_decoder(latent, ids_restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
 
