@@ -36,6 +36,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that decide how fast training can run: fp32 SIMD width, and native bf16 arithmetic.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "avx512_fp16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def fast_bf16_cpu(flags: frozenset[str] | set[str]) -> bool:
+    """True where bf16 matmuls run natively (AVX-512 BF16 or AMX); elsewhere oneDNN emulates bf16, which on an
+    AVX2-only CPU was measured ~100x slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def environment() -> dict[str, Any]:
     import torch
 
@@ -51,5 +73,6 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_flags": [f for f in SPEED_FLAGS if f in cpu_flags()],
         "gpu": ", ".join(gpus) if gpus else None,
     }

@@ -130,3 +130,29 @@ def test_write_failure_keeps_previous(tmp_path, monkeypatch):
         checkpoint.save(path, m.state_dict(), {"step": 2})
     monkeypatch.undo()
     assert path.read_bytes() == before and not (tmp_path / "best.safetensors.tmp").exists()
+
+
+def test_precision_auto_picks_bf16_only_where_it_is_fast():
+    from maekit.engine.train import resolve_precision
+
+    cpu = torch.device("cpu")
+    avx2 = frozenset({"avx2", "fma"})
+    assert resolve_precision("auto", cpu, avx2) == "fp32"  # emulated bf16 is ~100x slower than fp32 there
+    assert resolve_precision("auto", cpu, avx2 | {"avx512f"}) == "fp32"  # AVX-512 without BF16
+    fast = "bf16" if torch.backends.mkldnn.is_available() else "fp32"
+    assert resolve_precision("auto", cpu, avx2 | {"avx512f", "avx512_bf16"}) == fast
+    assert resolve_precision("auto", cpu, avx2 | {"amx_tile", "amx_bf16"}) == fast
+    assert resolve_precision("bf16", cpu, avx2) == "bf16"  # an explicit choice is kept
+    assert resolve_precision("fp32", cpu, avx2 | {"avx512_bf16"}) == "fp32"
+
+
+def test_precision_auto_is_recorded_in_run_json(tmp_path, tiny_pretrain_args):
+    import json
+
+    from maekit.cli import main
+    from maekit.engine.train import resolve_precision
+
+    assert main(["pretrain", f"out={tmp_path / 'r'}", *tiny_pretrain_args, "train.epochs=1", "train.stop_after=1"]) in (0, 130)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["precision"] == resolve_precision("auto", torch.device("cpu")) and info["precision"] in ("fp32", "bf16")
+    assert "cpu_flags" in info["env"]

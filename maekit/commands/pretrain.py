@@ -14,7 +14,7 @@ from ..engine import checkpoint
 from ..engine.dist import cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
 from ..engine.rundir import RunDir, prepare
-from ..engine.train import MicroBatch, TrainState, autocast, fit, resume_state
+from ..engine.train import MicroBatch, TrainState, autocast, fit, resolve_precision, resume_state
 from ..errors import MaekitError
 from ..models.mae import MAE
 from .common import (
@@ -57,13 +57,14 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         checkpoint.load_weights(model, init.state, str(cfg.init))
     run = RunDir(out, active=dist.is_main)
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
+    precision = resolve_precision(cfg.train.precision, dist.device)
     num_layers = mcfg.depth
     optimizer = build_optimizer(model, cfg.optim, num_layers)
     state = resume_state(out, model, optimizer, run, cfg.resume, eff_batch)
     if dist.is_main:
         save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
         splits.save_rows(out / "splits.npz")
-        run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world})
+        run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world, "precision": precision})
         run.tb(purge_step=state.step + 1 if state.step else None)
     wrapped = DDP(model) if dist.enabled else model
     peak = peak_lr(cfg.optim, eff_batch)
@@ -121,7 +122,8 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
             f"pretrain: {n_train} train / {len(splits.val)} val / {len(splits.test)} test images "
             f"{splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
             f"{mcfg.num_patches} patches of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, "
-            f"effective batch {eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch"
+            f"effective batch {eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {precision}"
+            + (f" (precision=auto on {dist.device.type})" if cfg.train.precision == "auto" else "")
             + (f", resuming at step {state.step}" if state.step else ""),
             flush=True,
         )

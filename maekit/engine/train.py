@@ -109,7 +109,22 @@ def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 101 + micro)
 
 
+def resolve_precision(precision: str, device: torch.device, flags: frozenset[str] | None = None) -> str:
+    """'auto' -> 'bf16' on a CUDA GPU with bf16 or a CPU with native bf16 (AVX-512 BF16 / AMX), else 'fp32'
+    (never the slow emulated bf16). Other values are returned as they are. `flags`: CPU flags (default: this CPU)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        from ..environment import cpu_flags, fast_bf16_cpu
+
+        return "bf16" if fast_bf16_cpu(cpu_flags() if flags is None else flags) and torch.backends.mkldnn.is_available() else "fp32"
+    return "fp32"
+
+
 def autocast(device: torch.device, precision: str):
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
