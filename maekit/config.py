@@ -141,7 +141,7 @@ class TrainConfig:
     accum_steps: int = 1
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype; fp16 only on CUDA
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where it is fast (CUDA, AVX-512 BF16/AMX CPUs), else fp32; fp16 only on CUDA
     threads: int | None = None  # torch CPU threads; default: all cores
     log_every: int = 20  # steps between train-loss lines in metrics.jsonl
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
@@ -407,11 +407,46 @@ class FinetuneConfig(DownstreamConfig):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1e-3, weight_decay=0.05, warmup_epochs=5, layer_decay=0.75, min_lr=1e-6))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=50, batch_size=64, eval_every=5))
     label_smoothing: float = 0.1
+    arch: Literal["vit", "cnn"] = "vit"  # cnn: the small supervised CNN baseline (models/cnn.py), from scratch only
+    cnn_width: int = 32  # channels of the CNN's first stage (then 2x, 4x)
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 = off (both on: one of the two per batch)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mixup < 0 or self.cutmix < 0:
+            raise MaekitError(f"mixup and cutmix must be >= 0 (0 = off), got {self.mixup} and {self.cutmix}")
+        if self.cnn_width < 1:
+            raise MaekitError(f"cnn_width must be >= 1, got {self.cnn_width}")
+        if self.arch == "cnn" and self.pretrained is not None:
+            raise MaekitError(f"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained={self.pretrained}")
+
+
+@dataclass
+class ScratchConfig(FinetuneConfig):
+    """The from-scratch ViT's own recipe: no layer decay (it would starve the early layers of a random encoder)."""
+
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=4e-3, weight_decay=0.05, warmup_epochs=5, min_lr=1e-6))
+
+
+@dataclass
+class CnnConfig(FinetuneConfig):
+    """The small supervised CNN baseline, trained from scratch with its own learning rate."""
+
+    arch: Literal["vit", "cnn"] = "cnn"
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.2e-2, weight_decay=0.05, warmup_epochs=5, min_lr=1e-6))
 
 
 @dataclass
 class KnnConfig(DownstreamConfig):
-    """Weighted k-NN on L2-normalised encoder features (no training)."""
+    """Weighted k-NN on L2-normalised encoder features (no training), or on the normalised pixels themselves."""
+
+    features: Literal["encoder", "pixels"] = "encoder"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.features == "pixels" and self.pretrained is not None:
+            raise MaekitError(f"features=pixels uses no encoder; got pretrained={self.pretrained}")
 
 
 @dataclass
@@ -422,16 +457,20 @@ class CompareConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     budgets: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = field(default_factory=lambda: ["finetune", "scratch", "linprobe", "linprobe_random", "knn", "knn_random"])
+    methods: list[str] = field(default_factory=lambda: ["finetune", "scratch", "cnn", "pixel_knn", "linprobe", "linprobe_random", "knn", "knn_random"])
     linprobe: LinprobeConfig = field(default_factory=LinprobeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)  # the from-scratch ViT's own recipe
+    cnn: CnnConfig = field(default_factory=CnnConfig)  # the supervised CNN baseline's recipe
     finetune_epochs: list[int] | None = None  # per budget (same order); default finetune.train.epochs for all
-    finetune_lrs: list[float] | None = None  # fine-tune base_lr candidates, chosen per method on the validation split
+    finetune_lrs: list[float] | None = None  # fine-tune base_lr candidates, chosen on the validation split
+    scratch_lrs: list[float] | None = None  # the same for the from-scratch ViT (default: finetune_lrs)
+    cnn_lrs: list[float] | None = None  # the same for the CNN
     out: str | None = None
     resume: bool = True  # completed cells are always skipped; this lets an existing compare directory be reused
 
-    METHODS = ("finetune", "scratch", "linprobe", "linprobe_random", "knn", "knn_random")
+    METHODS = ("finetune", "scratch", "cnn", "pixel_knn", "linprobe", "linprobe_random", "knn", "knn_random")
 
     def validate(self) -> None:
         if self.pretrained is not None and self.pretrained.lower() == "none":
@@ -445,8 +484,10 @@ class CompareConfig:
             raise MaekitError("seeds must list at least one seed")
         if self.finetune_epochs is not None and len(self.finetune_epochs) != len(self.budgets):
             raise MaekitError(f"finetune_epochs must have one entry per budget ({len(self.budgets)}), got {self.finetune_epochs}")
-        if self.finetune_lrs is not None and (not self.finetune_lrs or any(x <= 0 for x in self.finetune_lrs)):
-            raise MaekitError(f"finetune_lrs must list positive learning rates, got {self.finetune_lrs}")
+        for name in ("finetune_lrs", "scratch_lrs", "cnn_lrs"):
+            lrs = getattr(self, name)
+            if lrs is not None and (not lrs or any(x <= 0 for x in lrs)):
+                raise MaekitError(f"{name} must list positive learning rates, got {lrs}")
         self.pretrain.validate()
-        for sub in (self.linprobe, self.finetune, self.knn):
+        for sub in (self.linprobe, self.finetune, self.scratch, self.cnn, self.knn):
             sub.validate()

@@ -78,12 +78,16 @@ def test_linprobe_leaves_the_encoder_unchanged(tmp_path, fmnist_small, pretraine
     assert (tmp_path / "lp" / "confusion_matrix.png").exists() and (tmp_path / "lp" / "curves.png").exists()
 
 
-def test_scratch_and_pretrained_differ_only_in_initial_weights(pretrained_run, fmnist_small):
+def test_scratch_and_pretrained_differ_only_in_initial_weights_and_recipe(pretrained_run, fmnist_small):
     cfg = load_config(CompareConfig, None, [f"pretrain.data.path={fmnist_small}"])
     ft = compare._cell_config(cfg, "finetune", 100, 1, None, str(pretrained_run))
     sc = compare._cell_config(cfg, "scratch", 100, 1, None, str(pretrained_run))
     assert ft.pretrained == str(pretrained_run) and sc.pretrained is None
-    assert dataclasses.replace(ft, pretrained=None) == sc
+    # the from-scratch ViT has its own recipe: no layer decay (0.75 starves a random encoder's early layers)
+    assert ft.optim.layer_decay == 0.75 and sc.optim.layer_decay == 1.0
+    recipe = ("optim", "train", "label_smoothing", "mixup", "cutmix", "pool")
+    same = {k: getattr(cfg.scratch, k) for k in recipe} | {"train": dataclasses.replace(cfg.scratch.train, seed=1)}
+    assert dataclasses.asdict(dataclasses.replace(ft, pretrained=None, **same)) == dataclasses.asdict(sc)
     a = downstream.build_encoder(downstream.prepare_setup(ft), 10, "mean", 0.0, seed=1)
     b = downstream.build_encoder(downstream.prepare_setup(sc), 10, "mean", 0.0, seed=1)
     assert torch.equal(a.head.weight, b.head.weight)  # same seeded head
@@ -102,13 +106,13 @@ def test_finetune_and_knn_cli(tmp_path, fmnist_small, pretrained_run):
 def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkeypatch):
     out = tmp_path / "cmp"
     args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]", "seeds=[0, 1]",
-            "methods=[finetune, scratch, linprobe, knn]", "finetune.train.epochs=1", "linprobe.train.epochs=2",
-            *[f"{m}.train.{k}" for m in ("finetune", "linprobe", "knn") for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
+            "methods=[finetune, scratch, linprobe, knn]", "finetune.train.epochs=1", "scratch.train.epochs=1", "linprobe.train.epochs=2",
+            *[f"{m}.train.{k}" for m in ("finetune", "scratch", "linprobe", "knn") for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
     assert main(args) == 0
     csv_rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(csv_rows) == 1 + 2 * 4
     md = (out / "results.md").read_text()
-    assert "fine-tune (MAE-pretrained)" in md and "from scratch" in md and "fine-tune minus scratch" in md
+    assert "fine-tune (MAE-pretrained)" in md and "from scratch" in md and "fine-tune minus ViT from scratch (own recipe)" in md
     assert (out / "accuracy_vs_labels.png").exists()
 
     def boom(*a, **k):
@@ -123,18 +127,68 @@ def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkey
 def test_compare_chooses_the_learning_rate_on_validation(tmp_path, fmnist_small, pretrained_run):
     out = tmp_path / "cmp"
     args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]",
-            "seeds=[0, 1]", "methods=[finetune, scratch]", "finetune_lrs=[1.0e-3, 1.0e-2]", "finetune.train.epochs=2",
-            "finetune.train.eval_every=1", *[f"finetune.train.{k}" for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
+            "seeds=[0, 1]", "methods=[finetune, scratch]", "finetune_lrs=[1.0e-3, 1.0e-2]", "scratch_lrs=[1.0e-3, 1.0e-2]",
+            *[f"{m}.train.{k}" for m in ("finetune", "scratch") for k in ("epochs=2", "eval_every=1", "progress=false", "eval_samples=64", "batch_size=32")]]
     assert main(args) == 0
     cells = sorted(p.name for p in (out / "cells").iterdir())
     # the first seed tries both rates; the second seed runs only the chosen one
-    assert {"finetune_labels60_seed0", "finetune_labels60_seed0_lr0.01", "scratch_labels60_seed0", "scratch_labels60_seed0_lr0.01"} <= set(cells)
+    assert {"finetune_labels60_seed0_lr0.001", "finetune_labels60_seed0_lr0.01", "scratch_labels60_seed0_lr0.001", "scratch_labels60_seed0_lr0.01"} <= set(cells)
     assert len(cells) == 6
     for method in ("finetune", "scratch"):
         trials = {lr: json.loads((out / "cells" / f"{method}_labels60_seed0{sfx}" / "result.json").read_text())
-                  for lr, sfx in ((1e-3, ""), (1e-2, "_lr0.01"))}
+                  for lr, sfx in ((1e-3, "_lr0.001"), (1e-2, "_lr0.01"))}
         chosen = max(trials, key=lambda k: trials[k]["val_accuracy"])
         seed1 = [c for c in cells if c.startswith(f"{method}_labels60_seed1")]
         assert len(seed1) == 1 and json.loads((out / "cells" / seed1[0] / "result.json").read_text())["base_lr"] == chosen
     assert "chosen on the validation split" in (out / "results.md").read_text()
     assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + 4
+
+
+def test_cnn_and_pixel_knn_rows_in_compare(tmp_path, fmnist_small, pretrained_run):
+    out = tmp_path / "cmp"
+    args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]", "seeds=[0]",
+            "methods=[cnn, pixel_knn]", "cnn_lrs=[4.0e-3, 3.2e-2]", "cnn.train.epochs=2", "cnn.cnn_width=8",
+            *[f"{m}.train.{k}" for m in ("cnn", "knn") for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
+    assert main(args) == 0
+    cells = sorted(p.name for p in (out / "cells").iterdir())
+    assert cells == ["cnn_labels60_seed0_lr0.004", "cnn_labels60_seed0_lr0.032", "pixel_knn_labels60_seed0"]
+    ckpt, meta = checkpoint.load(out / "cells" / cells[0] / "checkpoints" / "best.safetensors")
+    assert meta["arch"] == "cnn" and any(k.endswith("features.0.weight") for k in ckpt)  # a CNN, not a ViT
+    md = (out / "results.md").read_text()
+    assert "small CNN from scratch" in md and "k-NN on pixels" in md
+
+
+def test_pixel_knn_equals_knn_on_raw_normalised_pixels(tmp_path, fmnist_small):
+    from maekit.commands.knn import pixel_features
+
+    assert main(["knn", "features=pixels", f"out={tmp_path / 'px'}", *down_args(fmnist_small)]) == 0
+    result = json.loads((tmp_path / "px" / "result.json").read_text())
+    setup = downstream.prepare_setup(load_config(finetune.FinetuneConfig, None, down_args(fmnist_small)))
+    flat = lambda s: ((s.images.float() / 255 - setup.mean) / setup.std).flatten(1)  # noqa: E731
+    assert torch.allclose(pixel_features(setup.labelled.images, setup.mean, setup.std), flat(setup.labelled), atol=1e-6)
+    probs = knn_scores(flat(setup.labelled), setup.labelled.labels, flat(setup.splits.test), 10, 20, 0.07)
+    assert result["test_accuracy"] == pytest.approx(accuracy(probs, setup.splits.test.labels))
+
+
+def test_cnn_refuses_a_pretrained_encoder(pretrained_run, fmnist_small):
+    from maekit.errors import MaekitError
+
+    with pytest.raises(MaekitError, match="arch=cnn"):
+        load_config(finetune.FinetuneConfig, None, ["arch=cnn", f"pretrained={pretrained_run}"])
+
+
+def test_mixup_and_cutmix_blend_each_image_with_its_reversed_partner():
+    from maekit.data.transforms import mixup_cutmix
+
+    x = torch.arange(4 * 1 * 8 * 8, dtype=torch.float32).view(4, 1, 8, 8)
+    same, lam = mixup_cutmix(x, torch.Generator().manual_seed(0))
+    assert same is x and lam == 1.0
+    mixed, lam = mixup_cutmix(x, torch.Generator().manual_seed(1), mixup_alpha=0.8)
+    assert 0 < lam < 1 and torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0))
+    for seed in range(5):
+        cut, lam = mixup_cutmix(x, torch.Generator().manual_seed(seed), cutmix_alpha=1.0)
+        from_self = (cut == x).float().mean().item()  # pixels differ between the images, so each comes from one
+        assert from_self == pytest.approx(lam) and torch.all((cut == x) | (cut == x.flip(0)))
+    a, _ = mixup_cutmix(x, torch.Generator().manual_seed(3), 0.8, 1.0)
+    b, _ = mixup_cutmix(x, torch.Generator().manual_seed(3), 0.8, 1.0)
+    assert torch.equal(a, b)  # a function of the step's generator: resume and DDP see the same batch

@@ -21,7 +21,9 @@ from .common import load_run
 
 LABELS = {
     "finetune": "fine-tune (MAE-pretrained)",
-    "scratch": "from scratch (same recipe)",
+    "scratch": "ViT from scratch (own recipe)",
+    "cnn": "small CNN from scratch",
+    "pixel_knn": "k-NN on pixels",
     "linprobe": "linear probe (MAE-pretrained)",
     "linprobe_random": "linear probe (random encoder)",
     "knn": "k-NN (MAE-pretrained)",
@@ -30,15 +32,29 @@ LABELS = {
 
 
 def _cell_config(cfg: CompareConfig, method: str, budget: float, seed: int, epochs: int | None, pretrained: str, arch=None):
-    base = {"finetune": cfg.finetune, "scratch": cfg.finetune, "linprobe": cfg.linprobe, "linprobe_random": cfg.linprobe,
-            "knn": cfg.knn, "knn_random": cfg.knn}[method]
-    random_init = method in ("scratch", "linprobe_random", "knn_random")
+    base = _section(cfg, method)
+    random_init = method in ("scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")
     arch = arch or load_run(pretrained).model_cfg
     train = dataclasses.replace(base.train, seed=seed, epochs=epochs if (epochs and method in ("finetune", "scratch")) else base.train.epochs)
-    return dataclasses.replace(
+    c = dataclasses.replace(
         base, data=cfg.pretrain.data, model=dataclasses.replace(arch, drop_path=base.model.drop_path),
         pretrained=None if random_init else pretrained, labels=budget, label_seed=seed, train=train, resume=False,
     )
+    return dataclasses.replace(c, features="pixels") if method == "pixel_knn" else c
+
+
+def _section(cfg: CompareConfig, method: str):
+    """The config section that holds a method's recipe."""
+    return {"finetune": cfg.finetune, "scratch": cfg.scratch, "cnn": cfg.cnn, "pixel_knn": cfg.knn, "linprobe": cfg.linprobe,
+            "linprobe_random": cfg.linprobe, "knn": cfg.knn, "knn_random": cfg.knn}[method]
+
+
+TRAINED = ("finetune", "scratch", "cnn")  # methods with a learning rate (and a resumable training loop)
+
+
+def _lr_grid(cfg: CompareConfig, method: str) -> list[float] | None:
+    """The base_lr candidates a method's rate is chosen from on the validation split (None: its section's rate)."""
+    return {"finetune": cfg.finetune_lrs, "scratch": cfg.scratch_lrs or cfg.finetune_lrs, "cnn": cfg.cnn_lrs}.get(method)
 
 
 def run(cfg: CompareConfig, out: Path) -> list[dict]:
@@ -74,7 +90,7 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
 
     def cell(method: str, budget: float, seed: int, epochs: int | None, lr: float | None) -> dict:
         name = f"{method}_labels{budget:g}_seed{seed}"
-        if lr is not None and lr != cfg.finetune.optim.base_lr:
+        if lr is not None:  # chosen from a grid: the name says which
             name += f"_lr{lr:g}"
         cell_dir = out / "cells" / name
         result_file = cell_dir / "result.json"
@@ -85,19 +101,18 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
             return json.loads(result_file.read_text())
         c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
         if exists:  # an unfinished cell: fine-tuning resumes from its last checkpoint, the rest restart
-            if method in ("finetune", "scratch") and resumable:
+            if method in TRAINED and resumable:
                 c = dataclasses.replace(c, resume=True)
             elif main:
                 shutil.rmtree(cell_dir)
         barrier()
         if lr is not None:
             c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr))
-        runner = {"finetune": finetune.run, "scratch": finetune.run, "linprobe": linprobe.run, "linprobe_random": linprobe.run,
-                  "knn": knn.run, "knn_random": knn.run}[method]
+        runner = finetune.run if method in TRAINED else linprobe.run if method.startswith("linprobe") else knn.run
         res = runner(c, cell_dir, method)
         if main:
             res["budget"] = budget
-            res["base_lr"] = c.optim.base_lr if method in ("finetune", "scratch") else None
+            res["base_lr"] = c.optim.base_lr if method in TRAINED else None
             atomic_write_text(result_file, json.dumps(res, indent=1))
         barrier()
         return json.loads(result_file.read_text())  # the same result on every process
@@ -106,9 +121,9 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
         epochs = cfg.finetune_epochs[bi] if cfg.finetune_epochs else None
         for method in cfg.methods:
             lr = None
-            if method in ("finetune", "scratch") and cfg.finetune_lrs:
+            if _lr_grid(cfg, method):
                 # the learning rate is chosen on the validation split with the first seed, for each method apart
-                trials = [(cell(method, budget, cfg.seeds[0], epochs, x), x) for x in cfg.finetune_lrs]
+                trials = [(cell(method, budget, cfg.seeds[0], epochs, x), x) for x in _lr_grid(cfg, method)]
                 best = max(trials, key=lambda t: t[0]["val_accuracy"])
                 lr = best[1]
                 tried = ", ".join(f"{x:g}: {100 * r['val_accuracy']:.2f}%" for r, x in trials)
@@ -169,13 +184,13 @@ def write_tables(results: list[dict], out: Path, pretrained: str, selection: lis
         )
     by = {(r["method"], r["labels"]): r for r in rows}
     gains = [
-        f"- {labels} labels: fine-tune minus scratch = {100 * (by[('finetune', labels)]['mean'] - by[('scratch', labels)]['mean']):+.2f} points"
-        for (m, labels) in by if m == "finetune" and ("scratch", labels) in by
+        f"- {labels} labels: fine-tune minus {LABELS[other]} = {100 * (by[('finetune', labels)]['mean'] - by[(other, labels)]['mean']):+.2f} points"
+        for (m, labels) in by if m == "finetune" for other in ("scratch", "cnn", "pixel_knn") if (other, labels) in by
     ]
     if gains:
         lines += ["", "Pretraining gain (mean test accuracy):", *gains]
     if selection:
-        lines += ["", "Fine-tuning learning rate (per 256 images) chosen on the validation split with the first seed:", *selection]
+        lines += ["", "Learning rate (base_lr, per 256 images) chosen on the validation split with the first seed:", *selection]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     plots.accuracy_vs_labels([{"method": LABELS[r["method"]], **{k: v for k, v in r.items() if k != "method"}} for r in rows], out / "accuracy_vs_labels.png", "test accuracy vs labelled images")
 

@@ -2,6 +2,7 @@
 feature extraction, test evaluation and its outputs (result.json, confusion matrix, curves)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def prepare_setup(cfg: DownstreamConfig) -> Setup:
         if not state:
             raise MaekitError(f"{cfg.pretrained} holds no encoder weights")
         mean, std = run.mean, run.std
+    elif getattr(cfg, "arch", "vit") == "cnn" or getattr(cfg, "features", "encoder") == "pixels":
+        # no ViT to build: the patch grid need not fit the image
+        model_cfg = dataclasses.replace(cfg.model, img_size=list(splits.image_size), in_chans=splits.channels)
     else:
         try:
             model_cfg = cfg.model.resolved(splits.image_size, splits.channels)

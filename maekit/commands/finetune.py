@@ -12,12 +12,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import plots
 from ..config import FinetuneConfig
-from ..data.transforms import eval_batch_size, normalize, random_resized_crop_flip
+from ..data.transforms import eval_batch_size, mixup_cutmix, normalize, random_resized_crop_flip
 from ..engine import checkpoint
 from ..engine.dist import cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
 from ..engine.train import MicroBatch, TrainState, autocast, fit, resume_state
 from ..metrics import accuracy
+from ..models.cnn import SmallCNN
 from .downstream import build_encoder, dist_for, finish, open_run, prepare_setup
 
 
@@ -42,7 +43,11 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     t_start = time.perf_counter()
     setup = prepare_setup(cfg)
     run = open_run(cfg, out, kind, dist, setup.splits)
-    model = build_encoder(setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed).to(dist.device)
+    if cfg.arch == "cnn":
+        torch.manual_seed(cfg.train.seed)
+        model = SmallCNN(setup.splits.channels, setup.num_classes, cfg.cnn_width).to(dist.device)
+    else:
+        model = build_encoder(setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed).to(dist.device)
     optimizer = build_optimizer(model, cfg.optim, setup.model_cfg.depth)
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     peak = peak_lr(cfg.optim, eff_batch)
@@ -57,9 +62,14 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(images[mb.indices].to(dist.device), mean, std)
         x = random_resized_crop_flip(x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset)
+        x, lam = mixup_cutmix(x, mb.generator, cfg.mixup, cfg.cutmix)
         with autocast(dist.device, cfg.train.precision):
-            logits = wrapped(x)
-        return F.cross_entropy(logits.float(), labels[mb.indices].to(dist.device), label_smoothing=cfg.label_smoothing)
+            logits = wrapped(x).float()
+        y = labels[mb.indices].to(dist.device)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if lam < 1.0:  # each image is part its partner's (the reversed batch's) class
+            loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, y.flip(0), label_smoothing=cfg.label_smoothing)
+        return loss
 
     def evaluate(epoch: int) -> dict:
         logits = predict(model, setup.val.images, mean, std)
@@ -68,6 +78,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     meta = {
         "kind": kind,
         "model_config": asdict(setup.model_cfg),
+        "arch": cfg.arch,
         "num_classes": setup.num_classes,
         "pool": cfg.pool,
         "effective_batch": eff_batch,
@@ -81,8 +92,8 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
 
     if dist.is_main:
         print(
-            f"{kind}: {n} labelled images ({cfg.labels:g}), {len(setup.val)} val, encoder "
-            f"{'from ' + str(cfg.pretrained) if cfg.pretrained else 'randomly initialised'}, peak lr {peak:.2e}, "
+            f"{kind}: {n} labelled images ({cfg.labels:g}), {len(setup.val)} val, "
+            f"{'small CNN' if cfg.arch == 'cnn' else 'encoder from ' + str(cfg.pretrained) if cfg.pretrained else 'encoder randomly initialised'}, peak lr {peak:.2e}, "
             f"layer decay {cfg.optim.layer_decay}, {spe} steps/epoch x {cfg.train.epochs} epochs",
             flush=True,
         )

@@ -2,6 +2,7 @@
 features of the labelled images; no training."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from ..config import KnnConfig
 from ..engine.dist import cleanup
+from ..data.transforms import eval_batch_size, normalize
 from ..metrics import accuracy
 from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
 
@@ -29,15 +31,25 @@ def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tenso
     return torch.cat(out)
 
 
+def pixel_features(images, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Images [N, C, H, W] -> normalised pixels [N, C*H*W] (the k-NN baseline that needs no model)."""
+    b = eval_batch_size(images)
+    parts = [normalize(images[i : i + b], mean, std).flatten(1) for i in range(0, images.shape[0], b)]
+    return torch.cat(parts) if parts else torch.zeros(0, math.prod(images.shape[1:]))
+
+
 def run(cfg: KnnConfig, out: Path, kind: str = "knn") -> dict:
     dist = dist_for(cfg)
     try:
         t0 = time.perf_counter()
         setup = prepare_setup(cfg)
         run_dir = open_run(cfg, out, kind, dist, setup.splits)
-        encoder = build_encoder(setup, 0, cfg.pool, 0.0, cfg.train.seed).to(dist.device)
-        bank, val, test = (extract_features_sharded(encoder, s.images, setup.mean, setup.std, cfg.pool, dist)
-                           for s in (setup.labelled, setup.val, setup.splits.test))
+        if cfg.features == "pixels":
+            bank, val, test = (pixel_features(s.images, setup.mean, setup.std) for s in (setup.labelled, setup.val, setup.splits.test))
+        else:
+            encoder = build_encoder(setup, 0, cfg.pool, 0.0, cfg.train.seed).to(dist.device)
+            bank, val, test = (extract_features_sharded(encoder, s.images, setup.mean, setup.std, cfg.pool, dist)
+                               for s in (setup.labelled, setup.val, setup.splits.test))
         if not dist.is_main:
             return {}  # features shared out under DDP; the neighbour search and outputs are rank 0's
         args = (setup.labelled.labels, setup.num_classes, cfg.knn_k, cfg.knn_temperature)

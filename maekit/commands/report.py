@@ -20,7 +20,7 @@ from ..engine.checkpoint import atomic_write_text
 from ..engine.rundir import read_metrics
 from ..errors import MaekitError
 
-DOWNSTREAM_KINDS = ("linprobe", "finetune", "knn", "scratch", "linprobe_random", "knn_random")
+DOWNSTREAM_KINDS = ("linprobe", "finetune", "knn", "scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }

@@ -88,3 +88,31 @@ def channel_stats(images, chunk_bytes: int = 32 << 20) -> tuple[torch.Tensor, to
     mean = s / count
     std = (s2 / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
     return mean.float(), std.float()
+
+
+def mixup_cutmix(
+    x: torch.Tensor, generator: torch.Generator, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0
+) -> tuple[torch.Tensor, float]:
+    """[N, C, H, W] -> (mixed images, lam): every image blended with its partner in the reversed batch
+    (`x.flip(0)`, as timm's Mixup does), by mixup (a convex blend) or cutmix (a pasted box), chosen with
+    probability 1/2 when both are on. One lam ~ Beta(alpha, alpha) per batch; for cutmix it is the kept area.
+    The loss is lam * CE(y) + (1 - lam) * CE(y.flip(0)). Both alphas 0: the batch unchanged and lam = 1."""
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return x, 1.0
+    import numpy as np
+
+    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < 0.5)
+    lam = float(rng.beta(cutmix_alpha, cutmix_alpha) if use_cutmix else rng.beta(mixup_alpha, mixup_alpha))
+    partner = x.flip(0)
+    if not use_cutmix:
+        return x * lam + partner * (1.0 - lam), lam
+    h, w = x.shape[-2:]
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch - ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw - cw // 2, w)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
+    return out, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)

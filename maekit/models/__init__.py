@@ -1,5 +1,6 @@
-"""Pure model code: ViT encoder, MAE, masking, position embeddings, presets. Imports torch only."""
+"""Pure model code: ViT encoder, MAE, masking, position embeddings, presets, the CNN baseline. Imports torch only."""
+from .cnn import SmallCNN
 from .mae import MAE, ModelConfig, build_mae
 from .vit import ViT
 
-__all__ = ["MAE", "ModelConfig", "ViT", "build_mae"]
+__all__ = ["MAE", "ModelConfig", "SmallCNN", "ViT", "build_mae"]
