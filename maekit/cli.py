@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
-from pathlib import Path
 
+from . import __version__
 from .errors import MaekitError
 
 
@@ -20,6 +19,7 @@ def _config_command(sub, name: str, help_: str) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="maekit", description="Masked-autoencoder pretraining of ViTs, and honest downstream evaluation.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--version", action="version", version=f"maekit {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     _config_command(sub, "pretrain", "Pretrain a ViT-MAE.")
     _config_command(sub, "linprobe", "Linear probe of a frozen encoder (pretrained=RUN_DIR, HF_DIR or none).")
@@ -111,28 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_run(args) -> None:
-    """pretrain / linprobe / finetune / knn / compare: YAML + overrides -> config -> commands.<name>.run."""
-    from .config import CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, read_yaml
-    from .engine.rundir import default_out
+    """pretrain / linprobe / finetune / knn / compare: YAML + overrides -> the same function as the Python API."""
+    from .api import run_command
 
-    cls = {"pretrain": PretrainConfig, "linprobe": LinprobeConfig, "finetune": FinetuneConfig, "knn": KnnConfig, "compare": CompareConfig}[args.command]
-    data = read_yaml(args.config) if args.config else {}
-    data = apply_overrides(data, args.overrides)
-    out = Path(data["out"]) if data.get("out") else default_out(args.config, args.command)
-    saved = out / "config.yaml"
-    info = out / "run.json"
-    if data.get("resume") and info.exists() and args.command != "compare":
-        kind = json.loads(info.read_text()).get("kind")
-        if kind != args.command:
-            raise MaekitError(f"{out} holds a {kind!r} run, not a {args.command!r} run; cannot resume it as {args.command}")
-    if data.get("resume") and saved.exists() and args.command != "compare":
-        # a resumed run keeps its own configuration; only the command-line overrides apply on top
-        # (stop_after belongs to the invocation that set it, not to the run)
-        data = apply_overrides(read_yaml(saved), ["train.stop_after=0", "resume=true", *args.overrides])
-    cfg = from_dict(cls, data)
-    cfg.validate()
-    module = __import__(f"maekit.commands.{args.command}", fromlist=["run"])
-    module.run(cfg, out)
+    run_command(args.command, args.config, args.overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,207 @@
+"""The Python API: the functions the command line calls, for notebooks and scripts.
+
+    import maekit
+    run = maekit.pretrain("configs/fashion_mnist.yaml", overrides={"train.epochs": 1, "out": "runs/try"})
+    features = run.embed(images)                 # uint8/float, [N, H, W], [N, H, W, C] or [N, C, H, W]
+    rec = run.reconstruct(images[:8], mask_ratio=0.75, seed=0)
+    result = maekit.finetune({"pretrained": str(run.path), "labels": 600}, overrides={"train.epochs": 5})
+
+A config is a YAML path, a dict with the YAML's nesting, or the command's config dataclass; `overrides` is a dict of
+dotted keys (`{"train.epochs": 3}`) or a list of `key=value` strings as on the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .commands.common import fixed_noise, load_run
+from .config import (CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict,
+                     read_yaml, to_dict)
+from .data.transforms import eval_batch_size, normalize
+from .engine.rundir import default_out, read_metrics
+from .errors import MaekitError
+from .models.mae import MAE
+
+CONFIGS = {"pretrain": PretrainConfig, "linprobe": LinprobeConfig, "finetune": FinetuneConfig, "knn": KnnConfig, "compare": CompareConfig}
+
+
+def resolve(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
+    """(validated config dataclass, run directory) of a config-driven command, as the command line builds them:
+    a resumed run keeps its saved configuration, with only the overrides on top."""
+    cls = CONFIGS[command]
+    name = None
+    if config is None:
+        data: dict = {}
+    elif isinstance(config, (str, Path)):
+        data, name = read_yaml(config), config
+    elif isinstance(config, dict):
+        data = json.loads(json.dumps(config, default=str))  # a deep copy of plain values
+    elif dataclasses.is_dataclass(config) and isinstance(config, cls):
+        data = to_dict(config)
+    else:
+        raise MaekitError(f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}")
+    dotted = _dotted(overrides)
+    data = _set(data, dotted)
+    out = Path(data["out"]) if data.get("out") else default_out(name, command)
+    saved, info = out / "config.yaml", out / "run.json"
+    if data.get("resume") and info.exists() and command != "compare":
+        kind = json.loads(info.read_text()).get("kind")
+        if kind != command:
+            raise MaekitError(f"{out} holds a {kind!r} run, not a {command!r} run; cannot resume it as {command}")
+    if data.get("resume") and saved.exists() and command != "compare":
+        # a resumed run keeps its own configuration; only the overrides apply on top
+        # (stop_after belongs to the invocation that set it, not to the run)
+        data = _set(read_yaml(saved), [("train.stop_after", 0), ("resume", True), *dotted])
+    cfg = from_dict(cls, data)
+    cfg.validate()
+    return cfg, out
+
+
+def _dotted(overrides: dict | list[str] | None) -> list[tuple[str, Any]]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    from .config import parse_override
+
+    return [(".".join(path), value) for path, value in map(parse_override, overrides)]
+
+
+def _set(data: dict, items: list[tuple[str, Any]]) -> dict:
+    """A copy of `data` with each dotted key set to its (already parsed) value."""
+    out = apply_overrides(data, [])
+    for key, value in items:
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise MaekitError(f"override {key!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
+    """Run pretrain / linprobe / finetune / knn / compare; returns (the command's result, the run directory)."""
+    cfg, out = resolve(command, config, overrides)
+    module = __import__(f"maekit.commands.{command}", fromlist=["run"])
+    return module.run(cfg, out), out
+
+
+def pretrain(config: Any = None, overrides: dict | list[str] | None = None) -> "Run":
+    """MAE pretraining (as `maekit pretrain`); returns the finished run, loaded."""
+    _, out = run_command("pretrain", config, overrides)
+    return load(out)
+
+
+def finetune(config: Any = None, overrides: dict | list[str] | None = None) -> dict:
+    """`maekit finetune`: the result dict (test_accuracy, test_roc_auc, val_accuracy, ...)."""
+    return run_command("finetune", config, overrides)[0]
+
+
+def linprobe(config: Any = None, overrides: dict | list[str] | None = None) -> dict:
+    """`maekit linprobe`: the result dict."""
+    return run_command("linprobe", config, overrides)[0]
+
+
+def knn(config: Any = None, overrides: dict | list[str] | None = None) -> dict:
+    """`maekit knn`: the result dict."""
+    return run_command("knn", config, overrides)[0]
+
+
+def compare(config: Any = None, overrides: dict | list[str] | None = None) -> list[dict]:
+    """`maekit compare`: one result dict per cell (method x budget x seed)."""
+    return run_command("compare", config, overrides)[0]
+
+
+def load(path: str | Path, which: str = "best") -> "Run":
+    """A maekit pretraining run directory (its `best` checkpoint) or a transformers ViTMAE directory."""
+    return Run(path, which)
+
+
+class Run:
+    """A trained MAE with its normalisation: `.model` (MAE), `.encoder` (ViT), `.config`, `.metrics`,
+    `.embed(images)`, `.reconstruct(images)`."""
+
+    def __init__(self, path: str | Path, which: str = "best"):
+        self._loaded = load_run(path, which)
+        self.path = self._loaded.path
+        self.mean, self.std = self._loaded.mean, self._loaded.std
+
+    def __repr__(self) -> str:
+        c = self._loaded.model_cfg
+        return f"maekit.Run({str(self.path)!r}: {c.in_chans}x{c.img_size[0]}x{c.img_size[1]}, patch {c.patch_size}, encoder {c.depth} x {c.embed_dim})"
+
+    @property
+    def config(self) -> dict:
+        """The run's resolved config (config.yaml; empty for a transformers directory)."""
+        return self._loaded.config
+
+    @property
+    def model_config(self):
+        return self._loaded.model_cfg
+
+    @property
+    def metrics(self) -> list[dict]:
+        """The rows of metrics.jsonl (train loss, LR, per-epoch reconstruction losses)."""
+        return read_metrics(self.path) if (self.path / "metrics.jsonl").exists() else []
+
+    @cached_property
+    def model(self) -> MAE:
+        m = MAE(self._loaded.model_cfg)
+        m.load_state_dict(self._loaded.state)
+        return m.eval()
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return self.model.encoder
+
+    def as_batch(self, images) -> torch.Tensor:
+        """uint8 or float images (numpy or torch) in [N, H, W], [N, H, W, C] or [N, C, H, W] -> [N, C, H, W]."""
+        x = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))  # a copy: inputs stay untouched
+        c, (h, w) = self._loaded.model_cfg.in_chans, self._loaded.model_cfg.img_size
+        if x.ndim == 3 and c == 1:
+            x = x.unsqueeze(1)
+        elif x.ndim == 4 and x.shape[1:] != (c, h, w) and x.shape[1:] == (h, w, c):
+            x = x.permute(0, 3, 1, 2)
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise MaekitError(f"images of shape {tuple(x.shape)} do not fit this encoder, which takes {c} channel(s) of {h}x{w} "
+                              f"([N, {h}, {w}]{' ' if c == 1 else ''}, [N, {h}, {w}, {c}] or [N, {c}, {h}, {w}])")
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            raise MaekitError(f"images must be uint8 (0-255) or float, got {x.dtype}")
+        return x.contiguous()
+
+    @torch.no_grad()
+    def embed(self, images, pool: str = "mean", batch_size: int | None = None) -> np.ndarray:
+        """Encoder features [N, D] (float32; every patch visible; mean of the patch tokens or the cls token),
+        with the run's own normalisation."""
+        if pool not in ("cls", "mean"):
+            raise MaekitError(f"pool must be cls or mean, got {pool!r}")
+        x = self.as_batch(images)
+        b = batch_size or eval_batch_size(x)
+        enc = self.encoder
+        parts = [enc.pool(enc.forward_features(normalize(x[i : i + b], self.mean, self.std)), pool) for i in range(0, len(x), b)]
+        return torch.cat(parts).float().numpy() if parts else np.zeros((0, enc.embed_dim), np.float32)
+
+    @torch.no_grad()
+    def reconstruct(self, images, mask_ratio: float | None = None, seed: int = 0) -> dict[str, Any]:
+        """Masked reconstruction with seeded masks (the same call gives the same result):
+        {"reconstruction": [N, C, H, W] float32 on the input's scale (0-1 for uint8 input), "mask": [N, L] (1 = masked
+        patch), "loss": mean masked-patch loss}."""
+        ratio = self._loaded.model_cfg.mask_ratio if mask_ratio is None else mask_ratio
+        if not 0.0 < ratio < 1.0:
+            raise MaekitError(f"mask_ratio must be in (0, 1), got {ratio}")
+        x = normalize(self.as_batch(images), self.mean, self.std)
+        noise = fixed_noise(len(x), self.model.num_patches, seed)
+        loss, pred, mask = self.model(x, ratio, noise=noise)
+        pixels = self.model.predictions_to_pixels(x, pred) * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
+        return {"reconstruction": pixels.float().numpy(), "mask": mask.numpy(), "loss": float(loss)}
