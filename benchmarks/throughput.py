@@ -27,6 +27,9 @@ CONFIGS = {
               arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4), batch=128, steps=4),
     "b": dict(title="32x32x3, patch 4, same model", img=32, chans=3, patch=4,
               arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4), batch=128, steps=4),
+    "f": dict(title="Fashion-MNIST recipe (configs/fashion_mnist_long.yaml): mae-small (128 x 6, 4 heads), decoder 96 x 2, patch 4, norm_pix_loss",
+              img=28, chans=1, patch=4, norm_pix_loss=True,
+              arch=dict(embed_dim=128, depth=6, num_heads=4, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=4), batch=256, steps=4),
     "c": dict(title="jets 125x125x8, patch 5, seed model (256 x 12, 4 heads; decoder 128 x 8, 8 heads)", img=125, chans=8, patch=5,
               arch=dict(embed_dim=256, depth=12, num_heads=4, decoder_embed_dim=128, decoder_depth=8, decoder_num_heads=8), batch=16, steps=2),
 }
@@ -46,7 +49,8 @@ def build(cfg: dict):
     from maekit.models.mae import MAE, ModelConfig
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-    mcfg = ModelConfig(img_size=[cfg["img"], cfg["img"]], in_chans=cfg["chans"], patch_size=cfg["patch"], mask_ratio=0.75, **cfg["arch"])
+    mcfg = ModelConfig(img_size=[cfg["img"], cfg["img"]], in_chans=cfg["chans"], patch_size=cfg["patch"], mask_ratio=0.75,
+                       norm_pix_loss=cfg.get("norm_pix_loss", False), **cfg["arch"])
     ours = MAE(mcfg)
     hf = ViTMAEForPreTraining(ViTMAEConfig(**hf_config(mcfg), attn_implementation="sdpa"))
     hf.load_state_dict(to_hf_state(ours.state_dict(), mcfg), strict=False)
@@ -227,6 +231,9 @@ def main() -> None:
     lines += ["", "torch.compile on configuration (a): `.venv/bin/python benchmarks/compile.py` (not part of this table).", ""]
     if not args.only:
         (ROOT / "docs" / "performance.md").write_text("\n".join(lines) + "\n")
+        (ROOT / "docs" / "results" / "throughput.json").write_text(json.dumps(
+            {"cpu": cpu_name(), "cpu_flags": flags, "threads": torch.get_num_threads(), "torch": torch.__version__,
+             "precision_auto": auto, "fp32_gflops": fp32, "bf16_gflops": bf16, "configs": results}, indent=1) + "\n")
     print("\n".join(lines))
 
 

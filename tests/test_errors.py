@@ -107,6 +107,14 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["pretrain", out, *[a for a in base if not a.startswith("train.batch_size")], "train.batch_size=0"]
     if name == "compare-unknown-method":
         return ["compare", out, "methods=[finetune, svm]"]
+    if name == "cnn-with-pretrained":
+        return ["finetune", out, *base, "arch=cnn", f"pretrained={pretrained}"]
+    if name == "pixel-knn-with-pretrained":
+        return ["knn", out, *base, "features=pixels", f"pretrained={pretrained}"]
+    if name == "negative-mixup":
+        return ["finetune", out, *base, "mixup=-0.5"]
+    if name == "decoder-keep-out-of-range":
+        return ["pretrain", out, *base, "model.decoder_keep=0"]
     if name == "sweep-bad-grid":
         return ["sweep", out, *base, "--grid", "model.patch_size"]
     if name == "sweep-one-cell":
@@ -228,7 +236,11 @@ CASES = {
     "negative-labels": r"labels must be a positive fraction \(<= 1\) or count \(> 1\), got -5",
     "reconstruct-bad-mask": r"--mask-ratio must be in \[0, 1\), got 1.5",
     "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
-    "compare-unknown-method": r"methods: unknown method 'svm'",
+    "compare-unknown-method": r"methods: unknown method 'svm' \(known: finetune, scratch, cnn, pixel_knn, linprobe, ",
+    "cnn-with-pretrained": r"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained=.*pre",
+    "pixel-knn-with-pretrained": r"features=pixels uses no encoder; got pretrained=.*pre",
+    "negative-mixup": r"mixup and cutmix must be >= 0 \(0 = off\), got -0.5 and 0.0",
+    "decoder-keep-out-of-range": r"model.decoder_keep must be in \(0, 1\], got 0.0",
     "batch-size-zero": r"train.batch_size must be >= 1, got 0",
     "hdf5-missing-key": r".*jets.h5: no image dataset key 'images' \(the file has: X_jets, m0, pt, y\); set data.images_key",
     "hdf5-wrong-rank": r".*jets.h5: X_jets: expected images of rank 3 \[N,H,W\] or 4 \[N,H,W,C\]/\[N,C,H,W\], got shape \[12, 400\]",
