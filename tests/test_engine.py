@@ -100,9 +100,10 @@ def test_pickle_is_refused(tmp_path):
             return (print, ("pwned",))
 
     bad = tmp_path / "evil.safetensors"
-    torch.save({"x": Evil()}, bad)
-    with pytest.raises(MaekitError, match="never unpickles"):
-        checkpoint.load(bad, fallback=False)
+    for zipped in (True, False):  # torch.save's zip file and its legacy plain pickle (first byte 0x80)
+        torch.save({"x": Evil()}, bad, _use_new_zipfile_serialization=zipped)
+        with pytest.raises(MaekitError, match="never unpickles"):
+            checkpoint.load(bad, fallback=False)
 
 
 def test_architecture_mismatch_is_a_clear_error():
@@ -130,3 +131,20 @@ def test_write_failure_keeps_previous(tmp_path, monkeypatch):
         checkpoint.save(path, m.state_dict(), {"step": 2})
     monkeypatch.undo()
     assert path.read_bytes() == before and not (tmp_path / "best.safetensors.tmp").exists()
+
+
+def test_every_header_length_loads_the_file_itself(tmp_path):
+    # the safetensors header length (a multiple of 8) is the file's first 8 bytes; its low byte can be 0x80,
+    # the first byte of a pickle: such a valid file must load as itself, not fall back to `.prev`
+    state = {"w": torch.arange(3.0)}
+    low_bytes = set()
+    for n in range(0, 2048, 7):
+        path = tmp_path / f"c{n}.safetensors"
+        checkpoint.save(path, state, {"step": 0})
+        checkpoint.save(path, state, {"step": 1, "pad": "x" * n})
+        low_bytes.add(path.read_bytes()[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tensors, meta = checkpoint.load(path)
+        assert meta["step"] == 1 and meta["pad"] == "x" * n and torch.equal(tensors["model.w"], state["w"])
+    assert 0x80 in low_bytes and len(low_bytes) == 32  # every multiple of 8
