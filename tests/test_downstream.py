@@ -138,3 +138,14 @@ def test_compare_chooses_the_learning_rate_on_validation(tmp_path, fmnist_small,
         assert len(seed1) == 1 and json.loads((out / "cells" / seed1[0] / "result.json").read_text())["base_lr"] == chosen
     assert "chosen on the validation split" in (out / "results.md").read_text()
     assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + 4
+
+
+def test_linprobe_schedule_counts_accumulation(tmp_path, fmnist_small, pretrained_run):
+    # 100 labels, batch 16 x 2 accumulation: 3 optimiser steps per epoch, so 12 in 4 epochs and the cosine ends at min_lr
+    out = tmp_path / "lp"
+    assert main(["linprobe", f"pretrained={pretrained_run}", f"out={out}", "train.epochs=4", "train.accum_steps=2", "train.log_every=1",
+                 "optim.lr=0.01", "optim.min_lr=0.0001", "optim.warmup_epochs=1", *down_args(fmnist_small, **{"train.batch_size": 16})]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert len(lrs) == 12 and max(lrs) == pytest.approx(0.01)
+    assert lrs[-1] < 0.0001 + 0.05 * (0.01 - 0.0001)  # the last step is near the end of the cosine, not half-way
