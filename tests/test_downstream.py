@@ -149,3 +149,17 @@ def test_linprobe_schedule_counts_accumulation(tmp_path, fmnist_small, pretraine
     lrs = [r["lr"] for r in rows if "lr" in r]
     assert len(lrs) == 12 and max(lrs) == pytest.approx(0.01)
     assert lrs[-1] < 0.0001 + 0.05 * (0.01 - 0.0001)  # the last step is near the end of the cosine, not half-way
+
+
+def test_undefined_roc_auc_reads_n_a(tmp_path, capsys):
+    # every test image of one class: ROC-AUC is undefined and says why, in the printout and in results.md
+    from maekit.engine.rundir import RunDir
+
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.5]]), torch.tensor([0, 0, 0])
+    result = downstream.finish(RunDir(tmp_path / "lp"), "linprobe", logits, labels, None, {})
+    out = capsys.readouterr().out
+    assert "ROC-AUC n/a (one class in the test split)" in out and "nan" not in out.lower()
+    cells = [{**result, "labels": 3, "seed": s, "test_accuracy": 0.5 + s / 10, "val_accuracy": 0.5} for s in range(2)]
+    compare.write_tables(cells, tmp_path, "pre")
+    md = (tmp_path / "results.md").read_text()
+    assert "| n/a (one class in the test split) |" in md and "nan" not in md.lower()

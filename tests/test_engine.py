@@ -148,3 +148,11 @@ def test_every_header_length_loads_the_file_itself(tmp_path):
             tensors, meta = checkpoint.load(path)
         assert meta["step"] == 1 and meta["pad"] == "x" * n and torch.equal(tensors["model.w"], state["w"])
     assert 0x80 in low_bytes and len(low_bytes) == 32  # every multiple of 8
+
+
+def test_epoch_lines_without_evaluation_have_no_empty_field(tmp_path, tiny_pretrain_args, capsys):
+    from maekit.cli import main
+
+    assert main(["pretrain", f"out={tmp_path / 'run'}", *tiny_pretrain_args, "train.epochs=2", "train.eval_every=2"]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("pretrain epoch ")]
+    assert len(lines) == 2 and ": ," not in lines[0] and lines[0].endswith("img/s") and "val_recon_loss" in lines[1]

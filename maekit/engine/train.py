@@ -253,7 +253,8 @@ def fit(
             save("last", state, epoch)
             if dist.is_main:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v))
-                tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}, {record['img_per_s']:.0f} img/s", file=sys.stderr)
+                speed = f"{record['img_per_s']:.0f} img/s"  # alone on epochs without evaluation (train.eval_every)
+                tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown + ', ' if shown else ''}{speed}", file=sys.stderr)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
     finally:
