@@ -1,6 +1,8 @@
 """Classification metrics on tensors: accuracy, ROC-AUC (binary, macro one-vs-rest), confusion matrix."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -50,6 +52,14 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int)
     """[K, K] counts, rows = true class, columns = predicted class."""
     idx = labels.long() * num_classes + pred.long()
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+AUC_UNDEFINED = "one class in the test split"
+
+
+def text_or_na(value: float, text: str, why: str) -> str:
+    """`text` (the value, formatted) where the metric is defined, else "n/a (why)": never a bare nan in a table."""
+    return text if math.isfinite(value) else f"n/a ({why})"
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor) -> dict:

@@ -48,3 +48,19 @@ def test_compress_refuses_photos(tmp_path, tiny_pretrain_args, capsys):
     capsys.readouterr()
     assert main(["compress", str(run)]) == 2
     assert "compress is for float detector images" in capsys.readouterr().err
+
+
+def test_compress_counts_the_patches_the_encoder_keeps(jets_run):
+    # 16 patches at mask 0.9: the encoder keeps int(16 * (1 - 0.9)) = 1, not 16 - int(16 * 0.9) = 2
+    import torch
+
+    from maekit.models.mae import MAE
+    from maekit.commands.common import load_run
+
+    tmp, run = jets_run
+    loaded = load_run(run, "best")
+    latent, _, _ = MAE(loaded.model_cfg).forward_encoder(torch.zeros(1, 3, 20, 20), 0.9)
+    assert latent.shape[1] == 1 + 1
+    assert main(["compress", str(run), "--mask-ratios", "0.9", "--out", str(tmp / "c9")]) == 0
+    rows = {r["method"]: r for r in json.loads((tmp / "c9" / "compress.json").read_text())["rows"]}
+    assert rows["MAE latent, mask 0.9"]["bytes_per_image"] == latent.shape[1] * 32 * 2 + 1

@@ -192,3 +192,28 @@ def test_mixup_and_cutmix_blend_each_image_with_its_reversed_partner():
     a, _ = mixup_cutmix(x, torch.Generator().manual_seed(3), 0.8, 1.0)
     b, _ = mixup_cutmix(x, torch.Generator().manual_seed(3), 0.8, 1.0)
     assert torch.equal(a, b)  # a function of the step's generator: resume and DDP see the same batch
+
+
+def test_linprobe_schedule_counts_accumulation(tmp_path, fmnist_small, pretrained_run):
+    # 100 labels, batch 16 x 2 accumulation: 3 optimiser steps per epoch, so 12 in 4 epochs and the cosine ends at min_lr
+    out = tmp_path / "lp"
+    assert main(["linprobe", f"pretrained={pretrained_run}", f"out={out}", "train.epochs=4", "train.accum_steps=2", "train.log_every=1",
+                 "optim.lr=0.01", "optim.min_lr=0.0001", "optim.warmup_epochs=1", *down_args(fmnist_small, **{"train.batch_size": 16})]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert len(lrs) == 12 and max(lrs) == pytest.approx(0.01)
+    assert lrs[-1] < 0.0001 + 0.05 * (0.01 - 0.0001)  # the last step is near the end of the cosine, not half-way
+
+
+def test_undefined_roc_auc_reads_n_a(tmp_path, capsys):
+    # every test image of one class: ROC-AUC is undefined and says why, in the printout and in results.md
+    from maekit.engine.rundir import RunDir
+
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.5]]), torch.tensor([0, 0, 0])
+    result = downstream.finish(RunDir(tmp_path / "lp"), "linprobe", logits, labels, None, {})
+    out = capsys.readouterr().out
+    assert "ROC-AUC n/a (one class in the test split)" in out and "nan" not in out.lower()
+    cells = [{**result, "labels": 3, "seed": s, "test_accuracy": 0.5 + s / 10, "val_accuracy": 0.5} for s in range(2)]
+    compare.write_tables(cells, tmp_path, "pre")
+    md = (tmp_path / "results.md").read_text()
+    assert "| n/a (one class in the test split) |" in md and "nan" not in md.lower()

@@ -100,9 +100,10 @@ def test_pickle_is_refused(tmp_path):
             return (print, ("pwned",))
 
     bad = tmp_path / "evil.safetensors"
-    torch.save({"x": Evil()}, bad)
-    with pytest.raises(MaekitError, match="never unpickles"):
-        checkpoint.load(bad, fallback=False)
+    for zipped in (True, False):  # torch.save's zip file and its legacy plain pickle (first byte 0x80)
+        torch.save({"x": Evil()}, bad, _use_new_zipfile_serialization=zipped)
+        with pytest.raises(MaekitError, match="never unpickles"):
+            checkpoint.load(bad, fallback=False)
 
 
 def test_architecture_mismatch_is_a_clear_error():
@@ -156,3 +157,28 @@ def test_precision_auto_is_recorded_in_run_json(tmp_path, tiny_pretrain_args):
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert info["precision"] == resolve_precision("auto", torch.device("cpu")) and info["precision"] in ("fp32", "bf16")
     assert "cpu_flags" in info["env"]
+
+
+def test_every_header_length_loads_the_file_itself(tmp_path):
+    # the safetensors header length (a multiple of 8) is the file's first 8 bytes; its low byte can be 0x80,
+    # the first byte of a pickle: such a valid file must load as itself, not fall back to `.prev`
+    state = {"w": torch.arange(3.0)}
+    low_bytes = set()
+    for n in range(0, 2048, 7):
+        path = tmp_path / f"c{n}.safetensors"
+        checkpoint.save(path, state, {"step": 0})
+        checkpoint.save(path, state, {"step": 1, "pad": "x" * n})
+        low_bytes.add(path.read_bytes()[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tensors, meta = checkpoint.load(path)
+        assert meta["step"] == 1 and meta["pad"] == "x" * n and torch.equal(tensors["model.w"], state["w"])
+    assert 0x80 in low_bytes and len(low_bytes) == 32  # every multiple of 8
+
+
+def test_epoch_lines_without_evaluation_have_no_empty_field(tmp_path, tiny_pretrain_args, capsys):
+    from maekit.cli import main
+
+    assert main(["pretrain", f"out={tmp_path / 'run'}", *tiny_pretrain_args, "train.epochs=2", "train.eval_every=2"]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("pretrain epoch ")]
+    assert len(lines) == 2 and ": ," not in lines[0] and lines[0].endswith("img/s") and "val_recon_loss" in lines[1]

@@ -53,6 +53,8 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["pretrain", out, *base, "model.patch_size=5"]
     if name == "mask-ratio-out-of-range":
         return ["pretrain", out, *base, "model.mask_ratio=1.2"]
+    if name == "mask-ratio-zero":
+        return ["pretrain", out, *base, "model.mask_ratio=0"]
     if name == "heads-not-dividing":
         return ["pretrain", out, *base, "model.embed_dim=36", "model.num_heads=5"]
     if name == "unknown-key":
@@ -101,6 +103,8 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["finetune", out, *base, "labels=-5"]
     if name == "reconstruct-bad-mask":
         return ["reconstruct", str(pretrained), "--mask-ratio", "1.5"]
+    if name == "reconstruct-zero-mask":
+        return ["reconstruct", str(pretrained), "--mask-ratio", "0"]
     if name == "fp16-on-cpu":
         return ["pretrain", out, *base, "train.precision=fp16", "train.device=cpu"]
     if name == "batch-size-zero":
@@ -217,7 +221,8 @@ CASES = {
     "truncated-idx": r"idx file .*t10k-labels-idx1-ubyte is truncated or corrupt: shape \(300,\) needs 308 bytes, file has 301",
     "label-count-mismatch": r"idx file .*train-labels-idx1-ubyte.gz holds \(10,\) labels; expected one per image of .*train-images-idx3-ubyte.gz \(600\)",
     "patch-not-dividing": r"model.img_size 28x28 is not divisible by model.patch_size=5",
-    "mask-ratio-out-of-range": r"model.mask_ratio must be in \[0, 1\), got 1.2",
+    "mask-ratio-out-of-range": r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 1.2",
+    "mask-ratio-zero": r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
     "heads-not-dividing": r"model.embed_dim=36 is not divisible by model.num_heads=5",
     "unknown-key": r"unknown config key 'train.epoch' \(known here: epochs, ",
     "wrong-type": r"config key 'train.batch_size' expects int, got 'big'",
@@ -234,7 +239,8 @@ CASES = {
     "pickle-checkpoint": r"checkpoint .*best.safetensors is a pickle/torch.save file; maekit only loads safetensors checkpoints and never unpickles",
     "too-many-labels": r"labels=100000 asks for 100000 labelled images but the training split has 540",
     "negative-labels": r"labels must be a positive fraction \(<= 1\) or count \(> 1\), got -5",
-    "reconstruct-bad-mask": r"--mask-ratio must be in \[0, 1\), got 1.5",
+    "reconstruct-bad-mask": r"--mask-ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 1.5",
+    "reconstruct-zero-mask": r"--mask-ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
     "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
     "compare-unknown-method": r"methods: unknown method 'svm' \(known: finetune, scratch, cnn, pixel_knn, linprobe, ",
     "cnn-with-pretrained": r"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained=.*pre",

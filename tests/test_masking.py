@@ -26,23 +26,29 @@ def test_patchify_rejects_indivisible_size():
         patchify(torch.zeros(1, 1, 28, 28), 5)
 
 
+def test_masking_by_hand():
+    # noise 0.5 0.1 0.9 0.3 0.7 0.2, half masked: positions 1, 5, 3 are kept (lowest noise first), 0, 4, 2 masked
+    ids_keep, mask, ids_restore = random_masking(1, 6, 0.5, noise=torch.tensor([[0.5, 0.1, 0.9, 0.3, 0.7, 0.2]]))
+    assert ids_keep.tolist() == [[1, 5, 3]]
+    assert mask.tolist() == [[1, 0, 1, 0, 1, 0]]
+    # the decoder's sequence is [kept 1, 5, 3, masked 0, 4, 2]: position j is found at index ids_restore[j]
+    assert ids_restore.tolist() == [[3, 0, 5, 2, 4, 1]]
+
+
 @pytest.mark.parametrize("ratio", [0.0, 0.5, 0.75, 0.9])
-def test_masking_keeps_exact_count_and_restore_inverts(ratio):
+def test_masking_keeps_exact_count_and_the_decoder_unshuffles_in_order(ratio):
     n, length = 5, 49
     g = torch.Generator().manual_seed(0)
     ids_keep, mask, ids_restore = random_masking(n, length, ratio, generator=g)
     keep = num_kept(length, ratio)
     assert ids_keep.shape == (n, keep)
     assert torch.equal(mask.sum(1), torch.full((n,), float(length - keep)))
-    # kept patches are exactly the unmasked ones
-    for i in range(n):
-        assert set(ids_keep[i].tolist()) == set(torch.nonzero(mask[i] == 0).flatten().tolist())
-    # ids_restore inverts the shuffle: shuffled sequence gathered with it gives the original order
-    seq = torch.arange(length).repeat(n, 1)
-    shuffled = torch.argsort(torch.argsort(ids_restore, 1), 1)  # = ids_restore's inverse's inverse
-    ids_shuffle = torch.argsort(ids_restore, 1)
-    assert torch.equal(torch.gather(torch.gather(seq, 1, ids_shuffle), 1, ids_restore), seq)
-    assert torch.equal(shuffled, ids_restore)
+    # what forward_decoder does: [kept tokens in ids_keep order, mask tokens] gathered with ids_restore must put
+    # every kept token back at its own position and a mask token at every masked one (mask == 1)
+    tokens = torch.cat([ids_keep, torch.full((n, length - keep), -1)], dim=1)
+    unshuffled = torch.gather(tokens, 1, ids_restore)
+    expected = torch.where(mask == 0, torch.arange(length).expand(n, -1), torch.tensor(-1))
+    assert torch.equal(unshuffled, expected)
 
 
 def test_masking_is_seedable_and_differs_per_sample():

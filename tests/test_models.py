@@ -72,7 +72,7 @@ def test_fixed_noise_gives_identical_outputs():
 def test_bad_architecture_errors_name_the_key():
     with pytest.raises(ValueError, match="img_size 28x28 is not divisible by model.patch_size=5"):
         tiny(patch_size=5).validate()
-    with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \(0, 1\)"):
         tiny(mask_ratio=1.0).validate()
     with pytest.raises(ValueError, match="embed_dim=30 is not divisible by model.num_heads=4"):
         tiny(embed_dim=30, num_heads=4).validate()

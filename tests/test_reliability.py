@@ -110,3 +110,50 @@ def test_non_finite_loss(tmp_path, tiny_pretrain_args, monkeypatch, capsys, skip
         assert code == 0
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert any(r.get("skipped_nonfinite_batches") == 1 for r in rows)
+
+
+def debris(out, with_info: bool) -> None:
+    """What a run killed before its first checkpoint leaves: its folders, some of its files, a half-written one."""
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.safetensors.tmp").write_bytes(b"half")
+    (out / "config.yaml").write_text("train: {epochs: 99}\n")
+    (out / "splits.npz.tmp").write_bytes(b"half")
+    if with_info:
+        (out / "run.json").write_text(json.dumps({"kind": "pretrain"}))
+        (out / "metrics.jsonl").write_text(json.dumps({"step": 999, "train_loss": 9.0}) + "\n")
+        (out / "tensorboard").mkdir()
+        (out / "tensorboard" / "events.out.tfevents.0").write_bytes(b"old")
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh(tmp_path, tiny_pretrain_args, capsys, resume):
+    for with_info in (False, True):  # killed before run.json was written, and after it
+        out = tmp_path / f"run{int(with_info)}"
+        debris(out, with_info)
+        assert main(["pretrain", f"out={out}", *tiny_pretrain_args, "train.epochs=1", f"resume={str(resume).lower()}"]) == 0
+        assert not list(out.rglob("*.tmp"))
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert rows and all(r.get("step", 0) <= 8 for r in rows)  # nothing of the killed run is kept
+        assert not (out / "tensorboard" / "events.out.tfevents.0").exists()
+        _, meta = checkpoint.load(out / "checkpoints" / "last.safetensors", fallback=False)
+        assert meta["train_state"]["step"] == 8 and meta["epoch"] == 0
+
+
+def test_a_directory_with_a_checkpoint_or_other_files_is_refused_without_resume(tmp_path):
+    from maekit.engine.rundir import prepare
+    from maekit.errors import MaekitError
+
+    out = tmp_path / "run"
+    debris(out, True)
+    (out / "checkpoints" / "last.prev.safetensors").write_bytes(b"an earlier checkpoint")
+    with pytest.raises(MaekitError, match="already holds files; pass resume=true"):
+        prepare(out, False, "pretrain")
+    prepare(out, True, "pretrain")  # resumable
+    other = tmp_path / "mine"
+    debris(other, False)
+    (other / "notes.txt").write_text("mine")  # not something a run writes: never deleted
+    with pytest.raises(MaekitError, match="already holds files"):
+        prepare(other, False, "pretrain")
+    with pytest.raises(MaekitError, match="no run.json"):
+        prepare(other, True, "pretrain")
+    assert (other / "notes.txt").read_text() == "mine" and (other / "config.yaml").exists()

@@ -98,7 +98,7 @@ def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypa
     "args,message",
     [
         (["--grid", "model.patchsize=2,4"], "unknown config key 'model.patchsize'"),
-        (["--grid", "model.mask_ratio=0.5,1.0"], "model.mask_ratio must be in [0, 1), got 1.0"),
+        (["--grid", "model.mask_ratio=0.5,1.0"], "model.mask_ratio must be in (0, 1) (the loss is taken over the masked patches), got 1.0"),
         (["--grid", "model.mask_ratio=0.75"], "--grid needs at least one key with two or more values"),
         (["--grid", "model.mask_ratio=0.5,0.75", "--then", "knn,svm"], "--then: unknown evaluation 'svm'"),
         (["--grid", "model.mask_ratio=0.5,0.75", "knn.labels=-1", "--then", "knn"], "labels must be a positive"),

@@ -16,6 +16,7 @@ from .. import plots
 from ..config import CompareConfig, save_yaml, to_dict
 from ..engine.checkpoint import atomic_write_text
 from ..engine.dist import barrier, held as dist_held
+from ..metrics import AUC_UNDEFINED, text_or_na
 from . import finetune, knn, linprobe, pretrain
 from .common import load_run
 
@@ -178,9 +179,10 @@ def write_tables(results: list[dict], out: Path, pretrained: str, selection: lis
         "|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
+        auc = text_or_na(r["auc_mean"], f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", AUC_UNDEFINED)
         lines.append(
             f"| {r['labels']} | {LABELS[r['method']]} | {r['seeds']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
-            f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {100 * r['val_mean']:.2f} |"
+            f"{auc} | {100 * r['val_mean']:.2f} |"
         )
     by = {(r["method"], r["labels"]): r for r in rows}
     gains = [

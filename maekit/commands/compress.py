@@ -21,6 +21,7 @@ from ..engine import checkpoint
 from ..engine.checkpoint import atomic_write_text
 from ..errors import MaekitError
 from ..models.mae import MAE
+from ..models.masking import num_kept
 from .common import fixed_noise, load_run, split_by_name
 from .reconstruct import _physical
 
@@ -64,7 +65,7 @@ def run(run_dir: str, data: str | None = None, split: str = "test", ratios: tupl
     nnz = 0
     rows = []
     for ratio in ratios:
-        keep = L - int(L * ratio)
+        keep = num_kept(L, ratio)  # the encoder's own count of visible patches
         noise = fixed_noise(n, L, seed)
         acc = ReconMetrics(names, energy, paste_visible=False)
         for i in range(0, n, bs):

@@ -15,7 +15,7 @@ from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.rundir import RunDir, prepare
 from ..errors import MaekitError
-from ..metrics import classification_report, confusion_matrix
+from ..metrics import AUC_UNDEFINED, classification_report, confusion_matrix, text_or_na
 from ..models.mae import ModelConfig
 from ..models.vit import ViT
 from .common import init_process, load_run, save_json
@@ -161,7 +161,9 @@ def finish(run: RunDir, kind: str, logits: torch.Tensor, labels: torch.Tensor, c
         plots.confusion(cm, class_names, run.path / "confusion_matrix.png", f"{kind}: test accuracy {100 * rep['accuracy']:.2f}%")
         save_json(run.path / "result.json", result)
         run.close()
-        print(f"{kind}: test accuracy {100 * rep['accuracy']:.2f}%, ROC-AUC {rep['roc_auc']:.4f} ({len(labels)} test images) -> {run.path}")
+        acc = text_or_na(rep["accuracy"], f"{100 * rep['accuracy']:.2f}%", "no test images")
+        auc = text_or_na(rep["roc_auc"], f"{rep['roc_auc']:.4f}", AUC_UNDEFINED)
+        print(f"{kind}: test accuracy {acc}, ROC-AUC {auc} ({len(labels)} test images) -> {run.path}")
     return result
 
 

@@ -16,7 +16,7 @@ from ..data.transforms import eval_batch_size, mixup_cutmix, normalize, random_r
 from ..engine import checkpoint
 from ..engine.dist import cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
-from ..engine.train import MicroBatch, TrainState, autocast, fit, resume_state
+from ..engine.train import MicroBatch, TrainState, autocast, fit, resume_state, steps_per_epoch
 from ..metrics import accuracy
 from ..models.cnn import SmallCNN
 from .downstream import build_encoder, dist_for, finish, open_run, prepare_setup
@@ -57,7 +57,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     images, labels = setup.labelled.images, setup.labelled.labels
     aug = cfg.data.augment
     n = len(images)
-    spe = n // (cfg.train.batch_size * cfg.train.accum_steps * dist.world)
+    spe = steps_per_epoch(n, cfg.train, dist.world)
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(images[mb.indices].to(dist.device), mean, std)

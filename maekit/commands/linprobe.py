@@ -13,7 +13,7 @@ from ..config import LinprobeConfig
 from ..engine import checkpoint
 from ..engine.dist import DistInfo, cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
-from ..engine.train import MicroBatch, TrainState, fit
+from ..engine.train import MicroBatch, TrainState, fit, steps_per_epoch
 from ..metrics import accuracy
 from .. import plots
 from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
@@ -52,8 +52,8 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
     n = len(setup.labelled)
     batch = min(cfg.train.batch_size, n)
     train_cfg = cfg.train if batch == cfg.train.batch_size else type(cfg.train)(**{**cfg.train.__dict__, "batch_size": batch})
-    spe = n // batch
-    peak = peak_lr(cfg.optim, batch)
+    spe = steps_per_epoch(n, train_cfg)  # the head trains in one process
+    peak = peak_lr(cfg.optim, batch * train_cfg.accum_steps)
     x_train, y_train = feats["train"].to(dist.device), setup.labelled.labels.to(dist.device)
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:

@@ -14,7 +14,7 @@ from ..engine import checkpoint
 from ..engine.dist import cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
 from ..engine.rundir import RunDir, prepare
-from ..engine.train import MicroBatch, TrainState, autocast, fit, resolve_precision, resume_state
+from ..engine.train import MicroBatch, TrainState, autocast, fit, resolve_precision, resume_state, steps_per_epoch
 from ..errors import MaekitError
 from ..models.mae import MAE
 from .common import (
@@ -69,7 +69,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     wrapped = DDP(model) if dist.enabled else model
     peak = peak_lr(cfg.optim, eff_batch)
     n_train = len(splits.train)
-    spe = n_train // (cfg.train.batch_size * cfg.train.accum_steps * dist.world)
+    spe = steps_per_epoch(n_train, cfg.train, dist.world)
     steps_total = spe * cfg.train.epochs
     mean, std = splits.mean.to(dist.device), splits.std.to(dist.device)
     aug = cfg.data.augment

@@ -17,8 +17,8 @@ from .common import fixed_noise, load_run, recon_loss, split_by_name, write_reco
 
 def run(run_dir: str, split: str = "test", n: int = 8, mask_ratio: float | None = None, seed: int = 0, limit: int | None = None, out: str | None = None) -> dict:
     loaded = load_run(run_dir, "best")
-    if mask_ratio is not None and not 0.0 <= mask_ratio < 1.0:
-        raise MaekitError(f"--mask-ratio must be in [0, 1), got {mask_ratio}")
+    if mask_ratio is not None and not 0.0 < mask_ratio < 1.0:  # it reports the loss over the masked patches
+        raise MaekitError(f"--mask-ratio must be in (0, 1) (the loss is taken over the masked patches), got {mask_ratio:g}")
     data_cfg = from_dict(DataConfig, loaded.meta["data"]["config"], "data.")
     splits = load_splits(data_cfg)
     images = split_by_name(splits, split)

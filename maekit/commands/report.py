@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from ..engine.checkpoint import atomic_write_text
 from ..engine.rundir import read_metrics
 from ..errors import MaekitError
+from ..metrics import AUC_UNDEFINED, text_or_na
 
 DOWNSTREAM_KINDS = ("linprobe", "finetune", "knn", "scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")
 
@@ -200,7 +201,8 @@ def _compare_sections(page: Page, root: Path) -> None:
         parts.append("<h3>Mean ± std over seeds (test split)</h3>" + table(
             ["labelled images", "method", "seeds", "test accuracy (%)", "test ROC-AUC", "val accuracy (%)"],
             [[r["labels"], LABELS.get(r["method"], r["method"]), r["seeds"], f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
-              f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", f"{100 * r['val_mean']:.2f}"] for r in rows], text_cols=2, formatted=True))
+              text_or_na(r["auc_mean"], f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", AUC_UNDEFINED), f"{100 * r['val_mean']:.2f}"]
+             for r in rows], text_cols=2, formatted=True))
     if (root / "results.md").exists():
         notes = [line[2:] for line in (root / "results.md").read_text().splitlines() if line.startswith("- ")]
         if notes:

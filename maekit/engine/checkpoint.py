@@ -98,14 +98,15 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raw = path.read_bytes()
     except OSError as e:
         raise MaekitError(f"checkpoint {path} is unreadable ({e.strerror or e})") from None
-    if raw[:2] == b"\x80\x02" or raw[:2] == b"PK" or raw[:1] == b"\x80":
-        raise MaekitError(f"checkpoint {path} is a pickle/torch.save file; maekit only loads safetensors checkpoints and never unpickles")
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get("maekit", "null"))
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        # only now look for a pickle's signature: a valid file's header length can also start with 0x80
+        if raw[:1] == b"\x80" or raw[:2] == b"PK":
+            raise MaekitError(f"checkpoint {path} is a pickle/torch.save file; maekit only loads safetensors checkpoints and never unpickles") from None
         raise MaekitError(f"checkpoint {path} is not a valid safetensors file ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise MaekitError(f"checkpoint {path} has no maekit metadata (expected a checkpoint written by maekit)")

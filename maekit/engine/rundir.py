@@ -3,6 +3,7 @@ Only rank 0 writes (the other ranks get a RunDir whose writes do nothing)."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,29 @@ def default_out(config_path: str | None, command: str) -> Path:
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+# What a run writes before its first checkpoint (RunDir makes checkpoints/ before anything else, and every
+# atomic write goes through `<name>.tmp`): a directory holding only these is a run killed in its first seconds.
+_BEFORE_FIRST_CHECKPOINT = {"checkpoints", "config.yaml", "splits.npz", "run.json", "metrics.jsonl", "tensorboard"}
+
+
+def _never_checkpointed(out: Path) -> bool:
+    ckpts = out / "checkpoints"
+    if not ckpts.is_dir() or any(not p.name.endswith(".tmp") for p in ckpts.iterdir()):
+        return False
+    return all(p.name in _BEFORE_FIRST_CHECKPOINT or p.name.endswith(".tmp") for p in out.iterdir())
+
+
 def prepare(out: Path, resume: bool, kind: str) -> None:
-    """Check that `out` may be used: new or empty, or (resume=true) a run of the same kind."""
+    """Check that `out` may be used: new or empty, or (resume=true) a run of the same kind. The leftovers of
+    a run that stopped before its first checkpoint are removed (nothing there to resume), so it starts afresh."""
     if out.exists() and not out.is_dir():
         raise MaekitError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and _never_checkpointed(out):
+        for p in out.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
     has_files = out.is_dir() and any(out.iterdir())
     if has_files and not resume:
         raise MaekitError(f"run directory {out} already holds files; pass resume=true to continue it or choose another out=DIR")

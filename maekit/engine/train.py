@@ -132,6 +132,18 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def steps_per_epoch(n_train: int, cfg: TrainConfig, world: int = 1) -> int:
+    """Optimiser steps in one epoch: whole global batches (micro-batch x accumulation x processes); the one
+    count that fit and every command's LR schedule share."""
+    spe = n_train // (cfg.batch_size * cfg.accum_steps * world)
+    if spe == 0:
+        raise MaekitError(
+            f"{n_train} training images are fewer than one global batch "
+            f"({cfg.batch_size} x {cfg.accum_steps} accumulation x {world} processes); lower train.batch_size"
+        )
+    return spe
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -160,12 +172,7 @@ def fit(
     key, mode = select
     micro_bs = cfg.batch_size
     per_step = micro_bs * cfg.accum_steps
-    spe = n_train // (per_step * dist.world)
-    if spe == 0:
-        raise MaekitError(
-            f"{n_train} training images are fewer than one global batch "
-            f"({cfg.batch_size} x {cfg.accum_steps} accumulation x {dist.world} processes); lower train.batch_size"
-        )
+    spe = steps_per_epoch(n_train, cfg, dist.world)
     total = spe * cfg.epochs
     bar = tqdm(
         total=total,
@@ -261,7 +268,8 @@ def fit(
             save("last", state, epoch)
             if dist.is_main:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v))
-                tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown}, {record['img_per_s']:.0f} img/s", file=sys.stderr)
+                speed = f"{record['img_per_s']:.0f} img/s"  # alone on epochs without evaluation (train.eval_every)
+                tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown + ', ' if shown else ''}{speed}", file=sys.stderr)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
     finally:

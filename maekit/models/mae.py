@@ -41,8 +41,8 @@ class ModelConfig:
 
     def validate(self, prefix: str = "model.") -> None:
         """Raise ValueError naming the first bad field."""
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"{prefix}mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if not 0.0 < self.mask_ratio < 1.0:  # at 0 no patch is masked and the loss is 0/0
+            raise ValueError(f"{prefix}mask_ratio must be in (0, 1) (the loss is taken over the masked patches), got {self.mask_ratio}")
         for name in ("patch_size", "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
