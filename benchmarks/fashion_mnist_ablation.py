@@ -24,14 +24,14 @@ CONFIG = "configs/compare_fashion_mnist.yaml"
 # (row name, method whose compare section is the starting point, changes as dotted keys of that section)
 ROWS: list[tuple[str, str, dict]] = [
     ("fine-tune: the shipped recipe", "finetune", {}),
-    ("fine-tune: no mixup / cutmix", "finetune", {"mixup": 0.0, "cutmix": 0.0}),
+    ("fine-tune: mixup 0.8 / cutmix 1.0", "finetune", {"mixup": 0.8, "cutmix": 1.0}),
     ("fine-tune: layer decay 0.9", "finetune", {"optim.layer_decay": 0.9}),
     ("fine-tune: cls token instead of mean pooling", "finetune", {"pool": "cls"}),
     ("ViT from scratch: the shipped recipe", "scratch", {}),
-    ("ViT from scratch: no mixup / cutmix", "scratch", {"mixup": 0.0, "cutmix": 0.0}),
+    ("ViT from scratch: mixup 0.8 / cutmix 1.0", "scratch", {"mixup": 0.8, "cutmix": 1.0}),
     ("ViT from scratch: layer decay 0.75 (the fine-tune's)", "scratch", {"optim.layer_decay": 0.75}),
     ("small CNN: the shipped recipe", "cnn", {}),
-    ("small CNN: no mixup / cutmix", "cnn", {"mixup": 0.0, "cutmix": 0.0}),
+    ("small CNN: mixup 0.8 / cutmix 1.0", "cnn", {"mixup": 0.8, "cutmix": 1.0}),
 ]
 
 
