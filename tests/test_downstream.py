@@ -103,7 +103,7 @@ def test_finetune_and_knn_cli(tmp_path, fmnist_small, pretrained_run):
     assert json.loads((tmp_path / "knn" / "result.json").read_text())["test_accuracy"] > 0.3  # pixels-ish features on 10 classes
 
 
-def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkeypatch):
+def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkeypatch, capsys):
     out = tmp_path / "cmp"
     args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]", "seeds=[0, 1]",
             "methods=[finetune, scratch, linprobe, knn]", "finetune.train.epochs=1", "scratch.train.epochs=1", "linprobe.train.epochs=2",
@@ -122,6 +122,14 @@ def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkey
     monkeypatch.setattr(linprobe, "run", boom)
     assert main(args) == 0
     assert (out / "results.csv").read_text().strip().splitlines() == csv_rows
+    # another recipe on the same directory: refused, naming what changed, and nothing is lost
+    assert main([*args, "finetune.train.epochs=3", "finetune.optim.base_lr=0.002"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune_labels60_seed0 was run with another recipe (optim.base_lr 0.001 -> 0.002, train.epochs 1 -> 3)" in err
+    assert (out / "results.csv").read_text().strip().splitlines() == csv_rows
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["finetune"]["train"]["epochs"] == 1  # still what ran
 
 
 def test_compare_chooses_the_learning_rate_on_validation(tmp_path, fmnist_small, pretrained_run):

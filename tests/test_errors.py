@@ -111,6 +111,10 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["pretrain", out, *[a for a in base if not a.startswith("train.batch_size")], "train.batch_size=0"]
     if name == "compare-unknown-method":
         return ["compare", out, "methods=[finetune, svm]"]
+    if name == "compare-changed-recipe":
+        cmp = [f"pretrained={pretrained}", f"pretrain.data.path={data}", "budgets=[60]", "seeds=[0]", "methods=[knn]", "knn.train.progress=false"]
+        assert main(["compare", out, *cmp]) == 0
+        return ["compare", out, *cmp, "knn.knn_k=5"]
     if name == "cnn-with-pretrained":
         return ["finetune", out, *base, "arch=cnn", f"pretrained={pretrained}"]
     if name == "pixel-knn-with-pretrained":
@@ -243,6 +247,7 @@ CASES = {
     "reconstruct-zero-mask": r"--mask-ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
     "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
     "compare-unknown-method": r"methods: unknown method 'svm' \(known: finetune, scratch, cnn, pixel_knn, linprobe, ",
+    "compare-changed-recipe": r".*cells/knn_labels60_seed0 was run with another recipe \(knn_k 20 -> 5\); remove that cell directory to rerun it, or use another out=DIR",
     "cnn-with-pretrained": r"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained=.*pre",
     "pixel-knn-with-pretrained": r"features=pixels uses no encoder; got pretrained=.*pre",
     "negative-mixup": r"mixup and cutmix must be >= 0 \(0 = off\), got -0.5 and 0.0",

@@ -12,10 +12,13 @@ import shutil
 import statistics
 from pathlib import Path
 
+import yaml
+
 from .. import plots
-from ..config import CompareConfig, save_yaml, to_dict
+from ..config import CompareConfig, read_yaml, save_yaml, to_dict
 from ..engine.checkpoint import atomic_write_text
 from ..engine.dist import barrier, held as dist_held
+from ..errors import MaekitError
 from ..metrics import AUC_UNDEFINED, text_or_na
 from . import finetune, knn, linprobe, pretrain
 from .common import load_run
@@ -70,7 +73,8 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
     main = d.is_main
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
+        if not (out / "config.yaml").exists():  # rewritten once every cell agrees with this config (at the end)
+            save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
         if not (out / "run.json").exists():
             from ..environment import environment
 
@@ -98,17 +102,19 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
         barrier()  # every process decides on the same files
         finished, exists, resumable = result_file.exists(), cell_dir.exists(), (cell_dir / "run.json").exists()
         barrier()
+        c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
+        if lr is not None:
+            c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr))
+        if finished or (resumable and method in TRAINED):
+            _check_same_recipe(cell_dir, c)  # never mix results of another recipe into the table
         if finished:
             return json.loads(result_file.read_text())
-        c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
         if exists:  # an unfinished cell: fine-tuning resumes from its last checkpoint, the rest restart
             if method in TRAINED and resumable:
                 c = dataclasses.replace(c, resume=True)
             elif main:
                 shutil.rmtree(cell_dir)
         barrier()
-        if lr is not None:
-            c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr))
         runner = finetune.run if method in TRAINED else linprobe.run if method.startswith("linprobe") else knn.run
         res = runner(c, cell_dir, method)
         if main:
@@ -135,7 +141,29 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
                     write_tables(results, out, pretrained, selection)
     if main:
         write_tables(results, out, pretrained, selection)
+        save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
     return results
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_same_recipe(cell_dir: Path, c) -> None:
+    """A cell found on disk is reused only if its saved config.yaml is the config this compare would run now;
+    otherwise the error names the keys that differ (a changed recipe must not be mixed with old results)."""
+    saved_file = cell_dir / "config.yaml"
+    if not saved_file.exists():
+        return
+    saved = _flat(read_yaml(saved_file))
+    want = _flat(yaml.safe_load(yaml.safe_dump(to_dict(c))))  # through YAML, as the saved file went
+    keys = sorted(k for k in set(saved) | set(want) if k not in ("out", "resume") and saved.get(k) != want.get(k))
+    if keys:
+        diff = ", ".join(f"{k} {saved.get(k)!r} -> {want.get(k)!r}" for k in keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        raise MaekitError(f"{cell_dir} was run with another recipe ({diff}); remove that cell directory to rerun it, or use another out=DIR")
 
 
 def _pretrain_finished(pre_dir: Path, cfg: CompareConfig) -> bool:
