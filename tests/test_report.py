@@ -122,3 +122,20 @@ def test_report_numbers_and_escaping():
     assert report._number("loss", "0.123456") == "0.1235" and report._number("labels", "600") == "600"
     assert report._number("cell", "p2<x>") == "p2<x>"  # escaped by table(), not here
     assert "&lt;x&gt;" in report.table(["cell"], [["p2<x>"]])
+
+
+def test_reconstruction_grid_has_no_blank_band_under_its_title(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from maekit import plots
+
+    cols = {name: np.full((8, 1, 28, 28), 0.5, np.float32) for name in ("original", "masked", "reconstruction", "recon + visible")}
+    plots.recon_grid(cols, tmp_path / "grid.png", "test images, mask ratio 0.75, epoch 14")
+    img = np.asarray(Image.open(tmp_path / "grid.png").convert("L"))
+    white = (img > 250).all(axis=1)
+    longest, run = 0, 0
+    for w in white:
+        run = run + 1 if w else 0
+        longest = max(longest, run)
+    assert longest < 0.03 * img.shape[0], f"{longest} blank rows of {img.shape[0]}"
