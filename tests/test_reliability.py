@@ -157,3 +157,33 @@ def test_a_directory_with_a_checkpoint_or_other_files_is_refused_without_resume(
     with pytest.raises(MaekitError, match="no run.json"):
         prepare(other, True, "pretrain")
     assert (other / "notes.txt").read_text() == "mine" and (other / "config.yaml").exists()
+
+
+def test_a_stop_at_an_epochs_last_step_keeps_its_evaluation_and_best(tmp_path, fmnist_small, monkeypatch):
+    """SIGTERM during the last step of epoch 1: the run evaluates epoch 1 and saves `best` before it stops, so the
+    resumed run ends with the same `best`, `last` and evaluation rows as an uninterrupted one."""
+    from maekit.engine import train
+
+    args = [f"data.path={fmnist_small}", *TINY, "train.batch_size=64", "train.eval_samples=64", "train.progress=false", "train.epochs=2"]
+    assert main(["pretrain", f"out={tmp_path / 'ref'}", *args]) == 0
+    spe = 540 // 64  # 540 training images (600 minus the validation tenth)
+    original = train.step_generator
+
+    def signal_at_last_step(seed, step, micro=0):
+        if step == spe - 1 and micro == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(seed, step, micro)
+
+    monkeypatch.setattr(train, "step_generator", signal_at_last_step)
+    assert main(["pretrain", f"out={tmp_path / 'run'}", *args]) == 130
+    monkeypatch.setattr(train, "step_generator", original)
+    evals = lambda d: [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "val_recon_loss" in r]  # noqa: E731
+    assert [r["epoch"] for r in evals(tmp_path / "run")] == [0]  # epoch 1 was evaluated before stopping
+    assert main(["pretrain", f"out={tmp_path / 'run'}", *args, "resume=true"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]  # noqa: E731
+    assert strip(evals(tmp_path / "run")) == strip(evals(tmp_path / "ref"))
+    for name in ("best", "last"):
+        a, meta_a = checkpoint.load(tmp_path / "ref" / "checkpoints" / f"{name}.safetensors")
+        b, meta_b = checkpoint.load(tmp_path / "run" / "checkpoints" / f"{name}.safetensors")
+        assert meta_a["epoch"] == meta_b["epoch"] and meta_a["train_state"] == meta_b["train_state"], name
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -243,8 +243,10 @@ def fit(
                 bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
                 if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
                     save("last", state, epoch)
+                # at an epoch's last step a stop waits for the epoch's evaluation and `best` (below), so that a
+                # resumed run, which starts at the next epoch, has them
                 stop_after = bool(cfg.stop_after) and state.step >= cfg.stop_after and state.step % spe
-                if stop_after or stop.requested:
+                if stop_after or (stop.requested and state.step % spe):
                     save("last", state, epoch)
                     if stop_after:
                         return state
@@ -272,6 +274,13 @@ def fit(
                 tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown + ', ' if shown else ''}{speed}", file=sys.stderr)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
+            if state.step < total and cfg.stop_after and state.step >= cfg.stop_after:
+                return state
+            if state.step < total and stop.requested:
+                raise Interrupted(
+                    f"{stop.requested} received: stopped after epoch {epoch + 1} (step {state.step}) with a checkpoint; "
+                    f"continue with resume=true and the same out={run.path}"
+                )
     finally:
         bar.close()
         stop.restore()
