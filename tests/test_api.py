@@ -39,7 +39,7 @@ def test_embed_takes_every_layout_and_equals_the_embed_command(api_run, fmnist_s
     a = api_run.embed(images)
     assert a.shape == (50, 32) and a.dtype == np.float32
     np.testing.assert_allclose(api_run.embed(images[..., None]), a, atol=1e-6)  # [N, H, W, C]
-    np.testing.assert_allclose(api_run.embed(torch.from_numpy(images)[:, None]), a, atol=1e-6)  # [N, C, H, W]
+    np.testing.assert_allclose(api_run.embed(torch.tensor(images)[:, None]), a, atol=1e-6)  # [N, C, H, W]
     np.testing.assert_allclose(api_run.embed(images.astype(np.float32) / 255), a, atol=1e-5)  # float on the 0-1 scale
     assert main(["embed", str(api_run.path), "--split", "test", "--out", str(tmp_path / "f.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "f.npy")[:50], a, atol=1e-5)

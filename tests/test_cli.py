@@ -71,7 +71,7 @@ def test_resume_gives_identical_weights(tmp_path, tiny_pretrain_args):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["model.mask_ratio=1.0"], r"model.mask_ratio must be in \[0, 1\)"),
+        (["model.mask_ratio=1.0"], r"model.mask_ratio must be in \(0, 1\)"),
         (["model.patch_size=5"], "img_size 28x28 is not divisible by model.patch_size=5"),
         (["data.path=/nonexistent/folder"], "data.path /nonexistent/folder does not exist"),
         (["model.depth=two"], "config key 'model.depth' expects int, got 'two'"),
