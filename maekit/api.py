@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .commands.common import fixed_noise, load_run
-from .config import (CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict,
-                     read_yaml, to_dict)
+from .config import (CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, from_dict, read_yaml, set_keys,
+                     to_dict)
 from .data.transforms import eval_batch_size, normalize
 from .engine.rundir import default_out, read_metrics
 from .errors import MaekitError
@@ -74,20 +74,7 @@ def _dotted(overrides: dict | list[str] | None) -> list[tuple[str, Any]]:
 
 
 def _set(data: dict, items: list[tuple[str, Any]]) -> dict:
-    """A copy of `data` with each dotted key set to its (already parsed) value."""
-    out = apply_overrides(data, [])
-    for key, value in items:
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise MaekitError(f"override {key!r}: '{part}' is not a section")
-            node = child
-        node[parts[-1]] = value
-    return out
+    return set_keys(data, items)
 
 
 def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:

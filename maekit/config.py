@@ -304,16 +304,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Set dotted keys in a nested dict (a copy); sub-dicts are created as needed."""
+    return set_keys(data, [(".".join(path), value) for path, value in map(parse_override, overrides)], [f"override {t!r}" for t in overrides])
+
+
+def set_keys(data: dict, items: list[tuple], labels: list[str] | None = None) -> dict:
+    """A copy of `data` with each (dotted key, parsed value) of `items` set; sub-dicts are created as needed.
+    `labels` name the items in errors (default: the key)."""
     out = _deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
+    for i, (key, value) in enumerate(items):
+        path = key.split(".")
         node = out
         for part in path[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise MaekitError(f"override {text!r}: '{part}' is not a section")
+                raise MaekitError(f"{labels[i] if labels else f'override {key!r}'}: '{part}' is not a section")
             node = child
         node[path[-1]] = value
     return out
