@@ -47,7 +47,7 @@ def resolve(command: str, config: Any = None, overrides: dict | list[str] | None
     else:
         raise MaekitError(f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}")
     dotted = _dotted(overrides)
-    data = _set(data, dotted)
+    data = set_keys(data, dotted)
     out = Path(data["out"]) if data.get("out") else default_out(name, command)
     saved, info = out / "config.yaml", out / "run.json"
     if data.get("resume") and info.exists() and command != "compare":
@@ -57,7 +57,7 @@ def resolve(command: str, config: Any = None, overrides: dict | list[str] | None
     if data.get("resume") and saved.exists() and command != "compare":
         # a resumed run keeps its own configuration; only the overrides apply on top
         # (stop_after belongs to the invocation that set it, not to the run)
-        data = _set(read_yaml(saved), [("train.stop_after", 0), ("resume", True), *dotted])
+        data = set_keys(read_yaml(saved), [("train.stop_after", 0), ("resume", True), *dotted])
     cfg = from_dict(cls, data)
     cfg.validate()
     return cfg, out
@@ -71,10 +71,6 @@ def _dotted(overrides: dict | list[str] | None) -> list[tuple[str, Any]]:
     from .config import parse_override
 
     return [(".".join(path), value) for path, value in map(parse_override, overrides)]
-
-
-def _set(data: dict, items: list[tuple[str, Any]]) -> dict:
-    return set_keys(data, items)
 
 
 def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
