@@ -26,6 +26,21 @@ def git_commit(path: Path | None = None) -> str | None:
         return None
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this process can still allocate without swapping (Linux MemAvailable; else physical
+    memory; None when unknown). Checked before allocations a file's header asks for."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -111,3 +111,16 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray | None
         Image.fromarray(arr).save(p, quality=95) if p.suffix == ".jpg" else Image.fromarray(arr).save(p)
         paths.append(p)
     return paths
+
+
+def write_png_header(path: Path, width: int, height: int) -> None:
+    """A valid PNG signature and IHDR declaring width x height grey pixels, with a tiny (short) image stream:
+    what a decompression bomb looks like to a reader that trusts the header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))

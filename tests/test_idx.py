@@ -70,3 +70,24 @@ def test_step_batches_shard_the_global_batch():
     assert not np.array_equal(step_batches(100, 8, epoch=4, seed=0), one)
     with pytest.raises(MaekitError, match="fewer than one global batch"):
         step_batches(5, 8, 0, 0)
+
+
+def test_a_gzip_idx_file_is_never_read_past_its_header(tmp_path, monkeypatch):
+    """A gzip file that holds far more than its header declares (a decompression bomb) is refused after reading
+    at most one byte beyond the declared size."""
+    import gzip
+
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, 1]) + (10).to_bytes(4, "big") + bytes(50_000_000))
+    asked = []
+    real_read = gzip.GzipFile.read
+
+    def counting_read(self, size=-1):
+        asked.append(size)
+        return real_read(self, size)
+
+    monkeypatch.setattr(gzip.GzipFile, "read", counting_read)
+    with pytest.raises(MaekitError, match=r"bomb-idx1-ubyte.gz is truncated or corrupt: shape \(10,\) needs 18 bytes, file has more"):
+        idx.read_idx(path)
+    assert -1 not in asked and sum(asked) <= 18 + 1

@@ -7,6 +7,7 @@ Pillow cannot read are skipped with a count (or, with data.on_bad_image=error, s
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import DataConfig
+from ..environment import available_memory
 from ..errors import MaekitError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -28,6 +30,9 @@ def _decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
 
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:  # decoding alone would allocate w*h*channels bytes
+                raise _bomb(path, f"{w}x{h} = {w * h:,} pixels, limit {Image.MAX_IMAGE_PIXELS:,}")
             im = im.convert(mode)
             if size is not None:
                 w, h = im.size
@@ -37,9 +42,15 @@ def _decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
                 left, top = (w - size) // 2, (h - size) // 2
                 im = im.crop((left, top, left + size, top + size))
             a = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as e:  # Pillow's own refusal at open (over twice its limit)
+        raise _bomb(path, str(e)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _bomb(path: Path, detail: str) -> MaekitError:
+    return MaekitError(f"{path}: image over Pillow's decompression-bomb limit ({detail}); refusing to decode it (remove or shrink the file)")
 
 
 def _color_mode(files: list[Path], cfg: DataConfig) -> str:
@@ -70,10 +81,22 @@ def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, li
     parents = {p.parent for p in files}
     labelled = all(p.parent == root for p in parents) and len(parents) >= 2
     classes = sorted(p.name for p in parents) if labelled else None
-    mode = _color_mode(files, cfg)
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # such images are refused with an error instead
+        mode = _color_mode(files, cfg)
     size = cfg.image_size  # None: keep the files' own size (they must all agree)
+    avail = available_memory()
+    need = len(files) * (3 if mode == "RGB" else 1) * size * size if size else 0
+    if avail is not None and need > avail:
+        raise MaekitError(
+            f"{root}: {len(files):,} images at {size}x{size} need {need / 2**30:.1f} GiB in memory, more than the "
+            f"{avail / 2**30:.1f} GiB available; use a smaller data.image_size or fewer images"
+        )
     workers = min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers) as pool, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # such images are refused with an error instead
         decoded = list(tqdm(pool.map(lambda p: _decode(p, mode, size), files), total=len(files), desc=f"decode {root.name}",
                             unit="img", leave=False, disable=None))
     bad = [p for p, a in zip(files, decoded) if a is None]

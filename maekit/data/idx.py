@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..environment import available_memory
 from ..errors import MaekitError
 
 _TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -51,24 +52,32 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         opener = gzip.open if p.suffix == ".gz" else open
         with opener(p, "rb") as f:
-            raw = f.read()
+            # the header first: never read (or decompress) more than it declares, nor more than memory holds
+            raw = f.read(4)
+            if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES or raw[3] == 0:
+                raise MaekitError(f"idx file {p} is corrupt: bad header (expected 0x00 0x00 <type> <ndim>)")
+            ndim = raw[3]
+            header = 4 + 4 * ndim
+            raw += f.read(4 * ndim)
+            if len(raw) < header:
+                raise MaekitError(f"idx file {p} is truncated: header needs {header} bytes, file has {len(raw)}")
+            shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+            dtype = np.dtype(_TYPES[raw[2]])
+            expected = header + int(np.prod(shape, dtype=object)) * dtype.itemsize
+            avail = available_memory()
+            if avail is not None and expected > avail:
+                raise MaekitError(
+                    f"idx file {p} declares shape {shape} ({expected:,} bytes), more than the {avail:,} bytes of memory "
+                    "available; its header is corrupt or it is not an idx file"
+                )
+            raw += f.read(expected - header + 1)
     except FileNotFoundError:
         raise MaekitError(f"idx file {p} not found") from None
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise MaekitError(f"idx file {p} is unreadable or corrupt ({e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _TYPES or raw[3] == 0:
-        raise MaekitError(f"idx file {p} is corrupt: bad header (expected 0x00 0x00 <type> <ndim>)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise MaekitError(f"idx file {p} is truncated: header needs {header} bytes, file has {len(raw)}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_TYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise MaekitError(
-            f"idx file {p} is truncated or corrupt: shape {shape} needs {expected} bytes, file has {len(raw)}"
-        )
+        has = f"{len(raw)}" if len(raw) < expected else "more"
+        raise MaekitError(f"idx file {p} is truncated or corrupt: shape {shape} needs {expected} bytes, file has {has}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 

@@ -140,6 +140,7 @@ class ArrayReader:
             raise MaekitError(f"{self.where}: expected numeric images, got dtype {dtype}")
         self.layout = _layout(shape, cfg.layout, self.where)
         self.n = shape[0]
+        _check_row_count(self.n, shape, self.where)
         c = 1 if self.layout == "nhw" else (shape[3] if self.layout == "nhwc" else shape[1])
         hw = shape[1:3] if self.layout in ("nhw", "nhwc") else shape[2:4]
         self._set_channels(c, cfg, file_names)
@@ -154,6 +155,21 @@ class ArrayReader:
 
     def close(self) -> None:
         pass
+
+
+ROW_BYTES = 48  # memory per image for split rows, orders, labels and read units, even when the images stream
+
+
+def _check_row_count(n: int, shape: tuple[int, ...], where: str) -> None:
+    """Refuse, before any allocation, a dataset that declares more images than this machine could index."""
+    from ..environment import available_memory
+
+    avail = available_memory()
+    if avail is not None and n * ROW_BYTES > avail:
+        raise MaekitError(
+            f"{where}: the dataset declares shape {list(shape)}; indexing its {n:,} images needs {n * ROW_BYTES / 2**30:.1f} GiB, "
+            f"more than the {avail / 2**30:.1f} GiB of memory available; the file is corrupt or too large for this machine"
+        )
 
 
 def _attr_names(obj) -> list[str] | None:
