@@ -384,6 +384,7 @@ class DownstreamConfig:
     knn_temperature: float = 0.07
     out: str | None = None
     resume: bool = False
+    allow_test_overlap: bool = False  # run even when test images were pretraining images (refused by default)
 
     def validate(self) -> None:
         if self.pretrained is not None and self.pretrained.lower() == "none":

@@ -271,9 +271,33 @@ def test_pretrain_streamed_from_hdf5_then_finetune_on_a_labelled_file(tmp_path):
     ft = tmp_path / "ft"
     assert main(["finetune", f"pretrained={pre}", f"out={ft}", "data.source=hdf5", f"data.path={tmp_path / 'labelled.h5'}",
                  "data.preprocess.log1p=true", "train.batch_size=8", "train.progress=false", "train.epochs=1"]) == 0
-    assert json.loads((ft / "result.json").read_text())["test_accuracy"] >= 0
+    assert json.loads((ft / "result.json").read_text())["test_images"] == 4
     zf = np.load(ft / "splits.npz")
-    assert str(zf["train_source"]).endswith("labelled.h5") and len(zf["test_rows"]) == 4
+    assert str(zf["train_source"]) == f"{(tmp_path / 'labelled.h5').resolve()}: jet" and len(zf["test_rows"]) == 4
+
+
+def test_a_test_split_of_pretraining_images_is_refused(tmp_path, capsys):
+    """The file cuts its own test split: a downstream run with another split_seed would test on pretraining images."""
+    formats.write_task3d_hdf5(tmp_path / "t.h5", n=40, size=20, labelled=True)
+    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
+    data = ["data.source=hdf5", f"data.path={tmp_path / 't.h5'}", "data.test_fraction=0.25"]
+    pre = tmp_path / "pre"
+    assert main(["pretrain", f"out={pre}", *data, *small]) == 0
+    knn = ["knn", f"pretrained={pre}", *data, "train.progress=false", "knn_k=3"]
+    capsys.readouterr()
+    assert main([*knn, f"out={tmp_path / 'other_seed'}", "data.split_seed=1"]) == 2
+    err = capsys.readouterr().err
+    seen = set(np.load(pre / "splits.npz")["train_rows"].tolist())
+    other = load_splits(DataConfig(source="hdf5", path=str(tmp_path / "t.h5"), test_fraction=0.25, split_seed=1))
+    overlap = len(seen & set(other.rows["test"].tolist()))
+    assert overlap > 0 and re.search(rf"{overlap} of the 10 test images \(.*t.h5: jet\) were pretraining images of .*pre "
+                                     r"\(pretrained with data.path=.*t.h5, test_path=None, split_seed=0, test_fraction=0.25; "
+                                     r"this run has data.path=.*t.h5, test_path=None, split_seed=1, test_fraction=0.25\); "
+                                     r"use the pretraining's split settings, or pass allow_test_overlap=true", err), err
+    assert not (tmp_path / "other_seed").exists()  # refused before any output
+    # the pretraining's own split, or an explicit override, runs
+    assert main([*knn, f"out={tmp_path / 'same_split'}"]) == 0
+    assert main([*knn, f"out={tmp_path / 'forced'}", "data.split_seed=1", "allow_test_overlap=true"]) == 0
 
 
 def test_channel_count_against_the_checkpoint(tmp_path, capsys):
@@ -284,7 +308,7 @@ def test_channel_count_against_the_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main(["finetune", f"pretrained={pre}", f"out={tmp_path / 'ft'}", "data.source=hdf5", f"data.path={tmp_path / 't.h5'}",
                  "data.channels=[0,1,2]", "train.progress=false"]) == 2
-    assert re.search(r"encoder .*pre expects 8 channels of 20x20, but data .*t.h5 have 3 of 20x20", capsys.readouterr().err)
+    assert re.search(r"encoder .*pre expects 8 channels of 20x20, but data .*t.h5: jet have 3 of 20x20", capsys.readouterr().err)
 
 
 def test_data_inspect_and_preview(tmp_path, capsys):
@@ -301,3 +325,24 @@ def test_data_inspect_and_preview(tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(out).size[0] > 200
+
+
+def test_hostile_sizes_are_refused_before_allocation(tmp_path):
+    """An image over twice Pillow's bomb limit (Pillow's own refusal) stops the run with the file's name, and an
+    HDF5 file that would not fit in memory is refused with stream=false (and streams by default)."""
+    import h5py
+
+    import formats
+    from maekit.environment import available_memory
+    from maekit.errors import MaekitError
+
+    formats.write_image_folder(tmp_path / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1]))
+    formats.write_png_header(tmp_path / "photos" / "class0" / "huge.png", 20_000, 20_000)
+    with pytest.raises(MaekitError, match=r"huge.png: image over Pillow's decompression-bomb limit \(Image size \(400000000 pixels\) exceeds"):
+        load_splits(DataConfig(source="folder", path=str(tmp_path / "photos")))
+    n = int(available_memory() // (20 * 20 * 4)) + 1  # one image more than memory holds
+    with h5py.File(tmp_path / "big.h5", "w") as f:
+        f.create_dataset("X_jets", shape=(n, 20, 20), dtype="f4", chunks=(1, 20, 20))
+    with pytest.raises(MaekitError, match=r"big.h5: X_jets: the images need [\d.]+ GiB in memory \(data.stream=false\), more than the "
+                                          r"[\d.]+ GiB available; set data.stream=true to read them in blocks"):
+        load_splits(DataConfig(source="hdf5", path=str(tmp_path / "big.h5"), stream=False))

@@ -1,5 +1,6 @@
 """Every documented bad input (docs/errors.md) gets its one-line message, exit status 2, no traceback, and
 leaves earlier outputs alone. Each case here is a row of the table in docs/errors.md (checked below)."""
+import gzip
 import os
 import re
 from pathlib import Path
@@ -44,6 +45,11 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         write_idx(bad / "t10k-labels-idx1-ubyte", raw)
         path = bad / "t10k-labels-idx1-ubyte"
         path.write_bytes(path.read_bytes()[:-7])
+        return ["pretrain", out, *base, f"data.path={bad}"]
+    if name == "idx-huge-header":  # a gzip idx file whose header claims 10^9 images: refused before reading on
+        bad = copy_data(data, tmp / "bad")
+        with gzip.open(bad / "train-images-idx3-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (10**9, 28, 28)) + bytes(784 * 4))
         return ["pretrain", out, *base, f"data.path={bad}"]
     if name == "label-count-mismatch":
         bad = copy_data(data, tmp / "bad")
@@ -135,6 +141,19 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
     if name == "jets-unreachable-window":  # (the test lowers the give-up count from 50,000 to 300)
         return ["jets", "generate", "--out", str(tmp / "jets.h5"), "--n", "2", "--size", "15", "--workers", "1",
                 "--pt-min", "3000", "--pt-max", "3050", "--pthat-min", "200", "--no-progress"]
+    if name == "test-images-pretrained":
+        # an npz cuts its own test split: another split_seed downstream tests on images the encoder was pretrained on
+        from maekit.data import idx
+
+        images, labels = idx.load("fashion_mnist", str(data), download=False)["train"]
+        np.savez(tmp / "f.npz", images=images[:200], labels=labels[:200])
+        npz = ["data.source=npy", f"data.path={tmp / 'f.npz'}"]
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()):  # the setup's epoch line is not the case's output
+            assert main(["pretrain", f"out={tmp / 'pre'}", *npz, *base[1:], "train.epochs=1"]) == 0
+        return ["knn", out, f"pretrained={tmp / 'pre'}", *npz, "data.split_seed=1", "train.progress=false"]
     return data_case_args(name, tmp, out, pretrained)
 
 
@@ -194,6 +213,16 @@ def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str
         (tmp / "photos" / "cats").mkdir(parents=True)
         (tmp / "photos" / "cats" / "notes.txt").write_text("no images here")
         return ["pretrain", out, "data.source=folder", f"data.path={tmp / 'photos'}", *small]
+    if name == "image-bomb":  # a PNG header of 10,000 x 10,000 pixels (a few hundred bytes on disk)
+        formats.write_image_folder(tmp / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1]))
+        formats.write_png_header(tmp / "photos" / "class1" / "huge.png", 10_000, 10_000)
+        return ["pretrain", out, "data.source=folder", f"data.path={tmp / 'photos'}", *small]
+    if name == "hdf5-huge-shape":  # a dataset declared with 10^12 images of 20x20 (chunked, never written: a tiny file)
+        import h5py
+
+        with h5py.File(tmp / "huge.h5", "w") as f:
+            f.create_dataset("X_jets", shape=(10**12, 20, 20), dtype="f4", chunks=(1, 20, 20))
+        return ["pretrain", out, "data.source=hdf5", f"data.path={tmp / 'huge.h5'}", *small]
     if name == "bad-image":
         formats.write_image_folder(tmp / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1]))
         (tmp / "photos" / "class1" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
@@ -260,13 +289,19 @@ CASES = {
     "hdf5-truncated": r".*jets.h5: not a readable HDF5 file \(",
     "hdf5-empty": r".*jets.h5: X_jets: the training data hold no images",
     "parquet-truncated": r".*jets.parquet: not a readable Parquet file \(",
-    "channels-vs-config": r"data .*jets.h5 have 3 channels of 20x20 but the model expects 8 of 20x20 \(model.in_chans / model.img_size\)",
-    "channels-vs-checkpoint": r"encoder .*pre expects 1 channels of 28x28, but data .*jets.h5 have 3 of 20x20",
+    "channels-vs-config": r"data .*jets.h5: X_jets have 3 channels of 20x20 but the model expects 8 of 20x20 \(model.in_chans / model.img_size\)",
+    "channels-vs-checkpoint": r"encoder .*pre expects 1 channels of 28x28, but data .*jets.h5: X_jets have 3 of 20x20",
     "channel-out-of-range": r".*jets.h5: X_jets: data.channels \[0, 9\] asks for channel 9 but the images have 3 channels \(0..2\)",
     "scale-count": r"data.preprocess.scale lists 2 factors, the images have 3 channels",
     "test-path-conflict": r".*top.h5 has its own test split; remove data.test_path",
     "source-needs-path": r"data.path is required for data.source=hdf5",
     "empty-folder": r".*photos: no image files found \(looked for .bmp, ",
+    "image-bomb": r".*huge.png: image over Pillow's decompression-bomb limit \(10000x10000 = 100,000,000 pixels, limit 89,478,485\); "
+                  r"refusing to decode it \(remove or shrink the file\)",
+    "hdf5-huge-shape": r".*huge.h5: X_jets: the dataset declares shape \[1000000000000, 20, 20\]; indexing its 1,000,000,000,000 images "
+                       r"needs 44703.5 GiB, more than the [\d.]+ GiB of memory available; the file is corrupt or too large for this machine",
+    "idx-huge-header": r"idx file .*train-images-idx3-ubyte.gz declares shape \(1000000000, 28, 28\) \(784,000,000,016 bytes\), more than "
+                       r"the [\d,]+ bytes of memory available; its header is corrupt or it is not an idx file",
     "bad-image": r".*cut.png: cannot decode the image \(1 unreadable file\(s\) in .*photos\); set data.on_bad_image=skip to skip them",
     "cifar-pickle": r".*data_batch_1: not a CIFAR batch \(refusing to load (posix|os).system\); only pickled dicts of arrays are accepted",
     "sweep-bad-grid": r"--grid item 'model.patch_size' must look like key.sub=value1,value2",
@@ -275,6 +310,9 @@ CASES = {
     "jets-bad-window": r"need 0 < --pt-min < --pt-max, got 600 and 500",
     "jets-unreachable-window": r"the parton-level prefilter vetoed 300 events in a row: no jet gets near the pT window 3000-3050 GeV "
                                r"with \|y\| < 2 \(pTHatMin 200 GeV\); check the window and --pthat-min",
+    "test-images-pretrained": r"\d+ of the 20 test images \(.*f.npz: images\) were pretraining images of .*pre \(pretrained with "
+                              r"data.path=.*f.npz, test_path=None, split_seed=0, test_fraction=0.1; this run has data.path=.*f.npz, "
+                              r"test_path=None, split_seed=1, test_fraction=0.1\); use the pretraining's split settings, or pass allow_test_overlap=true",
     "unsupported-file": r".*jets.csv: unsupported file type \(expected .h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder\)",
 }
 

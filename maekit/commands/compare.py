@@ -117,6 +117,9 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
         barrier()
         runner = finetune.run if method in TRAINED else linprobe.run if method.startswith("linprobe") else knn.run
         res = runner(c, cell_dir, method)
+        if "stopped_at_step" in res:  # train.stop_after in a section: no result yet
+            raise MaekitError(f"{cell_dir} stopped at step {res['stopped_at_step']} of {res['steps']} (train.stop_after); "
+                              "run compare again to continue it")
         if main:
             res["budget"] = budget
             res["base_lr"] = c.optim.base_lr if method in TRAINED else None
@@ -180,7 +183,7 @@ def summarize(results: list[dict]) -> list[dict]:
     rows = []
     for (method, labels), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0]))):
         acc = [r["test_accuracy"] for r in rs]
-        auc = [r["test_roc_auc"] for r in rs if not math.isnan(r["test_roc_auc"])]
+        auc = [r["test_roc_auc"] for r in rs if r["test_roc_auc"] is not None and not math.isnan(r["test_roc_auc"])]
         rows.append({
             "method": method, "labels": labels, "seeds": len(rs),
             "mean": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,

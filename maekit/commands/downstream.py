@@ -3,13 +3,15 @@ feature extraction, test evaluation and its outputs (result.json, confusion matr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import plots
-from ..config import DownstreamConfig, save_yaml, to_dict
+from ..config import DataConfig, DownstreamConfig, save_yaml, to_dict
 from ..data.loader import ImageSet, Splits, load_splits
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
@@ -18,7 +20,7 @@ from ..errors import MaekitError
 from ..metrics import AUC_UNDEFINED, classification_report, confusion_matrix, text_or_na
 from ..models.mae import ModelConfig
 from ..models.vit import ViT
-from .common import init_process, load_run, save_json
+from .common import LoadedRun, init_process, load_run, save_json
 
 
 def label_subset(labels: torch.Tensor, budget: float, seed: int) -> torch.Tensor:
@@ -57,6 +59,33 @@ class Setup:
     num_classes: int
 
 
+SPLIT_KEYS = ("path", "test_path", "split_seed", "test_fraction")
+
+
+def check_test_not_pretrained(run: LoadedRun, splits: Splits, data: DataConfig) -> None:
+    """Refuse a test split that holds images the encoder was pretrained on (another split_seed, test_fraction or
+    file than the pretraining run's): its accuracy would not measure generalisation."""
+    saved = run.path / "splits.npz"
+    if not saved.exists():  # a Hugging Face directory (or a run from before splits.npz): nothing to check against
+        return
+    with np.load(saved) as z:
+        if "train_rows" not in z or "train_source" not in z:
+            return
+        seen, source = z["train_rows"], str(z["train_source"])
+    if splits.sources.get("test") != source:
+        return
+    overlap = np.intersect1d(seen, splits.rows["test"]).size
+    if overlap:
+        before = run.config.get("data", {})
+        theirs = ", ".join(f"{k}={before.get(k)}" for k in SPLIT_KEYS)
+        ours = ", ".join(f"{k}={getattr(data, k)}" for k in SPLIT_KEYS)
+        raise MaekitError(
+            f"{overlap} of the {len(splits.rows['test'])} test images ({source}) were pretraining images of {run.path} "
+            f"(pretrained with data.{theirs}; this run has data.{ours}); use the pretraining's split settings, "
+            f"or pass allow_test_overlap=true to evaluate anyway"
+        )
+
+
 def prepare_setup(cfg: DownstreamConfig) -> Setup:
     splits = load_splits(cfg.data)
     if splits.train.labels is None:
@@ -70,6 +99,8 @@ def prepare_setup(cfg: DownstreamConfig) -> Setup:
         if not state:
             raise MaekitError(f"{cfg.pretrained} holds no encoder weights")
         mean, std = run.mean, run.std
+        if not cfg.allow_test_overlap:
+            check_test_not_pretrained(run, splits, cfg.data)
     elif getattr(cfg, "arch", "vit") == "cnn" or getattr(cfg, "features", "encoder") == "pixels":
         # no ViT to build: the patch grid need not fit the image
         model_cfg = dataclasses.replace(cfg.model, img_size=list(splits.image_size), in_chans=splits.channels)
@@ -154,7 +185,11 @@ def open_run(cfg: DownstreamConfig, out: Path, kind: str, dist, splits: Splits |
 def finish(run: RunDir, kind: str, logits: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None, extra: dict) -> dict:
     """Test metrics, confusion matrix PNG and result.json; returns the result dict."""
     rep = classification_report(logits, labels)
-    result = {"method": kind, "test_accuracy": rep["accuracy"], "test_roc_auc": rep["roc_auc"], "test_images": len(labels), **extra}
+    # undefined metrics are null in result.json (with the reason), never NaN (not JSON)
+    defined = lambda v: v if math.isfinite(v) else None  # noqa: E731
+    result = {"method": kind, "test_accuracy": defined(rep["accuracy"]), "test_roc_auc": defined(rep["roc_auc"]), "test_images": len(labels), **extra}
+    if result["test_roc_auc"] is None:
+        result["test_roc_auc_note"] = AUC_UNDEFINED
     if run.active:
         k = logits.shape[1]
         cm = confusion_matrix(logits.argmax(1), labels, k).numpy()
@@ -165,6 +200,14 @@ def finish(run: RunDir, kind: str, logits: torch.Tensor, labels: torch.Tensor, c
         auc = text_or_na(rep["roc_auc"], f"{rep['roc_auc']:.4f}", AUC_UNDEFINED)
         print(f"{kind}: test accuracy {acc}, ROC-AUC {auc} ({len(labels)} test images) -> {run.path}")
     return result
+
+
+def stopped_early(run: RunDir, kind: str, step: int, total: int) -> dict:
+    """A run ended by train.stop_after: no test yet (it is read once, by the finished run)."""
+    if run.active:
+        run.close()
+        print(f"{kind}: stopped at step {step} of {total}; continue with resume=true out={run.path}", flush=True)
+    return {"method": kind, "stopped_at_step": step, "steps": total}
 
 
 def dist_for(cfg: DownstreamConfig):

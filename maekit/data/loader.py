@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import DataConfig, PreprocessConfig
+from ..environment import available_memory
 from ..errors import MaekitError
 from . import cifar, folder, idx
 from .readers import ArrayReader, open_readers
@@ -55,7 +56,7 @@ class Splits:
     std: torch.Tensor  # [C]
     channel_names: list[str] | None = None
     rows: dict[str, np.ndarray] = field(default_factory=dict)  # rows of each split in its source file
-    sources: dict[str, str] = field(default_factory=dict)  # file (or folder) each split was read from
+    sources: dict[str, str] = field(default_factory=dict)  # the data each split's rows index (file and key, or folder)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -205,7 +206,11 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
         if "test" in parts:
             sets["test"] = ImageSet(parts["test"][0], _labels_tensor(parts["test"][1]))
             rows["test"] = np.arange(len(parts["test"][0]))
+        where = {k: str(Path(v).resolve()) for k, v in where.items()}
+        own_test = where.get("test")
         where = {k: where.get(k, where["train"]) for k in ("train", "val", "test")}
+        if own_test is not None and own_test == where["train"]:  # idx / cifar: the test files sit next to the training files
+            where["test"] = f"{own_test} (its test files)"
     else:
         readers = open_readers(Path(cfg.path), cfg)
         if cfg.test_path is not None:
@@ -222,6 +227,12 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
         split_rows.update({k: (readers[k], np.arange(readers[k].n)) for k in ("val", "test") if k in readers})
         total = sum(r.nbytes for r in readers.values())
         stream = cfg.stream if cfg.stream is not None else total > cfg.memory_mb * 2**20
+        avail = available_memory()
+        if not stream and avail is not None and total > avail:
+            raise MaekitError(
+                f"{tr.where}: the images need {total / 2**30:.1f} GiB in memory (data.stream=false), more than the "
+                f"{avail / 2**30:.1f} GiB available; set data.stream=true to read them in blocks"
+            )
         budget = cfg.memory_mb * 2**20
         loaded: dict[int, torch.Tensor] = {}
         sets = {}
@@ -237,7 +248,8 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
             sets[split] = ImageSet(images, labels)
         loaded.clear()
         rows = {k: v[1] for k, v in split_rows.items()}
-        where = {k: str(v[0].path) for k, v in split_rows.items()}
+        # absolute file and dataset key: a file's own test split is not its training data, and a run elsewhere compares equal
+        where = {k: f"{Path(v[0].path).resolve()}: {v[0].key}" for k, v in split_rows.items()}
     if len(sets["train"]) == 0:
         raise MaekitError(f"{where['train']}: no training images are left after the test and validation splits")
     mean, std = channel_stats(sets["train"].images)
