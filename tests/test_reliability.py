@@ -52,8 +52,8 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, fm
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
-                # never a half-written checkpoint under the real name
-                checkpoint.load(out / "checkpoints" / "last.safetensors")
+                # never a half-written checkpoint under the real name (no fallback to .prev: `last` itself loads)
+                checkpoint.load(out / "checkpoints" / "last.safetensors", fallback=False)
                 continue
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
@@ -187,3 +187,66 @@ def test_a_stop_at_an_epochs_last_step_keeps_its_evaluation_and_best(tmp_path, f
         b, meta_b = checkpoint.load(tmp_path / "run" / "checkpoints" / f"{name}.safetensors")
         assert meta_a["epoch"] == meta_b["epoch"] and meta_a["train_state"] == meta_b["train_state"], name
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.parametrize("command", ["finetune", "linprobe"])
+def test_downstream_resume_is_bitwise_identical(tmp_path, fmnist_small, command):
+    """Stopped mid-epoch at a step that is not a log step, then resumed: the same weights, optimiser state,
+    metrics rows (train loss included) and test result as an uninterrupted run."""
+    args = [command, f"data.path={fmnist_small}", *TINY, "model.drop_path=0.1", "labels=96", "train.batch_size=32",
+            "train.epochs=3", "train.log_every=2", "train.eval_samples=64", "train.progress=false", "train.threads=1"]
+    assert main([*args, f"out={tmp_path / 'ref'}"]) == 0
+    run = tmp_path / "run"
+    assert main([*args, f"out={run}", "train.stop_after=5"]) == 0  # 3 steps per epoch: inside epoch 2, between log lines
+    assert not (run / "result.json").exists() and checkpoint.load(run / "checkpoints" / "last.safetensors")[1]["train_state"]["step"] == 5
+    assert main([*args, f"out={run}", "resume=true"]) == 0
+    timing = ("img_per_s", "epoch_time_s")
+    rows = lambda d: [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows(run) == rows(tmp_path / "ref") and any("train_loss" in r for r in rows(run))
+    for name in ("best", "last"):
+        a, meta_a = checkpoint.load(tmp_path / "ref" / "checkpoints" / f"{name}.safetensors", fallback=False)
+        b, meta_b = checkpoint.load(run / "checkpoints" / f"{name}.safetensors", fallback=False)
+        assert meta_a["train_state"] == meta_b["train_state"] and a.keys() == b.keys(), name
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    result = lambda d: {k: v for k, v in json.loads((d / "result.json").read_text()).items() if not k.endswith("time_s")}  # noqa: E731
+    assert result(run) == result(tmp_path / "ref")
+
+
+def test_grad_scaler_and_loss_window_survive_a_checkpoint(tmp_path):
+    """The fp16 loss scale and the train-loss window are part of the saved state (the scaler runs on CUDA only;
+    its state is the same object on CPU)."""
+    from maekit.engine.train import TrainState
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    scaler._growth_tracker = torch.tensor(5, dtype=torch.int32)
+    state = TrainState(step=12, best=0.5, best_epoch=2, loss_window=[0.25, 0.5], skipped_nonfinite=1, grad_scaler=scaler.state_dict())
+    checkpoint.save(tmp_path / "c.safetensors", {"w": torch.zeros(2)}, {"train_state": state.to_dict()})
+    back = TrainState.from_dict(checkpoint.load(tmp_path / "c.safetensors", fallback=False)[1]["train_state"])
+    assert back == state
+    again = torch.amp.GradScaler("cpu")
+    again.load_state_dict(back.grad_scaler)
+    assert again.get_scale() == 1024.0 and again.state_dict()["_growth_tracker"] == 5 and again.get_growth_interval() == 7
+
+
+def test_a_checkpoint_write_that_hits_a_file_size_limit_keeps_the_last_good_one(tmp_path, fmnist_small):
+    """The operating system refuses the write (RLIMIT_FSIZE, as a full disk would): one-line error, exit 2, and
+    `last` still holds the previous epoch, loadable without falling back to `.prev`."""
+    import resource
+
+    out = tmp_path / "run"
+    subprocess.run(pretrain_cmd(out, fmnist_small, "train.epochs=1"), check=True, capture_output=True, timeout=300)
+    last = out / "checkpoints" / "last.safetensors"
+    before = last.read_bytes()
+    limit = len(before) // 2  # the small files (metrics, config, figures) fit, a checkpoint does not
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(pretrain_cmd(out, fmnist_small, "train.epochs=2", "resume=true"), capture_output=True,
+                          timeout=300, preexec_fn=limited)
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2, proc.stderr.decode()[-2000:]
+    assert err[-1].startswith("maekit: error: could not write") and err[-1].endswith("(File too large); the previous file is intact"), err[-1]
+    assert last.read_bytes() == before and not list(out.rglob("*.tmp"))
+    tensors, meta = checkpoint.load(last, fallback=False)
+    assert meta["epoch"] == 0

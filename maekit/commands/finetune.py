@@ -19,7 +19,7 @@ from ..engine.optim import build_optimizer, lr_at, peak_lr
 from ..engine.train import MicroBatch, TrainState, autocast, fit, resume_state, steps_per_epoch
 from ..metrics import accuracy
 from ..models.cnn import SmallCNN
-from .downstream import build_encoder, dist_for, finish, open_run, prepare_setup
+from .downstream import build_encoder, dist_for, finish, open_run, prepare_setup, stopped_early
 
 
 @torch.no_grad()
@@ -104,6 +104,8 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         on_epoch_end=lambda e, m: dist.is_main and plots.training_curves(out, out / "curves.png", f"{kind}, {n} labels"),
         desc=kind,
     )
+    if state.step < spe * cfg.train.epochs:  # train.stop_after: checkpointed; the test waits for the finished run
+        return stopped_early(run, kind, state.step, spe * cfg.train.epochs)
     tensors, _ = checkpoint.load(out / "checkpoints" / "best.safetensors")
     model.load_state_dict(checkpoint.model_state(tensors))
     logits = predict(model, setup.splits.test.images, mean, std)

@@ -13,10 +13,10 @@ from ..config import LinprobeConfig
 from ..engine import checkpoint
 from ..engine.dist import DistInfo, cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
-from ..engine.train import MicroBatch, TrainState, fit, steps_per_epoch
+from ..engine.train import MicroBatch, TrainState, fit, resume_state, steps_per_epoch
 from ..metrics import accuracy
 from .. import plots
-from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
+from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup, stopped_early
 
 
 def make_head(dim: int, num_classes: int, kind: str, hidden: int) -> nn.Module:
@@ -74,10 +74,12 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
     state = fit(
         head, optimizer, n_train=n, step_loss=step_loss, evaluate=evaluate, select=("val_accuracy", "max"), save=save,
         lr_fn=lambda step: lr_at(step, spe, train_cfg.epochs, cfg.optim, peak), cfg=train_cfg, clip_grad=cfg.optim.clip_grad,
-        run=run, dist=DistInfo(rank=0, world=1, device=dist.device), state=TrainState(),
+        run=run, dist=DistInfo(rank=0, world=1, device=dist.device), state=resume_state(out, head, optimizer, run, cfg.resume),
         on_epoch_end=lambda e, m: dist.is_main and plots.training_curves(out, out / "curves.png", f"{kind}, {n} labels"),
         desc=kind,
     )
+    if state.step < spe * train_cfg.epochs:  # train.stop_after: checkpointed; the test waits for the finished run
+        return stopped_early(run, kind, state.step, spe * train_cfg.epochs)
     tensors, _ = checkpoint.load(out / "checkpoints" / "best.safetensors")
     head.load_state_dict(checkpoint.model_state(tensors))
     head.eval()

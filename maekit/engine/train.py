@@ -12,7 +12,7 @@ import signal
 import threading
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -29,16 +29,23 @@ from .rundir import RunDir
 
 @dataclass
 class TrainState:
+    """Everything a resumed run needs besides weights and optimiser (saved in each checkpoint's metadata)."""
+
     step: int = 0  # optimiser steps done
     best: float | None = None  # best value of the selection metric so far
     best_epoch: int = -1
+    loss_window: list[float] = field(default_factory=list)  # step losses since the last train-loss log line
+    skipped_nonfinite: int = 0  # batches skipped for a non-finite loss (train.skip_nonfinite)
+    grad_scaler: dict | None = None  # fp16 GradScaler state (scale, growth tracker)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
-        return cls(step=int(d["step"]), best=d.get("best"), best_epoch=int(d.get("best_epoch", -1)))
+        return cls(step=int(d["step"]), best=d.get("best"), best_epoch=int(d.get("best_epoch", -1)),
+                   loss_window=[float(x) for x in d.get("loss_window", [])], skipped_nonfinite=int(d.get("skipped_nonfinite", 0)),
+                   grad_scaler=d.get("grad_scaler"))
 
 
 @dataclass
@@ -185,9 +192,14 @@ def fit(
     )
     ddp = hasattr(model, "no_sync")
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and dist.device.type == "cuda" else None
-    window: list[float] = []
-    bad_batches = 0
+    if scaler and state.grad_scaler:
+        scaler.load_state_dict(state.grad_scaler)
+    window = state.loss_window  # kept in checkpoints: a resumed run logs the same train loss
     stop = _StopRequest()
+
+    def checkpoint_as(name: str, epoch: int) -> None:
+        state.grad_scaler = scaler.state_dict() if scaler else None
+        save(name, state, epoch)
     model.train()
     try:
         while state.step < total:
@@ -212,7 +224,7 @@ def fit(
                             (scaler.scale(scaled) if scaler else scaled).backward()
                             step_total += value / cfg.accum_steps
                         elif cfg.skip_nonfinite:
-                            bad_batches += 1
+                            state.skipped_nonfinite += 1
                         else:
                             raise MaekitError(
                                 f"non-finite loss ({value}) at step {state.step} (epoch {epoch}); stopped, the last "
@@ -230,8 +242,8 @@ def fit(
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
-                if bad_batches and state.step % cfg.log_every == 0:
-                    run.log({"step": state.step, "skipped_nonfinite_batches": bad_batches})
+                if state.skipped_nonfinite and state.step % cfg.log_every == 0:
+                    run.log({"step": state.step, "skipped_nonfinite_batches": state.skipped_nonfinite})
                 seen += per_step * dist.world
                 window.append(step_total)
                 if state.step % cfg.log_every == 0:
@@ -242,12 +254,12 @@ def fit(
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
                 if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
-                    save("last", state, epoch)
+                    checkpoint_as("last", epoch)
                 # at an epoch's last step a stop waits for the epoch's evaluation and `best` (below), so that a
                 # resumed run, which starts at the next epoch, has them
                 stop_after = bool(cfg.stop_after) and state.step >= cfg.stop_after and state.step % spe
                 if stop_after or (stop.requested and state.step % spe):
-                    save("last", state, epoch)
+                    checkpoint_as("last", epoch)
                     if stop_after:
                         return state
                     raise Interrupted(
@@ -266,8 +278,8 @@ def fit(
             )
             if improved:
                 state.best, state.best_epoch = float(metrics[key]), epoch
-                save("best", state, epoch)
-            save("last", state, epoch)
+                checkpoint_as("best", epoch)
+            checkpoint_as("last", epoch)
             if dist.is_main:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v))
                 speed = f"{record['img_per_s']:.0f} img/s"  # alone on epochs without evaluation (train.eval_every)
