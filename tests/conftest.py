@@ -22,6 +22,16 @@ TINY = [
 torch.set_num_threads(int(os.environ.get("MAEKIT_TEST_THREADS", "2")))
 
 
+def assert_picture(path: Path, min_size: int = 100) -> None:
+    """A figure maekit wrote: a PNG Pillow decodes, at least min_size pixels on each side, not one flat colour."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and min(im.size) >= min_size, (path, im.format, im.size)
+        pixels = np.asarray(im.convert("L"))
+    assert pixels.std() > 1.0, f"{path} is blank"
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write a uint8 array in the idx format (gzipped when the name ends in .gz)."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)

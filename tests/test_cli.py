@@ -10,7 +10,7 @@ import torch
 from maekit.cli import main
 from maekit.engine import checkpoint
 
-from conftest import TINY, write_idx
+from conftest import TINY, assert_picture, write_idx
 
 
 def test_pretrain_and_reconstruct_smoke(tmp_path, tiny_pretrain_args, capsys):
@@ -31,7 +31,8 @@ def test_pretrain_and_reconstruct_smoke(tmp_path, tiny_pretrain_args, capsys):
     first = capsys.readouterr().out
     assert main(["reconstruct", str(out), "--split", "test", "--n", "4", "--seed", "3"]) == 0
     assert capsys.readouterr().out == first  # fixed, seeded masks: the same number twice
-    assert "test reconstruction loss" in first and (out / "reconstruct_test_mask0.75_seed3.png").exists()
+    assert "test reconstruction loss" in first
+    assert_picture(out / "reconstruct_test_mask0.75_seed3.png")
     assert main(["reconstruct", str(out), "--split", "train", "--mask-ratio", "0.5"]) == 0
     assert "train reconstruction loss (mask ratio 0.5" in capsys.readouterr().out
 

@@ -211,7 +211,9 @@ def test_downstream_and_pretrain_init_accept_hf_dir(tmp_path, fmnist_small, pret
     b = json.loads((tmp_path / "knn_hf" / "result.json").read_text())
     assert a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]  # identical features
     assert main(["finetune", f"pretrained={exported}", f"out={tmp_path / 'ft'}", "train.epochs=1", "train.batch_size=32", *down]) == 0
-    assert 0 <= json.loads((tmp_path / "ft" / "result.json").read_text())["test_accuracy"] <= 1
+    assert main(["finetune", f"pretrained={pretrained_run}", f"out={tmp_path / 'ft_run'}", "train.epochs=1", "train.batch_size=32", *down]) == 0
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("ft", "ft_run"))
+    assert a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]  # the same weights fine-tuned
     # pretrain init=HF_DIR starts from the exported weights
     pre = [f"data.path={fmnist_small}", *TINY, *THREADS, "train.batch_size=64", "train.eval_samples=64", "train.progress=false"]
     assert main(["pretrain", f"out={tmp_path / 'init'}", f"init={exported}", "train.epochs=1", *pre]) == 0

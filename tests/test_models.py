@@ -118,3 +118,67 @@ def test_partial_decoding_decodes_a_random_subset_of_masked_patches_only():
 def test_decoder_keep_is_validated():
     with pytest.raises(ValueError, match="model.decoder_keep"):
         tiny(decoder_keep=0.0).validate()
+
+
+def test_position_embedding_values_match_the_reference_formula():
+    # MAE's get_2d_sincos_pos_embed with dim 8 on a 2x2 grid: omega = [1, 1/100]; the first half encodes the column,
+    # the second half the row, each as [sin(pos*omega), cos(pos*omega)]. Patch 2 sits at row 1, column 0.
+    table = sincos_2d(8, 2, 2)
+    expected = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.8414710, 0.0099998, 0.5403023, 0.9999500])
+    assert torch.allclose(table[2], expected, atol=1e-6)
+    # patch 1: row 0, column 1
+    assert torch.allclose(table[1], torch.tensor([0.8414710, 0.0099998, 0.5403023, 0.9999500, 0.0, 0.0, 1.0, 1.0]), atol=1e-6)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_drops_paths():
+    from maekit.models.vit import ViT
+
+    vit = ViT((28, 28), 7, 1, 32, 2, 2, drop_path=0.5)
+    x = torch.randn(4, 1, 28, 28)
+    vit.eval()
+    assert torch.equal(vit.forward_features(x), vit.forward_features(x))
+    vit.train()
+    torch.manual_seed(0)
+    a = vit.forward_features(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, vit.forward_features(x))
+
+
+def test_norm_pix_targets_have_unit_variance_and_map_back_to_pixels():
+    m = MAE(tiny(norm_pix_loss=True))
+    x = torch.rand(2, 1, 28, 28) * 5 + 3
+    x[0, :, :7, :7] = 2.0  # one flat patch: zero variance, the eps keeps it finite (all zeros)
+    t = m.targets(x)
+    assert torch.allclose(t[1].var(-1), torch.ones(16), atol=1e-3)
+    assert torch.equal(t[0, 0], torch.zeros(49)) and torch.isfinite(t).all()
+    # the reference's variance is the unbiased one, with eps 1e-6 inside the square root
+    patch = m.patchify(x)[1, 5]
+    assert torch.allclose(t[1, 5], (patch - patch.mean()) / (patch.var(unbiased=True) + 1e-6) ** 0.5, atol=1e-6)
+    assert torch.allclose(m.predictions_to_pixels(x, t), x, atol=1e-5)  # the visualisation inverts the targets
+
+
+def test_weight_initialisation_statistics():
+    """Reference MAE init: xavier-uniform linears (patch projection as a flat linear), zero biases, unit LayerNorms,
+    normal(0.02) cls and mask tokens; a classifier head starts near zero (std 2e-5)."""
+    import math
+
+    from maekit.models.vit import ViT
+
+    m = MAE(tiny(embed_dim=128, num_heads=4, decoder_embed_dim=64, depth=2))
+    for name, mod in m.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            fan_out, fan_in = mod.weight.shape
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            w = mod.weight.detach()
+            assert w.abs().max() <= bound and abs(w.std().item() / (bound / math.sqrt(3)) - 1) < 0.1, name
+            assert mod.bias is None or torch.count_nonzero(mod.bias) == 0, name
+        elif isinstance(mod, torch.nn.LayerNorm):
+            assert torch.all(mod.weight == 1) and torch.all(mod.bias == 0), name
+    w = m.encoder.patch_embed.proj.weight.detach().flatten(1)  # [D, C*p*p]
+    bound = math.sqrt(6 / (w.shape[0] + w.shape[1]))
+    assert w.abs().max() <= bound and abs(w.std().item() / (bound / math.sqrt(3)) - 1) < 0.1
+    tokens = torch.cat([m.encoder.cls_token.flatten(), m.mask_token.flatten()])
+    assert abs(tokens.std().item() - 0.02) < 0.005
+    vit = ViT((28, 28), 7, 1, 128, 2, 4, num_classes=10)
+    vit.reset_head(10)
+    assert vit.head.weight.std().item() < 1e-4 and torch.count_nonzero(vit.head.bias) == 0
