@@ -81,6 +81,88 @@ def table(rows: list[dict], tag: str) -> list[str]:
     return out
 
 
+def kept(path: Path, name: str) -> Path | None:
+    """A result file of the study: copied next to the doc (docs/results/jets_qg/NAME) when its run exists, so the doc
+    can be regenerated from the repository alone; else that copy, if any."""
+    copy = FIGS / name
+    if path.exists():
+        FIGS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+    return copy if copy.exists() else None
+
+
+def _summary(rows: list[dict], method: str, labels: int) -> dict | None:
+    import statistics
+
+    sel = [r for r in rows if r["method"] == method and r["labels"] == labels]
+    if not sel:
+        return None
+    acc = [100 * r["test_accuracy"] for r in sel]
+    auc = [r["test_roc_auc"] for r in sel if r["test_roc_auc"] == r["test_roc_auc"]]
+    return {"acc": statistics.mean(acc), "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0, "auc": statistics.mean(auc) if auc else float("nan"),
+            "seeds": len(sel)}
+
+
+def observations(recon_lines: list) -> list[str]:
+    """The findings, every number computed from the result files (nothing typed in)."""
+    res = {tag: read_rows(f) for tag in [*MASKS, *EXTRA] if (f := FIGS / f"results_{tag}.csv").exists()}
+    if "m075" not in res:
+        return ["- (no results yet)"]
+    fmt = lambda s: f"{s['acc']:.2f} ± {s['sd']:.2f} % (ROC-AUC {s['auc']:.3f}, {s['seeds']} seeds)"  # noqa: E731
+    out = []
+    for labels in sorted({r["labels"] for r in res["m075"]}, reverse=True):
+        scratch = _summary(res["m075"], "scratch", labels)
+        if scratch is None:
+            continue
+        parts = []
+        for tag in MASKS:
+            ft = _summary(res.get(tag, []), "finetune", labels)
+            if ft:
+                parts.append(f"mask {label(tag)}: {fmt(ft)}, {ft['acc'] - scratch['acc']:+.2f} points and "
+                             f"{ft['auc'] - scratch['auc']:+.3f} AUC against scratch")
+        out.append(f"- Fine-tuning with {labels:,} labels. From scratch (same recipe): {fmt(scratch)}. MAE-pretrained: " + "; ".join(parts) + ".")
+    for tag, (pre, name, _) in EXTRA.items():
+        rows = res.get(tag, [])
+        for labels in sorted({r["labels"] for r in rows}):
+            ft, sc = _summary(rows, "finetune", labels), _summary(rows, "scratch", labels)
+            if ft and sc:
+                gap = ft["acc"] - sc["acc"]
+                out.append(f"- Longer fine-tuning ({name}), {labels:,} labels: MAE {fmt(ft)} against scratch {fmt(sc)}: "
+                           f"{gap:+.2f} points, {'within' if abs(gap) <= ft['sd'] + sc['sd'] else 'outside'} the sum of the two seed spreads.")
+    probe_tag = "m075_e20" if "m075_e20" in res else "m075"
+    for method, random, what in (("linprobe", "linprobe_random", "Linear probe"), ("knn", "knn_random", "k-NN")):
+        for labels in sorted({r["labels"] for r in res["m075"]}):
+            mae, rnd = _summary(res.get(probe_tag, []), method, labels), _summary(res["m075"], random, labels)
+            if mae and rnd:
+                out.append(f"- {what}, {labels:,} labels: MAE features (mask {label(probe_tag)}) {fmt(mae)} against a random encoder's "
+                           f"{fmt(rnd)}: {mae['acc'] - rnd['acc']:+.2f} points, {mae['auc'] - rnd['auc']:+.3f} AUC.")
+    aucs: dict[tuple, list[float]] = {}
+    for tag, rows in res.items():
+        for r in rows:  # one table row: pretraining x method x label budget
+            aucs.setdefault((tag, r["method"], r["labels"]), []).append(r["test_roc_auc"])
+    means = {k: sum(v) / len(v) for k, v in aucs.items()}
+    knn_rows = [v for (_, m, _), v in means.items() if m.startswith("knn")]
+    other = [v for (_, m, _), v in means.items() if not m.startswith("knn")]
+    out.append(f"- Mean ROC-AUC per row: {min(other):.3f}-{max(other):.3f} for the trained rows and the linear probes"
+               + (f", {min(knn_rows):.3f}-{max(knn_rows):.3f} for k-NN" if knn_rows else "")
+               + "; the public ML4SCI repositories report 0.77-0.80 for classifiers trained on such detector images.")
+    for name, r in recon_lines:
+        ph = r["physics"]
+        ch0 = ph["channels"][0]
+        out.append(f"- Reconstructions (mask {name}): total intensity relative residual {ph['total_intensity']['rel_residual']['mean']:+.3f}, "
+                   f"image jet mass {ph['jet_mass']['rel_residual']['mean']:+.3f}; {ch0} occupancy {ph['occupancy']['original'][ch0]:.4f} in the "
+                   f"original against {ph['occupancy']['recon'][ch0]:.4f} in the reconstruction (plain MSE regresses masked pixels to the mean).")
+    comp = FIGS / "m075_compress.json"
+    if comp.exists():
+        rows = json.loads(comp.read_text())["rows"]
+        mae = min((r for r in rows if r["mask_ratio"] is not None), key=lambda r: r["bytes_per_image"])
+        sparse = next(r for r in rows if r["method"].startswith("sparse"))
+        out.append(f"- As a codec: the smallest MAE code is {mae['bytes_per_image']:,.0f} bytes per image (mask {mae['mask_ratio']:g}, mean abs "
+                   f"relative residual of the total intensity {mae['intensity_rel_residual_mean_abs']:.3f}); zero-suppressed sparse storage takes "
+                   f"{sparse['bytes_per_image']:,.0f} bytes and is exact.")
+    return out
+
+
 def write_doc() -> None:
     import torch
 
@@ -95,15 +177,13 @@ def write_doc() -> None:
         "```",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        "the 2 cores were shared with other jobs for part of the run, so times are upper bounds. The whole study took",
-        "about 1 h 40 min: 7 minutes of generation, then about 85 minutes of pretraining, comparisons, reconstructions and",
-        "compression (within the issue's 2-hour budget for 2 CPU cores).",
+        "times are sums of the runs' own measurements (upper bounds where the cores were shared).",
         "",
         "## Data",
         "",
         "20,000 jets from `maekit jets generate` (Pythia 8 Z(->nu nu)+jet at 14 TeV, half quark and half gluon jets, leading",
         "anti-kT R=0.4 jet with pT 500-550 GeV and |y| < 2; 3 channels Tracks / ECAL / HCAL at 0.0174 x 0.0174; the",
-        "generator's defaults: pTHatMin 325 GeV and the parton-level prefilter; 6 min 40 s on 2 cores; see",
+        "generator's defaults: pTHatMin 325 GeV and the parton-level prefilter; see",
         "[docs/physics.md](../physics.md)), in the ML4SCI quark/gluon HDF5 layout. The models see the central 48 x 48",
         "pixels (the whole R = 0.4 jet), zero-suppressed below 1e-3 and log1p-compressed; seeded split 16,200 train /",
         "1,800 val / 2,000 test. Pretraining uses the 16,200 training jets without their labels; the downstream",
@@ -117,16 +197,17 @@ def write_doc() -> None:
     pre_lines, recon_lines = [], []
     for tag, m in MASKS.items():
         pre = RUNS / f"jets_pretrain_{tag}"
-        if not (pre / "metrics.jsonl").exists():
+        metrics = kept(pre / "metrics.jsonl", f"{tag}_pretrain_metrics.jsonl")
+        if metrics is None:
             continue
-        ev = [json.loads(x) for x in (pre / "metrics.jsonl").read_text().splitlines()]
+        ev = [json.loads(x) for x in metrics.read_text().splitlines()]
         ev = [r for r in ev if "val_recon_loss" in r]
         if ev:
             last = ev[-1]
             mins = sum(r.get("epoch_time_s", 0) for r in ev) / 60
             pre_lines.append(f"| {label(tag)} | {len(ev)} | {last['train_recon_loss']:.4f} | {last['val_recon_loss']:.4f} | {last['test_recon_loss']:.4f} | {mins:.0f} |")
-        rec = pre / "reconstruct.jsonl"
-        if rec.exists():
+        rec = kept(pre / "reconstruct.jsonl", f"{tag}_reconstruct.jsonl")
+        if rec is not None:
             r = json.loads(rec.read_text().splitlines()[-1])
             recon_lines.append((label(tag), r))
         for name in ("recon_test.png", "recon_test_channels.png", "loss.png"):
@@ -152,20 +233,15 @@ def write_doc() -> None:
         for name in ("recon_test", "recon_test_channels"):
             if (FIGS / f"{tag}_{name}.png").exists():
                 lines += [f"![{name} mask {label(tag)}](jets_qg/{tag}_{name}.png)", ""]
-    comp = RUNS / "jets_pretrain_m075" / "compress_test" / "compress.md"
-    if comp.exists():
+    comp = kept(RUNS / "jets_pretrain_m075" / "compress_test" / "compress.md", "m075_compress.md")
+    kept(RUNS / "jets_pretrain_m075" / "compress_test" / "compress.json", "m075_compress.json")
+    if comp is not None:
         lines += ["## Compression (`maekit compress`, the mask-0.75 model)", "", comp.read_text(), ""]
     rows_all = []
-    for tag, m in MASKS.items():
-        res = RUNS / f"jets_compare_{tag}" / "results.csv"
-        if res.exists():
-            rows_all += table(read_rows(res), label(tag))
-            shutil.copy(res, FIGS / f"results_{tag}.csv")
-    for tag, (_, name, _) in EXTRA.items():
-        res = RUNS / f"jets_compare_{tag}" / "results.csv"
-        if res.exists():
+    for tag, name in [(t, label(t)) for t in MASKS] + [(t, e[1]) for t, e in EXTRA.items()]:
+        res = kept(RUNS / f"jets_compare_{tag}" / "results.csv", f"results_{tag}.csv")
+        if res is not None:
             rows_all += table(read_rows(res), name)
-            shutil.copy(res, FIGS / f"results_{tag}.csv")
     if rows_all:
         lines += ["## Downstream, 200 and 1,000 labelled jets", "",
                   "Test accuracy and ROC-AUC on the 2,000 test jets, mean ± std over seeds. The random-encoder and scratch",
@@ -184,36 +260,7 @@ def write_doc() -> None:
         "  the pretrained-vs-scratch gap at equal labels and recipe.",
         "",
     ]
-    lines += [
-        "## Observations",
-        "",
-        "- With 1,000 labels, pretraining helps fine-tuning once it is long enough or uses mask 0.6: 20 epochs at mask",
-        "  0.75 give 74.97 ± 0.59 % and ROC-AUC 0.827 against 73.32 ± 0.38 % and 0.806 from scratch (same recipe, 3",
-        "  seeds), and 6 epochs at mask 0.6 give 74.55 ± 0.28 % / 0.819. Six epochs at mask 0.75 give nothing (73.23 %).",
-        "- With 200 labels and the same 15-epoch recipe (only 45 optimiser steps), the pretrained encoders fine-tune",
-        "  *worse* than the model from scratch: 66.3-68.3 % against 70.40 ± 2.05 % (ROC-AUC 0.727-0.750 against 0.779).",
-        "  The pretrained encoder is under-trained there: with 60 fine-tuning epochs for both (last rows of the table)",
-        "  the 20-epoch MAE reaches 71.88 ± 2.43 % / 0.783 against 70.07 ± 1.05 % / 0.777 from scratch, a gain of",
-        "  1.8 points, within the seed spread. So at 200 labels pretraining is at best a small help here, and it needs",
-        "  a longer fine-tuning schedule than from-scratch training does.",
-        "- The linear probe shows what the features hold: with 200 labels the 20-epoch MAE features beat a random",
-        "  encoder's (68.35 vs 65.18 %, ROC-AUC 0.747 vs 0.708); with 1,000 labels they are on par (71.45 vs 71.58 %).",
-        "  k-NN on MAE features is more accurate than on random features but has the lower ROC-AUC.",
-        "- Mask 0.6 vs 0.75 (6 epochs each): lower reconstruction loss and a smaller intensity bias at 0.6 (it is scored",
-        "  on fewer, easier masked patches), and better fine-tuning (74.55 vs 73.23 % with 1,000 labels); the probes are",
-        "  on par.",
-        "- All rows sit in or above the range the ML4SCI repositories report for detector images (AUC 0.77-0.80) with",
-        "  1,000 labels, and below the EFN paper's 0.88-0.90, which used 2 million jets and all labels.",
-        "- The reconstructions underestimate the masked intensity by about half and smear it over most pixels (occupancy",
-        "  ~0.75 against ~0.01): MSE regression to the mean on very sparse images. A loss made for sparse images (or",
-        "  predicting occupancy and intensity apart) is the obvious next step.",
-        "- As a codec the MAE loses to the zero-suppressed sparse encoding: smaller and exact. The MAE only compresses",
-        "  better than raw float32.",
-        "- These numbers replace the ones of the first version of this study, made on a sample generated with",
-        "  pTHatMin 425 GeV and without the prefilter (10.8 % of the quark and 3.7 % of the gluon jets missing,",
-        "  docs/physics.md); on that sample scratch reached 71.40 % and the 20-epoch fine-tune 74.62 % with 1,000 labels.",
-        "",
-    ]
+    lines += ["## Observations", "", *observations(recon_lines), ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
 
