@@ -357,7 +357,7 @@ def load_config(cls: type, path: str | Path | None, overrides: list[str] = ()) -
 
 
 def save_yaml(data: dict, path: Path) -> None:
-    from .engine.checkpoint import atomic_write_text
+    from .files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 

@@ -9,11 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .engine.checkpoint import atomic_write_bytes  # noqa: E402
+from .files import atomic_write_bytes  # noqa: E402
 from .engine.rundir import read_metrics  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     import io
 
     buf = io.BytesIO()
@@ -38,7 +38,7 @@ def loss_curves(run_dir: Path, out: Path, keys: tuple[str, ...] = ("train_recon_
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def _display(img: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def recon_grid(columns: dict[str, np.ndarray], out: Path, title: str = "") -> No
                 ax.set_title(name, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def confusion(cm: np.ndarray, class_names: list[str] | None, out: Path, title: str = "") -> None:
@@ -84,7 +84,7 @@ def confusion(cm: np.ndarray, class_names: list[str] | None, out: Path, title: s
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def training_curves(run_dir: Path, out: Path, title: str = "") -> None:
@@ -109,7 +109,7 @@ def training_curves(run_dir: Path, out: Path, title: str = "") -> None:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def accuracy_vs_labels(rows: list[dict], out: Path, title: str = "") -> None:
@@ -124,7 +124,7 @@ def accuracy_vs_labels(rows: list[dict], out: Path, title: str = "") -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def heatmap(values: np.ndarray, row_labels: list[str], col_labels: list[str], out: Path, title: str = "", xlabel: str = "", ylabel: str = "", fmt: str = "{:.4g}") -> None:
@@ -146,7 +146,7 @@ def heatmap(values: np.ndarray, row_labels: list[str], col_labels: list[str], ou
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.set_title(title, fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def overlaid_loss_curves(runs: list[tuple[str, Path]], out: Path, eval_key: str = "test_recon_loss", title: str = "") -> None:
@@ -173,7 +173,7 @@ def overlaid_loss_curves(runs: list[tuple[str, Path]], out: Path, eval_key: str 
             a.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def sample_grid(images, out: Path, title: str = "", channel_names: list[str] | None = None, log: bool = False) -> None:
@@ -215,4 +215,4 @@ def sample_grid(images, out: Path, title: str = "", channel_names: list[str] | N
             fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=9)
-    _save(fig, out)
+    save_figure(fig, out)

@@ -2,7 +2,6 @@
 pictures. No training loop here (that is engine/train.py)."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 
 from .. import plots
 from ..config import DataConfig, PretrainConfig, from_dict
-from ..data.loader import ImageSet, Splits, load_splits
+from ..data.loader import ImageSet, Splits
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.dist import DistInfo, all_reduce_sum, setup
@@ -176,10 +175,6 @@ def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: 
         out,
         title,
     )
-
-
-def save_json(path: Path, data: Any) -> None:
-    checkpoint.atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def model_config_of(cfg: PretrainConfig, splits: Splits) -> ModelConfig:

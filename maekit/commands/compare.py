@@ -16,7 +16,7 @@ import yaml
 
 from .. import plots
 from ..config import CompareConfig, read_yaml, save_yaml, to_dict
-from ..engine.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from ..engine.dist import barrier, held as dist_held
 from ..errors import MaekitError
 from ..metrics import AUC_UNDEFINED, text_or_na

@@ -15,15 +15,14 @@ from pathlib import Path
 import torch
 
 from ..config import DataConfig, from_dict
-from ..data.loader import load_splits
+from ..data.loader import load_splits, undo_preprocess
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
-from ..engine.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from ..errors import MaekitError
 from ..models.mae import MAE
 from ..models.masking import num_kept
 from .common import fixed_noise, load_run, split_by_name
-from .reconstruct import _physical
 
 RATIOS = (0.0, 0.5, 0.75, 0.9)
 
@@ -73,8 +72,8 @@ def run(run_dir: str, data: str | None = None, split: str = "test", ratios: tupl
             latent, mask, ids_restore = model.forward_encoder(x, ratio, noise=noise[i : i + bs])
             pred = model.forward_decoder(latent.half().float(), ids_restore)  # what float16 storage gives back
             recon = model.predictions_to_pixels(x, pred)
-            o = _physical(x * s_ + m_, pre)
-            acc.update(o, _physical(recon * s_ + m_, pre), torch.ones(x.shape[0], h, w))
+            o = undo_preprocess(x * s_ + m_, pre)
+            acc.update(o, undo_preprocess(recon * s_ + m_, pre), torch.ones(x.shape[0], h, w))
             if ratio == ratios[0]:
                 nnz += int((o.abs() > threshold).sum())
         code = (1 + keep) * D * 2 + (keep * patch_index_bytes if ratio > 0 else 0)

@@ -9,7 +9,7 @@ import torch
 
 from ..config import DataConfig, apply_overrides, from_dict
 from ..errors import MaekitError
-from ..data.loader import _in_memory, preparer
+from ..data.loader import preparer, read_in_memory
 from ..data.readers import guess_source, open_readers
 
 
@@ -30,7 +30,7 @@ def sample(cfg: DataConfig, limit: int) -> dict:
     """Up to `limit` images of the source's training data (evenly spread read units for big files) with facts."""
     info: dict = {"path": cfg.path, "source": cfg.source}
     if cfg.source in ("idx", "cifar", "folder"):
-        parts, names, _ = _in_memory(cfg, download=False)
+        parts, names, _ = read_in_memory(cfg, download=False)
         x, y = parts["train"]
         info.update(images=len(x), splits={k: len(v[0]) for k, v in parts.items()}, layout="nchw (in memory)",
                     dtype=str(x.dtype).replace("torch.", ""), class_names=names)

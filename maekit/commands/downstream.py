@@ -20,7 +20,8 @@ from ..errors import MaekitError
 from ..metrics import AUC_UNDEFINED, classification_report, confusion_matrix, text_or_na
 from ..models.mae import ModelConfig
 from ..models.vit import ViT
-from .common import LoadedRun, init_process, load_run, save_json
+from ..files import save_json
+from .common import LoadedRun, init_process, load_run
 
 
 def label_subset(labels: torch.Tensor, budget: float, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import DataConfig, apply_overrides, from_dict
 from ..data.loader import load_splits
-from ..engine.checkpoint import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..engine.dist import cleanup
 from ..errors import MaekitError
 from .common import init_process, load_run, split_by_name

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..config import DataConfig, from_dict
-from ..data.loader import load_splits
+from ..data.loader import load_splits, undo_preprocess
 from ..data.transforms import normalize
 from ..engine import checkpoint
 from ..errors import MaekitError
@@ -53,16 +53,6 @@ def is_detector_data(splits) -> bool:
     return splits.dtype == "float32" and splits.channels > 1
 
 
-def _physical(x: torch.Tensor, pre) -> torch.Tensor:
-    """Undo data.preprocess's log1p and scale (zero suppression and clipping cannot be undone), so the metrics
-    are in the file's units (GeV for the energy channels of maekit's and ML4SCI's jet images)."""
-    if pre.log1p:
-        x = torch.sign(x) * torch.expm1(x.abs())
-    if pre.scale is not None:
-        x = x / torch.tensor(pre.scale, dtype=x.dtype).view(1, -1, 1, 1)
-    return x
-
-
 @torch.no_grad()
 def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, ratio: float, data_cfg: DataConfig,
                     names: list[str] | None, panels: Path, title: str, n_panels: int, batch_size: int = 64) -> dict:
@@ -82,7 +72,7 @@ def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noi
         _, pred, mask = model(x, ratio, noise=noise[i : i + batch_size])
         recon = model.predictions_to_pixels(x, pred)
         m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))[:, 0]
-        o, r = _physical(x * s_ + m_, data_cfg.preprocess), _physical(recon * s_ + m_, data_cfg.preprocess)
+        o, r = undo_preprocess(x * s_ + m_, data_cfg.preprocess), undo_preprocess(recon * s_ + m_, data_cfg.preprocess)
         acc.update(o, r, m)
         if first is None:
             first = (o[:n_panels], m[:n_panels], r[:n_panels])

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..engine.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from ..engine.rundir import read_metrics
 from ..errors import MaekitError
 from ..metrics import AUC_UNDEFINED, text_or_na

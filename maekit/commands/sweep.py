@@ -36,7 +36,7 @@ import yaml
 from .. import plots
 from ..config import FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, parse_override, read_yaml, save_yaml, to_dict
 from ..engine import checkpoint
-from ..engine.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from ..engine.rundir import default_out, read_metrics
 from ..errors import MaekitError
 from . import finetune, knn, linprobe, pretrain

@@ -79,7 +79,7 @@ class Splits:
 
     def save_rows(self, path: Path) -> None:
         """Which rows of which file went into each split (np.load(path) to read)."""
-        from ..engine.checkpoint import atomic_write_bytes
+        from ..files import atomic_write_bytes
         import io
 
         buf = io.BytesIO()
@@ -90,6 +90,16 @@ class Splits:
 def _as_nchw(images: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.array(images, copy=True))
     return t.unsqueeze(1) if t.ndim == 3 else t
+
+
+def undo_preprocess(x: torch.Tensor, pre: PreprocessConfig) -> torch.Tensor:
+    """Undo data.preprocess's log1p and scale (zero suppression and clipping cannot be undone), so the metrics
+    are in the file's units (GeV for the energy channels of maekit's and ML4SCI's jet images)."""
+    if pre.log1p:
+        x = torch.sign(x) * torch.expm1(x.abs())
+    if pre.scale is not None:
+        x = x / torch.tensor(pre.scale, dtype=x.dtype).view(1, -1, 1, 1)
+    return x
 
 
 def preparer(pre: PreprocessConfig, where: str, channels: int):
@@ -146,7 +156,7 @@ def _labels_tensor(y: np.ndarray | None) -> torch.Tensor | None:
     return None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
-def _in_memory(cfg: DataConfig, download: bool) -> tuple[dict, list[str] | None, dict[str, str]]:
+def read_in_memory(cfg: DataConfig, download: bool) -> tuple[dict, list[str] | None, dict[str, str]]:
     """{split: (images uint8 tensor, labels or None)} for idx / cifar / folder sources."""
     if cfg.source == "idx":
         where = cfg.path or str(idx.locate(cfg.name, None, download))
@@ -195,7 +205,7 @@ def _cut_splits(n: int, own_test: bool, own_val: bool, cfg: DataConfig, where: s
 def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
     """Read the configured source; cut the missing test / val splits from its training data (seeded)."""
     if cfg.source in ("idx", "cifar", "folder"):
-        parts, names, where = _in_memory(cfg, download)
+        parts, names, where = read_in_memory(cfg, download)
         channel_names = cfg.channel_names
         x, y = parts["train"]
         if len(x) == 0:

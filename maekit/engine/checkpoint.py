@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,47 +19,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..errors import MaekitError
+from ..files import atomic_write_bytes, previous_path  # noqa: F401 (previous_path: the checkpoint's .prev copy)
 
 FORMAT = "maekit-checkpoint-1"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, keep_previous: bool = False) -> None:
-    """Write `data` to `path` so that a crash leaves either the old or the new file, never a partial one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise MaekitError(f"could not write {path} ({e.strerror or e}); the previous file is intact") from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(Path(path), text.encode())
-
-
-def previous_path(path: Path) -> Path:
-    return path.with_name(path.name.replace(".safetensors", ".prev.safetensors"))
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MaekitError
-from .checkpoint import atomic_write_text
+from ..files import atomic_write_text
 
 
 def default_out(config_path: str | None, command: str) -> Path:

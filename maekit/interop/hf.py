@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from ..engine.checkpoint import _fsync_dir
+from ..files import fsync_dir
 from ..errors import MaekitError
 from ..models.mae import MAE, ModelConfig
 
@@ -361,7 +361,7 @@ def export_hf(
         _write(tmp / "config.json", (json.dumps(config, indent=2) + "\n").encode())
         _write(tmp / "preprocessor_config.json", (json.dumps(processor, indent=2) + "\n").encode())
         _write(tmp / "model.safetensors", blob)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if out.exists():
             os.rename(out, old)
             try:
@@ -372,7 +372,7 @@ def export_hf(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise MaekitError(f"could not write {out} ({e.strerror or e})") from None

@@ -13,7 +13,7 @@ from torch import nn
 
 from .masking import patchify, random_masking, unpatchify
 from .pos_embed import sincos_2d
-from .vit import Block, ViT, _init_linear_and_norm
+from .vit import Block, ViT, init_linear_and_norm
 
 
 @dataclass
@@ -126,7 +126,7 @@ class MAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(dd, eps=cfg.norm_eps)
         self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * cfg.in_chans)
         for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
-            m.apply(_init_linear_and_norm)
+            m.apply(init_linear_and_norm)
         nn.init.normal_(self.mask_token, std=0.02)
 
     @property

@@ -155,7 +155,7 @@ class ViT(nn.Module):
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
-        self.apply(_init_linear_and_norm)
+        self.apply(init_linear_and_norm)
 
     def reset_head(self, num_classes: int) -> None:
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -196,7 +196,7 @@ class ViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_linear_and_norm(m: nn.Module) -> None:
+def init_linear_and_norm(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
         if m.bias is not None:

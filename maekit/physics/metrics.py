@@ -223,7 +223,7 @@ def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, ou
     import matplotlib.colors as mcolors
     import matplotlib.pyplot as plt
 
-    from ..plots import _save
+    from ..plots import save_figure
 
     original, recon, mask = (np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64) for a in (original, recon, mask))
     n, c = min(max_images, original.shape[0]), original.shape[1]
@@ -254,5 +254,5 @@ def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, ou
                     ax.set_title(f"{names[j]}\n{label}" if k == 0 else label, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    _save(fig, Path(out))
+    save_figure(fig, Path(out))
 
