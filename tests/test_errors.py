@@ -61,6 +61,8 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["pretrain", out, *base, "model.mask_ratio=1.2"]
     if name == "mask-ratio-zero":
         return ["pretrain", out, *base, "model.mask_ratio=0"]
+    if name == "hit-intensity-with-norm-pix":
+        return ["pretrain", out, *base, "model.loss=hit_intensity", "model.norm_pix_loss=true"]
     if name == "heads-not-dividing":
         return ["pretrain", out, *base, "model.embed_dim=36", "model.num_heads=5"]
     if name == "unknown-key":
@@ -256,6 +258,7 @@ CASES = {
     "patch-not-dividing": r"model.img_size 28x28 is not divisible by model.patch_size=5",
     "mask-ratio-out-of-range": r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 1.2",
     "mask-ratio-zero": r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
+    "hit-intensity-with-norm-pix": r"model.loss=hit_intensity predicts pixels as they are; it cannot be combined with model.norm_pix_loss=true",
     "heads-not-dividing": r"model.embed_dim=36 is not divisible by model.num_heads=5",
     "unknown-key": r"unknown config key 'train.epoch' \(known here: epochs, ",
     "wrong-type": r"config key 'train.batch_size' expects int, got 'big'",

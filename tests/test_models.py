@@ -182,3 +182,34 @@ def test_weight_initialisation_statistics():
     vit = ViT((28, 28), 7, 1, 128, 2, 4, num_classes=10)
     vit.reset_head(10)
     assert vit.head.weight.std().item() < 1e-4 and torch.count_nonzero(vit.head.bias) == 0
+
+
+def test_hit_intensity_loss_on_a_sparse_image_with_a_known_answer():
+    """4x4 image, one channel, patch 2 (4 patches of 4 pixels), empty level -1, one hit of 3.0 at (0, 0). Patches 0
+    and 1 are masked. Every logit 0 (p = 0.5): the cross-entropy is ln 2 on each of the 8 masked pixels; intensity
+    2.0 on the hit pixel: squared error 1. Garbage on the visible patches changes nothing."""
+    import math
+
+    m = MAE(tiny(img_size=[4, 4], patch_size=2, loss="hit_intensity", empty_level=[-1.0]))
+    x = torch.full((1, 1, 4, 4), -1.0)
+    x[0, 0, 0, 0] = 3.0
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    logits = torch.zeros(1, 4, 4)
+    intensity = torch.full((1, 4, 4), 2.0)
+    logits[0, 2:], intensity[0, 2:] = 50.0, -7.0  # visible patches: ignored
+    pred = torch.cat([logits, intensity], dim=-1)
+    assert m.forward_loss(x, pred, mask).item() == pytest.approx(math.log(2) + 1.0, rel=1e-6)
+    # confident and right everywhere: the loss goes to zero
+    good = torch.cat([torch.where(m.hits(x) > 0, 30.0, -30.0), m.patchify(x)], dim=-1)
+    assert m.forward_loss(x, good, mask).item() < 1e-9
+    # pictures: the intensity where the hit logit is positive, the empty level elsewhere
+    pixels = m.predictions_to_pixels(x, good)
+    assert torch.equal(pixels, x)
+    assert m.predictions_to_pixels(x, torch.cat([torch.full((1, 4, 4), -1.0), torch.full((1, 4, 4), 5.0)], -1)).eq(-1.0).all()
+
+
+def test_hit_intensity_is_validated():
+    with pytest.raises(ValueError, match="loss=hit_intensity predicts pixels as they are; it cannot be combined with model.norm_pix_loss=true"):
+        tiny(loss="hit_intensity", norm_pix_loss=True, empty_level=[0.0]).validate()
+    with pytest.raises(ValueError, match="empty_level lists 2 values, the images have 1 channels"):
+        tiny(loss="hit_intensity", empty_level=[0.0, 1.0]).validate()

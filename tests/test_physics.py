@@ -411,3 +411,62 @@ def test_reconstruct_reports_physics_metrics_for_detector_data(tmp_path, capsys)
     assert (pre / Path(ph["panels"]).name).read_bytes()[:4] == b"\x89PNG"
     assert not is_detector_data(SimpleNamespace(dtype="uint8", channels=3))  # photos: no physics metrics
     assert not is_detector_data(SimpleNamespace(dtype="float32", channels=1))
+
+
+def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
+    """Pretrain sparse jet images with model.loss=hit_intensity: the empty level comes from the data and is kept in
+    the checkpoint, reconstruct reports physics metrics from it, the export holds the encoder only (a ViTMAEModel
+    that transformers loads without missing weights) and the encoder serves downstream."""
+    from transformers import ViTMAEModel
+
+    import formats
+    from maekit.commands.common import load_run
+
+    from conftest import TINY
+
+    h5 = tmp_path / "jets.h5"
+    formats.write_qg_hdf5(h5, n=40, size=20)
+    data = ["data.source=hdf5", f"data.path={h5}", "data.preprocess.log1p=true", "data.preprocess.zero_suppress=0.001"]
+    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
+    pre = tmp_path / "pre"
+    assert main(["pretrain", f"out={pre}", *data, *small, "model.loss=hit_intensity"]) == 0
+    run = load_run(pre)
+    mean, std = run.mean, run.std
+    assert run.model_cfg.loss == "hit_intensity" and run.model_cfg.empty_level == pytest.approx((-mean / std).tolist())
+    capsys.readouterr()
+    assert main(["reconstruct", str(pre), "--n", "2"]) == 0
+    ph = json.loads((pre / "reconstruct.jsonl").read_text().splitlines()[-1])["physics"]
+    assert ph["jet_mass"]["rel_residual"]["n"] == ph["images"]
+    assert main(["export", str(pre), str(tmp_path / "hf")]) == 0
+    assert "exported the encoder of" in capsys.readouterr().out
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["ViTMAEModel"]
+    enc, info = ViTMAEModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    assert main(["knn", f"pretrained={pre}", f"out={tmp_path / 'knn'}", *data, "train.progress=false", "knn_k=3"]) == 0
+
+
+def test_mean_image_baseline_of_identical_images_is_exact(tmp_path):
+    """When every image is the same, the training mean image pasted into the masked patches reconstructs each image
+    exactly: zero residuals and the original occupancy (the baseline's arithmetic, known answer)."""
+    from maekit.commands.reconstruct import mean_image, physics_metrics
+    from maekit.config import DataConfig
+    from maekit.models.mae import MAE, ModelConfig
+
+    img = torch.zeros(3, 20, 20)
+    img[0, 8:10, 9] = 5.0
+    img[1, 10, 10:12] = 20.0
+    img[2, 9:12, 9:12] = 2.0
+    data = img.expand(6, -1, -1, -1).clone()
+    cfg = ModelConfig(img_size=[20, 20], in_chans=3, patch_size=5, embed_dim=32, depth=1, num_heads=2,
+                      decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    model = MAE(cfg).eval()
+    mean, std = torch.zeros(3), torch.ones(3)
+    noise = torch.rand(6, 16, generator=torch.Generator().manual_seed(0))
+    ph = physics_metrics(model, data, mean, std, noise, 0.75, DataConfig(), ["tracks_pt", "ecal", "hcal"], tmp_path / "p.png", "t", 2,
+                         mean_image(data, batch=4))
+    base = ph["mean_image"]
+    assert base["total_intensity"]["rel_residual"]["mean_abs"] == pytest.approx(0.0, abs=1e-6)
+    assert base["jet_mass"]["rel_residual"]["mean_abs"] == pytest.approx(0.0, abs=1e-6)
+    assert base["occupancy"]["recon"] == pytest.approx(base["occupancy"]["original"])
+    assert all(v == pytest.approx(0.0, abs=1e-10) for v in base["mse_masked"].values())

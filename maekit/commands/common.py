@@ -2,6 +2,7 @@
 pictures. No training loop here (that is engine/train.py)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -178,7 +179,12 @@ def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: 
 
 
 def model_config_of(cfg: PretrainConfig, splits: Splits) -> ModelConfig:
+    """The model config resolved for the data: image size, channels, and for loss=hit_intensity the normalised
+    value of an empty (zero) pixel per channel, from the training split's statistics."""
+    model = cfg.model
+    if model.loss == "hit_intensity" and model.empty_level is None:
+        model = dataclasses.replace(model, empty_level=[float(v) for v in (-splits.mean / splits.std)])
     try:
-        return cfg.model.resolved(splits.image_size, splits.channels)
+        return model.resolved(splits.image_size, splits.channels)
     except ValueError as e:
         raise MaekitError(str(e)) from None

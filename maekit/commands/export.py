@@ -27,8 +27,13 @@ def run(run_dir: str, out: str, fmt: str = "hf") -> Path:
     }
     path = hf.export_hf(out, loaded.model_cfg, loaded.state, meta["data"]["mean"], meta["data"]["std"], provenance,
                          rescale=meta["data"].get("dtype", "uint8") == "uint8")
-    print(f"exported {loaded.path} as a transformers ViTMAE directory -> {path}")
+    if hf.encoder_only(loaded.model_cfg):
+        print(f"exported the encoder of {loaded.path} as a transformers ViTMAEModel directory -> {path}; its decoder "
+              f"(model.loss={loaded.model_cfg.loss}: hit probability and intensity per pixel) has no transformers counterpart")
+    else:
+        print(f"exported {loaded.path} as a transformers ViTMAE directory -> {path}")
     for f in hf.EXPORT_FILES:
         print(f"  {path / f}")
-    print(f"  load with transformers.ViTMAEForPreTraining.from_pretrained({str(path)!r}) (or ViTMAEModel, ViTImageProcessor)")
+    model = "ViTMAEModel" if hf.encoder_only(loaded.model_cfg) else "ViTMAEForPreTraining"
+    print(f"  load with transformers.{model}.from_pretrained({str(path)!r}) (or ViTMAEModel, ViTImageProcessor)")
     return path

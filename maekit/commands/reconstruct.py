@@ -37,7 +37,7 @@ def run(run_dir: str, split: str = "test", n: int = 8, mask_ratio: float | None 
         names = loaded.meta["data"].get("channel_names") or splits.channel_names
         panels = out_png.with_name(out_png.stem + "_channels.png")
         result["physics"] = physics_metrics(model, data, loaded.mean, loaded.std, noise, ratio, data_cfg, names, panels,
-                                            f"{split} images, mask ratio {ratio:g}, seed {seed}", k)
+                                            f"{split} images, mask ratio {ratio:g}, seed {seed}", k, mean_image(splits.train.images))
     with open(loaded.path / "reconstruct.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"{split} reconstruction loss (mask ratio {ratio:g}, seed {seed}, {len(data)} images): {loss:.5f}")
@@ -54,10 +54,22 @@ def is_detector_data(splits) -> bool:
 
 
 @torch.no_grad()
+def mean_image(images, batch: int = 1024) -> torch.Tensor:
+    """The training split's mean image [C, H, W], as the model reads it (preprocessed), in blocks (it may stream)."""
+    total = None
+    for i in range(0, len(images), batch):
+        block = images[i : i + batch].float().sum(0)
+        total = block if total is None else total + block
+    return total / max(1, len(images))
+
+
+@torch.no_grad()
 def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, ratio: float, data_cfg: DataConfig,
-                    names: list[str] | None, panels: Path, title: str, n_panels: int, batch_size: int = 64) -> dict:
+                    names: list[str] | None, panels: Path, title: str, n_panels: int, baseline: torch.Tensor | None = None,
+                    batch_size: int = 64) -> dict:
     """Per-channel MSE (masked / all pixels), total-intensity and image-jet-mass residuals, occupancy, and the
-    per-channel log-scale panels, with the same fixed masks as the loss. See docs/physics.md."""
+    per-channel log-scale panels, with the same fixed masks as the loss; with `baseline` (the training split's mean
+    image) the same metrics for that image pasted into the masked patches, under "mean_image". See docs/physics.md."""
     from ..physics.metrics import ReconMetrics, channel_panels, energy_channels_of
 
     c, p = model.in_chans, model.patch_size
@@ -65,6 +77,7 @@ def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noi
     names = known or [f"ch{i}" for i in range(c)]
     energy = energy_channels_of(known, c)
     acc = ReconMetrics(names, energy)
+    base = ReconMetrics(names, energy) if baseline is not None else None
     m_, s_ = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
     first = None
     for i in range(0, len(data), batch_size):
@@ -74,9 +87,13 @@ def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noi
         m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))[:, 0]
         o, r = undo_preprocess(x * s_ + m_, data_cfg.preprocess), undo_preprocess(recon * s_ + m_, data_cfg.preprocess)
         acc.update(o, r, m)
+        if base is not None:  # the mean image wherever a patch is masked (ReconMetrics pastes the visible ones back)
+            base.update(o, undo_preprocess(baseline.unsqueeze(0).expand_as(o), data_cfg.preprocess), m)
         if first is None:
             first = (o[:n_panels], m[:n_panels], r[:n_panels])
     out = acc.result()
+    if base is not None:
+        out["mean_image"] = {k: v for k, v in base.result().items() if k in ("mse_masked", "total_intensity", "jet_mass", "occupancy")}
     channel_panels(first[0], first[1], first[2], panels, names, title, max_images=min(4, n_panels))
     out["panels"] = str(panels)
     out["units"] = "the data file's (data.preprocess log1p and scale undone)"
@@ -94,6 +111,11 @@ def _print_physics(ph: dict) -> None:
         print(f"{label} ({'+'.join(ph['energy_channels'])}): relative residual {r['mean']:+.3f} +- {r['std']:.3f} (median {r['median']:+.3f})")
     occ = ", ".join(f"{k} {ph['occupancy']['original'][k]:.4f}->{ph['occupancy']['recon'][k]:.4f}" for k in ph["channels"])
     print(f"occupancy (original->reconstruction): {occ}")
+    if "mean_image" in ph:  # the baseline: the training split's mean image in the masked patches
+        b = ph["mean_image"]
+        print(f"baseline, mean training image pasted into the masked patches: total intensity {b['total_intensity']['rel_residual']['mean']:+.3f}, "
+              f"image jet mass {b['jet_mass']['rel_residual']['mean']:+.3f}, occupancy "
+              + ", ".join(f"{k} {b['occupancy']['recon'][k]:.4f}" for k in ph["channels"]))
     print(f"channel panels: {ph['panels']}")
 
 

@@ -324,6 +324,12 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def encoder_only(cfg: ModelConfig) -> bool:
+    """Whether an export holds the encoder only: a decoder trained with another objective than pixel MSE
+    (model.loss=hit_intensity) has no counterpart in transformers' ViTMAEForPreTraining."""
+    return cfg.loss != "mse"
+
+
 def export_hf(
     out_dir: str | Path,
     cfg: ModelConfig,
@@ -343,6 +349,9 @@ def export_hf(
     config = hf_config(cfg)  # raises for non-square models before anything is written
     processor = preprocessor_config(cfg, list(mean), list(std), rescale)
     tensors = to_hf_state(state, cfg)
+    if encoder_only(cfg):  # transformers' ViTMAE decoder predicts pixels only: the encoder goes out as a ViTMAEModel
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.")}
+        config["architectures"] = ["ViTMAEModel"]
     if out.exists() and not out.is_dir():
         raise MaekitError(f"output path {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not is_export(out):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -14,6 +15,10 @@ from torch import nn
 from .masking import patchify, random_masking, unpatchify
 from .pos_embed import sincos_2d
 from .vit import Block, ViT, init_linear_and_norm
+
+
+LOSSES = ("mse", "hit_intensity")
+HIT_MARGIN = 1e-4  # normalised units above the empty level that count as a hit (float rounding of exact zeros)
 
 
 @dataclass
@@ -36,6 +41,10 @@ class ModelConfig:
     mask_ratio: float = 0.75
     decoder_keep: float = 1.0  # fraction of the masked patches decoded in training (CrossMAE-style); 1 = standard MAE
     norm_pix_loss: bool = False
+    # mse: the MAE's pixel regression. hit_intensity, for sparse detector images: per pixel a hit probability (binary
+    # cross-entropy against "above the empty level") and an intensity given a hit (MSE on hit pixels only)
+    loss: Literal["mse", "hit_intensity"] = "mse"
+    empty_level: list[float] | None = None  # per channel, the normalised value of an empty pixel (filled from the data)
     drop: float = 0.0
     drop_path: float = 0.0
 
@@ -63,6 +72,12 @@ class ModelConfig:
                 raise ValueError(
                     f"{prefix}img_size {h}x{w} is not divisible by {prefix}patch_size={self.patch_size}"
                 )
+        if self.loss not in LOSSES:
+            raise ValueError(f"{prefix}loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss == "hit_intensity" and self.norm_pix_loss:
+            raise ValueError(f"{prefix}loss=hit_intensity predicts pixels as they are; it cannot be combined with {prefix}norm_pix_loss=true")
+        if self.empty_level is not None and self.in_chans is not None and len(self.empty_level) != self.in_chans:
+            raise ValueError(f"{prefix}empty_level lists {len(self.empty_level)} values, the images have {self.in_chans} channels")
         if not 0.0 < self.decoder_keep <= 1.0:
             raise ValueError(f"{prefix}decoder_keep must be in (0, 1], got {self.decoder_keep}")
         if not 0.0 <= self.drop_path < 1.0 or not 0.0 <= self.drop < 1.0:
@@ -124,7 +139,13 @@ class MAE(nn.Module):
             for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(dd, eps=cfg.norm_eps)
-        self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * cfg.in_chans)
+        # hit_intensity: a hit logit and an intensity per pixel, [logits | intensities] along the last axis
+        outputs = cfg.patch_size**2 * cfg.in_chans * (2 if cfg.loss == "hit_intensity" else 1)
+        self.decoder_pred = nn.Linear(dd, outputs)
+        if cfg.loss == "hit_intensity":
+            if cfg.empty_level is None:
+                raise ValueError("ModelConfig.empty_level must be resolved (from the data) for loss=hit_intensity")
+            self.register_buffer("empty_level", torch.tensor(cfg.empty_level, dtype=torch.float32), persistent=False)
         for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             m.apply(init_linear_and_norm)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -209,8 +230,22 @@ class MAE(nn.Module):
             target = (target - mean) / (var + 1.0e-6) ** 0.5
         return target
 
+    def hits(self, imgs: torch.Tensor) -> torch.Tensor:
+        """[N, L, p*p*C] 1.0 where a pixel is above its channel's empty level (hit_intensity)."""
+        level = self.patchify(self.empty_level.view(1, -1, 1, 1).expand(1, -1, *self.img_size).to(imgs.dtype))
+        return (self.patchify(imgs) > level + HIT_MARGIN).float()
+
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over the masked patches only (scalar)."""
+        """Over the masked patches only (scalar): the mean squared error, or for hit_intensity the hit
+        cross-entropy (mean over their pixels) plus the squared error of the intensity on their hit pixels."""
+        if self.cfg.loss == "hit_intensity":
+            logits, intensity = pred.float().chunk(2, dim=-1)
+            hit = self.hits(imgs)
+            pixels = mask.unsqueeze(-1).expand_as(hit)
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, hit, reduction="none")
+            on_hit = hit * pixels
+            sq = (intensity - self.patchify(imgs).float()) ** 2
+            return (bce * pixels).sum() / pixels.sum() + (sq * on_hit).sum() / on_hit.sum().clamp(min=1.0)
         per_patch = ((pred.float() - self.targets(imgs).float()) ** 2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum()
 
@@ -240,6 +275,10 @@ class MAE(nn.Module):
         patch's mean and variance from `imgs` (what the reference visualisation does), so such pictures
         borrow the true patch brightness and contrast.
         """
+        if self.cfg.loss == "hit_intensity":  # the intensity where a hit is more likely than not, else empty
+            logits, intensity = pred.chunk(2, dim=-1)
+            level = self.patchify(self.empty_level.view(1, -1, 1, 1).expand(1, -1, *self.img_size).to(pred.dtype))
+            pred = torch.where(logits > 0, torch.maximum(intensity, level), level.expand_as(intensity))
         if self.cfg.norm_pix_loss:
             target = self.patchify(imgs)
             mean = target.mean(dim=-1, keepdim=True)
