@@ -162,8 +162,12 @@ def _check_same_recipe(cell_dir: Path, c) -> None:
     if not saved_file.exists():
         return
     saved = _flat(read_yaml(saved_file))
-    want = _flat(yaml.safe_load(yaml.safe_dump(to_dict(c))))  # through YAML, as the saved file went
-    keys = sorted(k for k in set(saved) | set(want) if k not in ("out", "resume") and saved.get(k) != want.get(k))
+    via_yaml = lambda cfg: _flat(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))  # noqa: E731 (as the saved file went)
+    want = via_yaml(c)
+    # a key added to maekit after the cell ran was, in effect, at its default then
+    defaults = via_yaml(type(c)())
+    keys = sorted(k for k in set(saved) | set(want)
+                  if k not in ("out", "resume") and saved.get(k, defaults.get(k)) != want.get(k))
     if keys:
         diff = ", ".join(f"{k} {saved.get(k)!r} -> {want.get(k)!r}" for k in keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
         raise MaekitError(f"{cell_dir} was run with another recipe ({diff}); remove that cell directory to rerun it, or use another out=DIR")
