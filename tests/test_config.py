@@ -7,7 +7,7 @@ from maekit.config import (
 )
 from maekit.errors import MaekitError
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))  # configs/seeds/ too
 
 
 def test_there_are_shipped_configs():
@@ -18,15 +18,24 @@ def test_there_are_shipped_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_yaml_validates(path):
     data = read_yaml(path)
-    if "sweep" in path.name:  # a pretraining config plus the sweep's evaluation sections (maekit/commands/sweep.py)
+    compare = "pretrain" in data or "methods" in data  # `maekit compare` configs (the seed workflows among them)
+    if not compare:  # a pretraining config, perhaps with the sweep's evaluation sections (maekit/commands/sweep.py)
         from maekit.commands.sweep import DOWNSTREAM
 
         for m, (dcls, _) in DOWNSTREAM.items():
             if m in data:
                 from_dict(dcls, data.pop(m), f"{m}.").validate()
-    cls = CompareConfig if "compare" in path.name else PretrainConfig
+    cls = CompareConfig if compare else PretrainConfig
     cfg = from_dict(cls, data)
     cfg.validate()
+
+
+def test_every_seed_project_has_a_config_and_a_documented_workflow():
+    seeds = {p.name for p in CONFIGS if p.parent.name == "seeds"}
+    assert {"e2e_mae_jets.yaml", "task3d_8ch_pretrain.yaml", "task3d_8ch_downstream.yaml", "cifar10_mae.yaml",
+            "mnist_assignment.yaml", "dog_photos.yaml"} <= seeds
+    doc = (Path(__file__).parent.parent / "docs" / "seeds.md").read_text()
+    assert all(f"configs/seeds/{name}" in doc for name in seeds)
 
 
 def test_yaml_and_dotted_overrides(tmp_path):
