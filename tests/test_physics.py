@@ -470,3 +470,10 @@ def test_mean_image_baseline_of_identical_images_is_exact(tmp_path):
     assert base["jet_mass"]["rel_residual"]["mean_abs"] == pytest.approx(0.0, abs=1e-6)
     assert base["occupancy"]["recon"] == pytest.approx(base["occupancy"]["original"])
     assert all(v == pytest.approx(0.0, abs=1e-10) for v in base["mse_masked"].values())
+    # empty pixels that come back from normalisation as 1e-9 are not hits: occupancy counts values above the
+    # zero-suppression threshold
+    from maekit.config import PreprocessConfig
+
+    ph = physics_metrics(model, data, mean, std, noise, 0.75, DataConfig(preprocess=PreprocessConfig(zero_suppress=1e-3)),
+                         ["tracks_pt", "ecal", "hcal"], tmp_path / "q.png", "t", 2, mean_image(data) + 1e-9)
+    assert ph["mean_image"]["occupancy"]["recon"] == pytest.approx(ph["mean_image"]["occupancy"]["original"])

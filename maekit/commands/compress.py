@@ -66,7 +66,7 @@ def run(run_dir: str, data: str | None = None, split: str = "test", ratios: tupl
     for ratio in ratios:
         keep = num_kept(L, ratio)  # the encoder's own count of visible patches
         noise = fixed_noise(n, L, seed)
-        acc = ReconMetrics(names, energy, paste_visible=False)
+        acc = ReconMetrics(names, energy, threshold, paste_visible=False)
         for i in range(0, n, bs):
             x = normalize(images[i : i + bs], mean, std)
             latent, mask, ids_restore = model.forward_encoder(x, ratio, noise=noise[i : i + bs])

@@ -76,8 +76,11 @@ def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noi
     known = list(names) if names and len(names) == c else None
     names = known or [f"ch{i}" for i in range(c)]
     energy = energy_channels_of(known, c)
-    acc = ReconMetrics(names, energy)
-    base = ReconMetrics(names, energy) if baseline is not None else None
+    # occupancy counts pixels above the zero-suppression threshold: a reconstruction's empty pixels come back from
+    # normalisation as +-1e-9 rather than exactly 0
+    threshold = data_cfg.preprocess.zero_suppress or 0.0
+    acc = ReconMetrics(names, energy, threshold)
+    base = ReconMetrics(names, energy, threshold) if baseline is not None else None
     m_, s_ = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
     first = None
     for i in range(0, len(data), batch_size):
