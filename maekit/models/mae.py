@@ -230,10 +230,13 @@ class MAE(nn.Module):
             target = (target - mean) / (var + 1.0e-6) ** 0.5
         return target
 
+    def empty_patches(self, dtype: torch.dtype) -> torch.Tensor:
+        """[1, L, p*p*C] the empty level of every pixel, patchified like the predictions (hit_intensity)."""
+        return self.patchify(self.empty_level.view(1, -1, 1, 1).expand(1, -1, *self.img_size).to(dtype))
+
     def hits(self, imgs: torch.Tensor) -> torch.Tensor:
         """[N, L, p*p*C] 1.0 where a pixel is above its channel's empty level (hit_intensity)."""
-        level = self.patchify(self.empty_level.view(1, -1, 1, 1).expand(1, -1, *self.img_size).to(imgs.dtype))
-        return (self.patchify(imgs) > level + HIT_MARGIN).float()
+        return (self.patchify(imgs) > self.empty_patches(imgs.dtype) + HIT_MARGIN).float()
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Over the masked patches only (scalar): the mean squared error, or for hit_intensity the hit
@@ -277,7 +280,7 @@ class MAE(nn.Module):
         """
         if self.cfg.loss == "hit_intensity":  # the intensity where a hit is more likely than not, else empty
             logits, intensity = pred.chunk(2, dim=-1)
-            level = self.patchify(self.empty_level.view(1, -1, 1, 1).expand(1, -1, *self.img_size).to(pred.dtype))
+            level = self.empty_patches(pred.dtype)
             pred = torch.where(logits > 0, torch.maximum(intensity, level), level.expand_as(intensity))
         if self.cfg.norm_pix_loss:
             target = self.patchify(imgs)
