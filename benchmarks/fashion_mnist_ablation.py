@@ -55,6 +55,10 @@ ROWS: list[tuple[str, str, dict]] = [
     ("ViT from scratch: layer decay 0.75 (the fine-tune's)", "scratch", {"optim.layer_decay": 0.75}),
     ("fine-tune: layer decay 0.9", "finetune", {"optim.layer_decay": 0.9}),
     ("pretraining: half as long", "finetune", {"pretrain.train.epochs": _pretrain_epochs() // 2}),
+    ("fine-tune: patch dropout 0.5, 100 epochs (about the time of 50 without)", "finetune", {"patch_dropout": 0.5, "train.epochs": 100}),
+    ("fine-tune: patch dropout 0.5", "finetune", {"patch_dropout": 0.5}),
+    ("ViT from scratch: patch dropout 0.5, 100 epochs", "scratch", {"patch_dropout": 0.5, "train.epochs": 100}),
+    ("small CNN: 300 epochs", "cnn", {"train.epochs": 300}),
 ]
 
 

@@ -418,11 +418,16 @@ class FinetuneConfig(DownstreamConfig):
     cnn_width: int = 32  # channels of the CNN's first stage (then 2x, 4x)
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
     cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 = off (both on: one of the two per batch)
+    patch_dropout: float = 0.0  # ViT: fraction of patch tokens each training image drops (cheaper steps); eval sees all
 
     def validate(self) -> None:
         super().validate()
         if self.mixup < 0 or self.cutmix < 0:
             raise MaekitError(f"mixup and cutmix must be >= 0 (0 = off), got {self.mixup} and {self.cutmix}")
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise MaekitError(f"patch_dropout must be in [0, 1) (0 = off), got {self.patch_dropout}")
+        if self.arch == "cnn" and self.patch_dropout > 0:
+            raise MaekitError(f"patch_dropout drops ViT patch tokens; arch=cnn has none (got patch_dropout={self.patch_dropout})")
         if self.cnn_width < 1:
             raise MaekitError(f"cnn_width must be >= 1, got {self.cnn_width}")
         if self.arch == "cnn" and self.pretrained is not None:

@@ -129,6 +129,8 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["knn", out, *base, "features=pixels", f"pretrained={pretrained}"]
     if name == "negative-mixup":
         return ["finetune", out, *base, "mixup=-0.5"]
+    if name == "patch-dropout-out-of-range":
+        return ["finetune", out, *base, "patch_dropout=1.0"]
     if name == "decoder-keep-out-of-range":
         return ["pretrain", out, *base, "model.decoder_keep=0"]
     if name == "sweep-bad-grid":
@@ -283,6 +285,7 @@ CASES = {
     "cnn-with-pretrained": r"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained=.*pre",
     "pixel-knn-with-pretrained": r"features=pixels uses no encoder; got pretrained=.*pre",
     "negative-mixup": r"mixup and cutmix must be >= 0 \(0 = off\), got -0.5 and 0.0",
+    "patch-dropout-out-of-range": r"patch_dropout must be in \[0, 1\) \(0 = off\), got 1.0",
     "decoder-keep-out-of-range": r"model.decoder_keep must be in \(0, 1\], got 0.0",
     "batch-size-zero": r"train.batch_size must be >= 1, got 0",
     "hdf5-missing-key": r".*jets.h5: no image dataset key 'images' \(the file has: X_jets, m0, pt, y\); set data.images_key",

@@ -213,3 +213,27 @@ def test_hit_intensity_is_validated():
         tiny(loss="hit_intensity", norm_pix_loss=True, empty_level=[0.0]).validate()
     with pytest.raises(ValueError, match="empty_level lists 2 values, the images have 1 channels"):
         tiny(loss="hit_intensity", empty_level=[0.0, 1.0]).validate()
+
+
+def test_patch_dropout_trains_on_a_random_subset_of_patches_and_evaluates_on_all():
+    from maekit.models.masking import random_masking
+    from maekit.models.vit import ViT
+
+    vit = ViT((28, 28), 7, 1, 32, 2, 2, patch_dropout=0.5, num_classes=3, global_pool="mean")
+    x = torch.randn(4, 1, 28, 28)
+    vit.train()
+    torch.manual_seed(0)
+    dropped = vit.forward_features(x)
+    assert dropped.shape == (4, 1 + 8, 32)  # int(16 * 0.5) of the 16 patches, plus cls
+    torch.manual_seed(0)  # the same draw, by hand: the kept patches' tokens, positions included, through the blocks
+    ids_keep, _, _ = random_masking(4, 16, 0.5)
+    tokens = torch.gather(vit.embed(x), 1, ids_keep[..., None].expand(-1, -1, 32))
+    assert torch.allclose(dropped, vit.run_blocks(torch.cat([vit.cls_with_pos(4), tokens], 1)), atol=1e-6)
+    vit.eval()
+    full = vit.forward_features(x)
+    assert full.shape == (4, 17, 32)
+    plain = ViT((28, 28), 7, 1, 32, 2, 2, num_classes=3, global_pool="mean")
+    plain.load_state_dict(vit.state_dict())
+    assert torch.equal(plain.eval().forward_features(x), full)
+    with pytest.raises(ValueError, match="patch_dropout"):
+        ViT((28, 28), 7, 1, 32, 2, 2, patch_dropout=1.0)

@@ -125,14 +125,15 @@ def prepare_setup(cfg: DownstreamConfig) -> Setup:
     return Setup(splits, labelled, val, model_cfg, state, mean, std, splits.num_classes)
 
 
-def build_encoder(setup: Setup, num_classes: int = 0, pool: str = "cls", drop_path: float = 0.0, seed: int = 0) -> ViT:
+def build_encoder(setup: Setup, num_classes: int = 0, pool: str = "cls", drop_path: float = 0.0, seed: int = 0,
+                  patch_dropout: float = 0.0) -> ViT:
     """The ViT encoder of the setup's architecture, with pretrained weights if any, else seeded random ones."""
     c = setup.model_cfg
     torch.manual_seed(seed)
     vit = ViT(
         img_size=(c.img_size[0], c.img_size[1]), patch_size=c.patch_size, in_chans=c.in_chans, embed_dim=c.embed_dim,
         depth=c.depth, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, drop_path=drop_path,
-        norm_eps=c.norm_eps, global_pool=pool,
+        norm_eps=c.norm_eps, global_pool=pool, patch_dropout=patch_dropout,
     )
     if setup.pretrained_state is not None:
         checkpoint.load_weights(vit, setup.pretrained_state, "pretrained encoder")

@@ -47,7 +47,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         torch.manual_seed(cfg.train.seed)
         model = SmallCNN(setup.splits.channels, setup.num_classes, cfg.cnn_width).to(dist.device)
     else:
-        model = build_encoder(setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed).to(dist.device)
+        model = build_encoder(setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed, cfg.patch_dropout).to(dist.device)
     optimizer = build_optimizer(model, cfg.optim, setup.model_cfg.depth)
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     peak = peak_lr(cfg.optim, eff_batch)

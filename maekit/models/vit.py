@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .masking import patchify
+from .masking import patchify, random_masking
 from .pos_embed import sincos_2d
 
 
@@ -131,12 +131,16 @@ class ViT(nn.Module):
         norm_eps: float = 1e-6,
         num_classes: int = 0,
         global_pool: str = "cls",
+        patch_dropout: float = 0.0,
     ):
         super().__init__()
         if global_pool not in ("cls", "mean"):
             raise ValueError(f"global_pool must be 'cls' or 'mean', got {global_pool!r}")
+        if not 0.0 <= patch_dropout < 1.0:
+            raise ValueError(f"patch_dropout must be in [0, 1), got {patch_dropout}")
         self.embed_dim = embed_dim
         self.global_pool = global_pool
+        self.patch_dropout = patch_dropout
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         gh, gw = self.patch_embed.grid_size
@@ -178,8 +182,13 @@ class ViT(nn.Module):
         return self.norm(tokens)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, C, H, W] -> [N, 1+L, D], every patch visible."""
+        """[N, C, H, W] -> [N, 1+L, D], every patch visible; in training with patch_dropout, [N, 1+K, D] with a
+        random K = int(L * (1 - patch_dropout)) patches per image (PatchDropout, Liu et al. 2023: the step costs
+        about K/L as much, and it regularises like a crop)."""
         tokens = self.embed(x)
+        if self.training and self.patch_dropout > 0:
+            ids_keep, _, _ = random_masking(x.shape[0], tokens.shape[1], self.patch_dropout, device=x.device)
+            tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[2]))
         return self.run_blocks(torch.cat([self.cls_with_pos(x.shape[0]), tokens], dim=1))
 
     def pool(self, features: torch.Tensor, pool: str | None = None) -> torch.Tensor:
