@@ -186,5 +186,5 @@ class Run:
         x = normalize(self.as_batch(images), self.mean, self.std)
         noise = fixed_noise(len(x), self.model.num_patches, seed)
         loss, pred, mask = self.model(x, ratio, noise=noise)
-        pixels = self.model.predictions_to_pixels(x, pred) * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
+        pixels = self.model.predictions_to_pixels(x, pred, mask) * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
         return {"reconstruction": pixels.float().numpy(), "mask": mask.numpy(), "loss": float(loss)}

@@ -187,7 +187,8 @@ def test_weight_initialisation_statistics():
 def test_hit_intensity_loss_on_a_sparse_image_with_a_known_answer():
     """4x4 image, one channel, patch 2 (4 patches of 4 pixels), empty level -1, one hit of 3.0 at (0, 0). Patches 0
     and 1 are masked. Every logit 0 (p = 0.5): the cross-entropy is ln 2 on each of the 8 masked pixels; intensity
-    2.0 on the hit pixel: squared error 1. Garbage on the visible patches changes nothing."""
+    2.0 on the hit pixel: squared error 1, relative to the hit's squared height above empty (3 - -1)^2 = 16. Garbage
+    on the visible patches changes nothing; predicting the empty level on the hit costs exactly 1."""
     import math
 
     m = MAE(tiny(img_size=[4, 4], patch_size=2, loss="hit_intensity", empty_level=[-1.0]))
@@ -198,14 +199,38 @@ def test_hit_intensity_loss_on_a_sparse_image_with_a_known_answer():
     intensity = torch.full((1, 4, 4), 2.0)
     logits[0, 2:], intensity[0, 2:] = 50.0, -7.0  # visible patches: ignored
     pred = torch.cat([logits, intensity], dim=-1)
-    assert m.forward_loss(x, pred, mask).item() == pytest.approx(math.log(2) + 1.0, rel=1e-6)
+    assert m.forward_loss(x, pred, mask).item() == pytest.approx(math.log(2) + 1.0 / 16, rel=1e-6)
+    empty = torch.cat([logits, torch.full((1, 4, 4), -1.0)], dim=-1)
+    assert m.forward_loss(x, empty, mask).item() == pytest.approx(math.log(2) + 1.0, rel=1e-6)
     # confident and right everywhere: the loss goes to zero
     good = torch.cat([torch.where(m.hits(x) > 0, 30.0, -30.0), m.patchify(x)], dim=-1)
     assert m.forward_loss(x, good, mask).item() < 1e-9
-    # pictures: the intensity where the hit logit is positive, the empty level elsewhere
+    # pictures: confident predictions give the image back
     pixels = m.predictions_to_pixels(x, good)
     assert torch.equal(pixels, x)
-    assert m.predictions_to_pixels(x, torch.cat([torch.full((1, 4, 4), -1.0), torch.full((1, 4, 4), 5.0)], -1)).eq(-1.0).all()
+
+
+def test_hit_intensity_pictures_hold_the_expected_number_of_hits_at_the_most_probable_pixels():
+    """Masked patch 0 has hit probabilities 0.9, 0.6, 0.3, 0.2 (sum 2.0), masked patch 1 none: 2 hits, at the 0.9 and
+    0.6 pixels. A "p > 0.5" rule would agree here, but not on a sparse image where no single pixel is likely: 8
+    pixels at p = 0.375 (sum 3.0) give 3 hits, not 0. Visible patch 2's confident logits count for nothing."""
+    m = MAE(tiny(img_size=[4, 4], patch_size=2, loss="hit_intensity", empty_level=[-1.0]))
+    x = torch.full((1, 1, 4, 4), -1.0)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    prob = torch.full((1, 4, 4), 1e-6)
+    prob[0, 0] = torch.tensor([0.9, 0.6, 0.3, 0.2])
+    prob[0, 2] = 0.99
+    intensity = torch.arange(16.0).reshape(1, 4, 4)
+    pixels = m.patchify(m.predictions_to_pixels(x, torch.cat([torch.logit(prob), intensity], -1), mask))
+    assert pixels[0, 0].tolist() == [0.0, 1.0, -1.0, -1.0] and pixels[0, 1:].eq(-1.0).all()
+    prob = torch.full((1, 4, 4), 1e-6)
+    prob[0, 0], prob[0, 1], prob[0, 2] = 0.375, 0.375, 0.99
+    pixels = m.patchify(m.predictions_to_pixels(x, torch.cat([torch.logit(prob), intensity], -1), mask))
+    hits = pixels[0, :2] > -1.0
+    assert int(hits.sum()) == 3 and pixels[0, 2:].eq(-1.0).all()
+    assert torch.equal(pixels[0, :2][hits], intensity[0, :2][hits])  # each hit with its own predicted intensity
+    # no mask: every patch counts (the sum of all 16 probabilities, 0.375 * 8 + 0.99 * 4 = 6.96: 7 hits)
+    assert int((m.predictions_to_pixels(x, torch.cat([torch.logit(prob), intensity], -1)) > -1.0).sum()) == 7
 
 
 def test_hit_intensity_is_validated():

@@ -159,7 +159,7 @@ def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: 
     device = next(model.parameters()).device
     x = normalize(images.to(device), mean, std)
     _, pred, mask = model(x, mask_ratio, noise=noise.to(device))
-    recon = model.predictions_to_pixels(x, pred)
+    recon = model.predictions_to_pixels(x, pred, mask)
     p, c = model.patch_size, model.in_chans
     m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))
     m_, s_ = mean.view(1, -1, 1, 1).to(device), std.view(1, -1, 1, 1).to(device)

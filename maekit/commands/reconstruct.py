@@ -86,7 +86,7 @@ def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noi
     for i in range(0, len(data), batch_size):
         x = normalize(data[i : i + batch_size], mean, std)
         _, pred, mask = model(x, ratio, noise=noise[i : i + batch_size])
-        recon = model.predictions_to_pixels(x, pred)
+        recon = model.predictions_to_pixels(x, pred, mask)
         m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))[:, 0]
         o, r = undo_preprocess(x * s_ + m_, data_cfg.preprocess), undo_preprocess(recon * s_ + m_, data_cfg.preprocess)
         acc.update(o, r, m)

@@ -495,7 +495,7 @@ def reconstruction_figure(out: Path, cells: list[Cell]) -> None:
         x = normalize(images, mean, std)
         noise = fixed_noise(len(images), model.num_patches, RECON_SEED)
         _, pred, mask = model(x, noise=noise)
-        recon = model.predictions_to_pixels(x, pred)
+        recon = model.predictions_to_pixels(x, pred, mask)
         p = model.patch_size
         m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * model.in_chans))
         m_, s_ = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)

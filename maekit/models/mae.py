@@ -42,7 +42,8 @@ class ModelConfig:
     decoder_keep: float = 1.0  # fraction of the masked patches decoded in training (CrossMAE-style); 1 = standard MAE
     norm_pix_loss: bool = False
     # mse: the MAE's pixel regression. hit_intensity, for sparse detector images: per pixel a hit probability (binary
-    # cross-entropy against "above the empty level") and an intensity given a hit (MSE on hit pixels only)
+    # cross-entropy against "above the empty level") and an intensity given a hit (squared error on hit pixels only,
+    # relative to the channel's mean squared hit height)
     loss: Literal["mse", "hit_intensity"] = "mse"
     empty_level: list[float] | None = None  # per channel, the normalised value of an empty pixel (filled from the data)
     drop: float = 0.0
@@ -238,17 +239,42 @@ class MAE(nn.Module):
         """[N, L, p*p*C] 1.0 where a pixel is above its channel's empty level (hit_intensity)."""
         return (self.patchify(imgs) > self.empty_patches(imgs.dtype) + HIT_MARGIN).float()
 
+    def calibrated_hits(self, pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """hit_intensity predictions [N, L, 2*p*p*C] -> pixels [N, L, p*p*C]: per image and channel, the
+        round(sum of hit probabilities) most probable pixels of the `mask`ed patches are hits (see predictions_to_pixels)."""
+        logits, intensity = pred.float().chunk(2, dim=-1)
+        n, L, P = logits.shape
+        c = self.cfg.in_chans
+        inside = torch.ones(n, L, device=pred.device) if mask is None else mask.float()
+        prob = torch.sigmoid(logits) * inside[..., None]  # patches outside the mask never hold a hit
+        per_channel = prob.reshape(n, L * P // c, c)  # patch pixels are ordered (row, col, channel)
+        count = per_channel.sum(dim=1).round()  # [N, C] expected hits
+        order = per_channel.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every pixel in its channel
+        hit = (order < count[:, None, :]) & (per_channel > 0)
+        level = self.empty_patches(torch.float32).expand_as(intensity)
+        pixels = torch.where(hit.reshape(n, L, P), torch.maximum(intensity, level), level)
+        return pixels.to(pred.dtype)
+
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Over the masked patches only (scalar): the mean squared error, or for hit_intensity the hit
-        cross-entropy (mean over their pixels) plus the squared error of the intensity on their hit pixels."""
+        cross-entropy (mean over their pixels) plus the squared error of the intensity on their hit pixels, divided
+        by the channel's mean squared hit height above the empty level in this batch (predicting empty costs 1)."""
         if self.cfg.loss == "hit_intensity":
             logits, intensity = pred.float().chunk(2, dim=-1)
             hit = self.hits(imgs)
             pixels = mask.unsqueeze(-1).expand_as(hit)
             bce = nn.functional.binary_cross_entropy_with_logits(logits, hit, reduction="none")
             on_hit = hit * pixels
-            sq = (intensity - self.patchify(imgs).float()) ** 2
-            return (bce * pixels).sum() / pixels.sum() + (sq * on_hit).sum() / on_hit.sum().clamp(min=1.0)
+            target = self.patchify(imgs).float()
+            sq = (intensity - target) ** 2
+            # relative to each channel's mean squared hit height above empty in the batch, so that predicting "empty"
+            # costs 1 and the term weighs like the cross-entropy: in normalised units hits sit ~5 standard deviations
+            # up, and the raw squared error (~25) drowned the cross-entropy (~0.1): the hit map was never learnt
+            c = self.cfg.in_chans
+            height = ((target - self.empty_patches(target.dtype)) ** 2 * on_hit).reshape(-1, c).sum(0)
+            scale = (height / on_hit.reshape(-1, c).sum(0).clamp(min=1.0)).clamp(min=1e-6).detach()
+            relative = (sq.reshape(-1, c) / scale * on_hit.reshape(-1, c)).sum()
+            return (bce * pixels).sum() / pixels.sum() + relative / on_hit.sum().clamp(min=1.0)
         per_patch = ((pred.float() - self.targets(imgs).float()) ** 2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum()
 
@@ -271,17 +297,20 @@ class MAE(nn.Module):
         pred = self.forward_decoder(latent, ids_restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
 
-    def predictions_to_pixels(self, imgs: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    def predictions_to_pixels(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted patches [N, L, p*p*C] -> images [N, C, H, W] in the input's (normalised) pixel space.
 
         With norm_pix_loss the predictions are per-patch standardised; they are mapped back with each
         patch's mean and variance from `imgs` (what the reference visualisation does), so such pictures
         borrow the true patch brightness and contrast.
+
+        hit_intensity: each image and channel gets as many hits as its hit probabilities add up to over the patches
+        of `mask` [N, L] (1 = predicted; None = all), at its most probable pixels, with their predicted intensity;
+        every other pixel is empty. So the occupancy is the expected one, where "p > 0.5" would keep almost none of
+        a sparse image's hits.
         """
-        if self.cfg.loss == "hit_intensity":  # the intensity where a hit is more likely than not, else empty
-            logits, intensity = pred.chunk(2, dim=-1)
-            level = self.empty_patches(pred.dtype)
-            pred = torch.where(logits > 0, torch.maximum(intensity, level), level.expand_as(intensity))
+        if self.cfg.loss == "hit_intensity":
+            pred = self.calibrated_hits(pred, mask)
         if self.cfg.norm_pix_loss:
             target = self.patchify(imgs)
             mean = target.mean(dim=-1, keepdim=True)
