@@ -2,7 +2,7 @@
 
 The Python API (maekit/api.py) is re-exported here and imported on first use, so `import maekit` stays light:
 maekit.pretrain, maekit.load, maekit.finetune, maekit.linprobe, maekit.knn, maekit.compare, maekit.Run."""
-__version__ = "0.1.0"
+from .version import __version__
 
 API = ("pretrain", "load", "finetune", "linprobe", "knn", "compare", "Run")
 __all__ = ["__version__", *API]

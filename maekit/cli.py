@@ -5,8 +5,8 @@ import argparse
 import sys
 import traceback
 
-from . import __version__
 from .errors import MaekitError
+from .version import __version__
 
 
 def _config_command(sub, name: str, help_: str) -> argparse.ArgumentParser:

@@ -76,7 +76,7 @@ def fast_bf16_cpu(flags: frozenset[str] | set[str]) -> bool:
 def environment() -> dict[str, Any]:
     import torch
 
-    from . import __version__
+    from .version import __version__
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {
