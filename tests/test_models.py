@@ -233,6 +233,14 @@ def test_hit_intensity_pictures_hold_the_expected_number_of_hits_at_the_most_pro
     assert int((m.predictions_to_pixels(x, torch.cat([torch.logit(prob), intensity], -1)) > -1.0).sum()) == 7
 
 
+def test_hit_intensity_starts_every_pixel_at_a_one_percent_hit_probability():
+    m = MAE(tiny(loss="hit_intensity", empty_level=[-1.0])).eval()
+    _, pred, _ = m(torch.randn(2, 1, 28, 28), 0.75)
+    logits, _ = pred.chunk(2, dim=-1)
+    prob = torch.sigmoid(logits)
+    assert prob.mean().item() == pytest.approx(0.01, abs=0.005) and prob.max().item() < 0.1
+
+
 def test_hit_intensity_is_validated():
     with pytest.raises(ValueError, match="loss=hit_intensity predicts pixels as they are; it cannot be combined with model.norm_pix_loss=true"):
         tiny(loss="hit_intensity", norm_pix_loss=True, empty_level=[0.0]).validate()

@@ -6,6 +6,7 @@ No I/O, no printing, no device logic. Works for any channel count and for H != W
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,7 @@ from .vit import Block, ViT, init_linear_and_norm
 
 
 LOSSES = ("mse", "hit_intensity")
+HIT_PRIOR = 0.01  # initial hit probability of every pixel (hit_intensity): detector images are ~99 % empty
 HIT_MARGIN = 1e-4  # normalised units above the empty level that count as a hit (float rounding of exact zeros)
 
 
@@ -150,6 +152,9 @@ class MAE(nn.Module):
         for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             m.apply(init_linear_and_norm)
         nn.init.normal_(self.mask_token, std=0.02)
+        if cfg.loss == "hit_intensity":  # hit logits start at a 1 % prior, not 50 % (the prior init of RetinaNet's
+            with torch.no_grad():        # classifier): a few hundred steps otherwise go to unlearning the 50 %
+                self.decoder_pred.bias[: outputs // 2] = math.log(HIT_PRIOR / (1 - HIT_PRIOR))
 
     @property
     def num_patches(self) -> int:
