@@ -82,6 +82,14 @@ def table(rows: list[dict], tag: str) -> list[str]:
     return out
 
 
+def budgets_text() -> str:
+    """The label budgets of configs/compare_jets_qg.yaml, as words."""
+    import yaml
+
+    b = yaml.safe_load((ROOT / "configs/compare_jets_qg.yaml").read_text())["budgets"]
+    return " or ".join(f"{int(x):,}" for x in b)
+
+
 def kept(path: Path, name: str) -> Path | None:
     """A result file of the study: copied next to the doc (docs/results/jets_qg/NAME) when its run exists, so the doc
     can be regenerated from the repository alone; else that copy, if any."""
@@ -214,7 +222,7 @@ def write_doc() -> None:
         "[docs/physics.md](../physics.md)), in the ML4SCI quark/gluon HDF5 layout. The models see the central 48 x 48",
         "pixels (the whole R = 0.4 jet), zero-suppressed below 1e-3 and log1p-compressed; seeded split 16,200 train /",
         "1,800 val / 2,000 test. Pretraining uses the 16,200 training jets without their labels; the downstream",
-        "methods get 200 or 1,000 labelled jets (stratified, a different subset per seed).",
+        f"methods get {budgets_text()} labelled jets (stratified, a different subset per seed).",
         "",
         "Model: ViT encoder 6 x 128 (4 heads), decoder 2 x 96, patch 8 (36 tokens), no per-patch pixel normalisation",
         "(sparse images). The 125 x 125 x 8 seed architecture (`configs/seed_jets_125.yaml`) trains at a few images/s on",
@@ -275,7 +283,7 @@ def write_doc() -> None:
         if res is not None:
             rows_all += table(read_rows(res), name)
     if rows_all:
-        lines += ["## Downstream, 200 and 1,000 labelled jets", "",
+        lines += [f"## Downstream, {budgets_text()} labelled jets", "",
                   "Test accuracy and ROC-AUC on the 2,000 test jets, mean ± std over seeds. The rows that do not depend on the",
                   "pretraining (ViT from scratch, CNN, pixel and random-encoder baselines) run once, with the first comparison.",
                   "Each trained method (MAE fine-tune, ViT from scratch, CNN) has its own recipe and picks its learning rate",
@@ -293,7 +301,7 @@ def write_doc() -> None:
         "- ML4SCI quark/gluon detector images (public ML4SCI end-to-end repositories): classifiers from scratch reach ROC-AUC ~0.77-0.80,",
         "  accuracy ~0.70-0.73; the seed project reports 85.5 % (MAE-pretrained, fine-tuned) vs ~70 % (no pretraining) on",
         "  its Task 3d data.",
-        "- Our runs use 200 or 1,000 labels and a 2-core CPU budget, so they sit below the fully supervised numbers; the point is",
+        f"- Our runs use {budgets_text()} labels and a 2-core CPU budget, so they sit below the fully supervised numbers; the point is",
         "  the pretrained-vs-scratch gap at equal labels and recipe.",
         "",
     ]
@@ -305,9 +313,13 @@ def write_doc() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--doc-only", action="store_true")
+    ap.add_argument("--only", nargs="*", choices=list(RUNSPEC), help="run only these pretrainings and their steps (the doc shows what exists)")
     args = ap.parse_args()
     if not args.doc_only:
         for cmd in steps():
+            if args.only and (tag := next((t for t in RUNSPEC if any(a.endswith(f"_{t}") or a.endswith(f"_{t}/recon_test.png") for a in cmd)), None)) \
+                    and tag not in args.only:
+                continue
             print("+", " ".join(cmd[2:]), flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True)
     write_doc()
