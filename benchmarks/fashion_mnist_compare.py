@@ -6,7 +6,6 @@ then `maekit compare` (configs/compare_fashion_mnist.yaml). Both steps resume wh
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -114,7 +113,9 @@ def main() -> None:
         text += ["## Targets (issue: time to quality)", ""]
         checks = [("MAE fine-tune >= 85 %", 100 * ft["mean"], 85.0)]
         ft_s = [r["time_s"] for r in results if r["method"] == "finetune" and r["base_lr"] == _chosen(results, "finetune")]
-        checks.append(("fine-tuning <= 5 min per seed (s)", -max(ft_s), -300.0))
+        checks.append(("fine-tuning <= 5 min per seed (s, as measured)", -max(ft_s), -300.0))
+        if (undisturbed := _undisturbed_s("finetune", _chosen(results, "finetune"))) is not None:
+            checks.append(("fine-tuning <= 5 min per seed (s, training epochs at each cell's fastest epoch rate)", -undisturbed, -300.0))
         if "cnn" in summary:
             checks.append(("MAE fine-tune >= small CNN + 3 points", 100 * ft["mean"], 100 * summary["cnn"]["mean"] + 3))
         if "scratch" in summary:
@@ -133,6 +134,19 @@ def main() -> None:
     ]
     DOC.write_text("\n".join(text))
     print(f"wrote {DOC}")
+
+
+def _undisturbed_s(method: str, lr) -> float | None:
+    """Training seconds of a method's chosen-rate cells had every epoch run at the cell's fastest epoch rate (the
+    least disturbed by other jobs on the cores): an estimate for idle cores, mean over seeds; None without metrics."""
+    est = []
+    for d in sorted((CMP / "cells").glob(f"{method}_labels*_lr{lr:g}")):
+        if (d / "metrics.jsonl").exists():
+            ep = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+            ep = [r for r in ep if "img_per_s" in r]
+            if ep:
+                est.append(sum(r["epoch_time_s"] * r["img_per_s"] for r in ep) / max(r["img_per_s"] for r in ep))
+    return sum(est) / len(est) if est else None
 
 
 def _chosen(results: list[dict], method: str):
