@@ -54,8 +54,13 @@ def _last_physics(loss: str, seed: int) -> dict | None:
     src, keep = run_dir(loss, seed) / "reconstruct.jsonl", KEEP / f"{loss}_seed{seed}.json"
     if src.exists():
         KEEP.mkdir(parents=True, exist_ok=True)
-        keep.write_text(src.read_text().splitlines()[-1] + "\n")
-    return json.loads(keep.read_text())["physics"] if keep.exists() else None
+        line = json.loads(src.read_text().splitlines()[-1])
+        line["git_commit"] = json.loads((src.parent / "run.json").read_text())["env"]["git_commit"]  # the code that trained it
+        keep.write_text(json.dumps(line) + "\n")
+    if not keep.exists():
+        return None
+    line = json.loads(keep.read_text())
+    return line["physics"] | {"git_commit": line.get("git_commit", "unknown")}
 
 
 def _ms(values: list[float]) -> str:
@@ -116,6 +121,9 @@ def write_doc() -> None:
             checks.append((f"better than '{other}' on every metric", better, ""))
         lines += ["", "## Targets (docs: issue 'Reconstructions a physicist can use')", "", "| target | met | value |", "|---|---|---|"]
         lines += [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in checks]
+    commits = {name: sorted({p.get("git_commit", "unknown")[:10] for p in phs}) for name, phs in rows.items() if phs and name.startswith("MAE")}
+    lines += ["", "Code that trained each objective's models (git commit; the objective changed over the project's history): "
+              + "; ".join(f"{name}: {', '.join(c)}" for name, c in commits.items()) + "."]
     lines += ["", "Downstream accuracy of the new objective's encoder (fine-tune, linear probe at 1,000 labels) is not measured "
               "here; docs/results/jets_qg.md is the place for it.", "", "## Commands", "", "```bash",
               *[" ".join(["maekit", *c[3:]]) for c in steps_all()], "```", ""]
