@@ -34,7 +34,10 @@ import torch
 import yaml
 
 from .. import plots
-from ..config import FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, parse_override, read_yaml, save_yaml, to_dict
+from ..config import (  # noqa: F401 (Axis, parse_grid, split_values: the grid, kept importable from here)
+    Axis, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, parse_grid, parse_override, read_yaml,
+    save_yaml, split_values, to_dict,
+)
 from ..engine import checkpoint
 from ..files import atomic_write_text
 from ..engine.rundir import default_out, read_metrics
@@ -47,58 +50,12 @@ RECON_SEED = 4321
 
 
 @dataclass
-class Axis:
-    key: str  # dotted config key, e.g. model.patch_size or knn.labels
-    raw: list[str]  # the values as written
-    values: list[Any]  # the values parsed as YAML
-
-
-@dataclass
 class Cell:
     name: str  # directory name under cells/
     label: str  # "patch_size=2, mask_ratio=0.75"
     point: dict[str, Any]  # axis key -> value
     pretrain: PretrainConfig
     downstream: dict[str, Any]  # method -> its config (before `pretrained` and data are filled in)
-
-
-def split_values(text: str) -> list[str]:
-    """'0.75,0.85' -> ['0.75', '0.85']; commas inside [] or {} do not split ('[0.2,1.0],[0.35,1.0]')."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p.strip() for p in parts]
-
-
-def parse_grid(items: list[str]) -> tuple[list[Axis], list[str]]:
-    """--grid items -> axes (two or more values) and constant overrides (one value, e.g. out=DIR)."""
-    axes: list[Axis] = []
-    constants: list[str] = []
-    for item in items:
-        if "=" not in item:
-            raise MaekitError(f"--grid item {item!r} must look like key.sub=value1,value2")
-        key, rest = item.split("=", 1)
-        raw = split_values(rest)
-        if any(not r for r in raw):
-            raise MaekitError(f"--grid item {item!r} has an empty value")
-        if len(raw) == 1:
-            constants.append(item)
-            continue
-        if any(a.key == key for a in axes):
-            raise MaekitError(f"--grid key {key!r} is given twice")
-        if len(set(raw)) != len(raw):
-            raise MaekitError(f"--grid {key!r} repeats a value: {rest}")
-        axes.append(Axis(key, raw, [parse_override(f"{key}={r}")[1] for r in raw]))
-    return axes, constants
 
 
 def _short_keys(axes: list[Axis]) -> dict[str, str]:
