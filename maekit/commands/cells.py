@@ -106,8 +106,8 @@ def prepare(run_dir: Path, cfg: Any, *, resumable: bool, finished: Callable[[Pat
     """What to do with one run directory of a cell: None when it is finished (skip it; by default finished
     means it holds a result.json), else the config to run it with: `resume=True` for an interrupted run of a
     `resumable` method that has a checkpoint to continue from, else `resume=False` and any leftover directory
-    is deleted (by the main process). With `check_recipe`, a finished or resumable run must have been run with `cfg`'s
-    recipe. Under torchrun every process calls this and all of them decide on the same files."""
+    is deleted (by the main process). With `check_recipe`, a finished or resumable run must have been run
+    with `cfg`'s recipe. Under torchrun every process calls this and all of them decide on the same files."""
     done = finished or (lambda d: (d / "result.json").exists())
     barrier()  # every process decides on the same files
     is_done, exists, resume = done(run_dir), run_dir.exists(), resumable and can_resume(run_dir)
