@@ -333,6 +333,57 @@ def _deepcopy(d: Any) -> Any:
     return d
 
 
+# ---------------------------------------------------------------- grids (maekit sweep --grid)
+
+
+@dataclass
+class Axis:
+    """One axis of a grid: a config key and the values it takes."""
+
+    key: str  # dotted config key, e.g. model.patch_size or knn.labels
+    raw: list[str]  # the values as written
+    values: list[Any]  # the values parsed as YAML
+
+
+def split_values(text: str) -> list[str]:
+    """'0.75,0.85' -> ['0.75', '0.85']; commas inside [] or {} do not split ('[0.2,1.0],[0.35,1.0]')."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts]
+
+
+def parse_grid(items: list[str]) -> tuple[list[Axis], list[str]]:
+    """--grid items -> axes (two or more values) and constant overrides (one value, e.g. out=DIR)."""
+    axes: list[Axis] = []
+    constants: list[str] = []
+    for item in items:
+        if "=" not in item:
+            raise MaekitError(f"--grid item {item!r} must look like key.sub=value1,value2")
+        key, rest = item.split("=", 1)
+        raw = split_values(rest)
+        if any(not r for r in raw):
+            raise MaekitError(f"--grid item {item!r} has an empty value")
+        if len(raw) == 1:
+            constants.append(item)
+            continue
+        if any(a.key == key for a in axes):
+            raise MaekitError(f"--grid key {key!r} is given twice")
+        if len(set(raw)) != len(raw):
+            raise MaekitError(f"--grid {key!r} repeats a value: {rest}")
+        axes.append(Axis(key, raw, [parse_override(f"{key}={r}")[1] for r in raw]))
+    return axes, constants
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():

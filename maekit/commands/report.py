@@ -8,7 +8,6 @@ Every string that comes from the run (names, paths, class names, config values) 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import math
@@ -19,7 +18,7 @@ from typing import Any, Iterable
 from ..files import atomic_write_text
 from ..engine.rundir import read_metrics
 from ..errors import MaekitError
-from ..metrics import AUC_UNDEFINED, text_or_na
+from .cells import METRICS, SUMMARY_HEADER, read_csv, summarize, summary_row
 
 DOWNSTREAM_KINDS = ("linprobe", "finetune", "knn", "scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")
 
@@ -114,11 +113,10 @@ def table(header: list[str], rows: Iterable[list[Any]], text_cols: int = 1, form
 
 
 def csv_table(path: Path, text_cols: int = 1) -> str:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
+    header, rows = read_csv(path)
+    if not header:
         return ""
-    return table(rows[0], rows[1:], text_cols)
+    return table(header, [[r.get(k) for k in header] for r in rows], text_cols)
 
 
 def _env_section(page: Page, root: Path) -> None:
@@ -187,22 +185,15 @@ def _downstream_sections(page: Page, root: Path) -> None:
 
 
 def _compare_sections(page: Page, root: Path) -> None:
-    from .compare import LABELS, summarize
-
     results = []  # the cells of the comparison (results.csv), not the learning-rate trials next to them in cells/
     if (root / "results.csv").exists():
-        with open(root / "results.csv", newline="") as f:
-            for r in csv.DictReader(f):
-                num = {k: float(r[k]) if r.get(k) not in (None, "") else float("nan") for k in ("test_accuracy", "test_roc_auc", "val_accuracy")}
-                results.append({**r, **num, "labels": int(float(r["labels"]))})
+        for r in read_csv(root / "results.csv")[1]:
+            num = {k: float(r[k]) if r.get(k) not in (None, "") else float("nan") for k in ("test_accuracy", "test_roc_auc", "val_accuracy")}
+            results.append({**r, **num, "labels": int(float(r["labels"]))})
     parts = page.section("Results")
     if results:
-        rows = summarize(results)
         parts.append("<h3>Mean ± std over seeds (test split)</h3>" + table(
-            ["labelled images", "method", "seeds", "test accuracy (%)", "test ROC-AUC", "val accuracy (%)"],
-            [[r["labels"], LABELS.get(r["method"], r["method"]), r["seeds"], f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
-              text_or_na(r["auc_mean"], f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", AUC_UNDEFINED), f"{100 * r['val_mean']:.2f}"]
-             for r in rows], text_cols=2, formatted=True))
+            SUMMARY_HEADER, [summary_row(r) for r in summarize(results)], text_cols=2, formatted=True))
     if (root / "results.md").exists():
         notes = [line[2:] for line in (root / "results.md").read_text().splitlines() if line.startswith("- ")]
         if notes:
@@ -226,8 +217,6 @@ def _sweep_sections(page: Page, root: Path) -> None:
         notes = [line for line in (root / "sweep.md").read_text().splitlines() if line and not line.startswith(("|", "!["))]
         parts.extend(f'<p class="note">{esc(line)}</p>' for line in notes)
     heat = page.section("Heatmaps")
-    from .sweep import METRICS
-
     order = {f"heatmap_{m}.png": i for i, (m, _, _) in enumerate(METRICS)}
     for f in sorted(root.glob("heatmap_*.png"), key=lambda f: (order.get(f.name, len(order)), f.name)):
         heat.append(page.image(f))

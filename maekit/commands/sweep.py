@@ -16,14 +16,9 @@ as knn.labels=600; their data are the cell's pretraining data and `pretrained` i
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
-import math
-import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,23 +29,20 @@ import torch
 import yaml
 
 from .. import plots
-from ..config import FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, parse_override, read_yaml, save_yaml, to_dict
+from ..config import (  # noqa: F401 (Axis, parse_grid, split_values: the grid, kept importable from here)
+    Axis, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, parse_grid, parse_override, read_yaml,
+    save_yaml, split_values, to_dict,
+)
 from ..engine import checkpoint
 from ..files import atomic_write_text
 from ..engine.rundir import default_out, read_metrics
 from ..errors import MaekitError
-from . import finetune, knn, linprobe, pretrain
+from . import cells as cell_runner, finetune, knn, linprobe, pretrain
+from .cells import METRICS
 
 DOWNSTREAM = {"linprobe": (LinprobeConfig, linprobe.run), "finetune": (FinetuneConfig, finetune.run), "knn": (KnnConfig, knn.run)}
 RECON_IMAGES = 6
 RECON_SEED = 4321
-
-
-@dataclass
-class Axis:
-    key: str  # dotted config key, e.g. model.patch_size or knn.labels
-    raw: list[str]  # the values as written
-    values: list[Any]  # the values parsed as YAML
 
 
 @dataclass
@@ -62,52 +54,9 @@ class Cell:
     downstream: dict[str, Any]  # method -> its config (before `pretrained` and data are filled in)
 
 
-def split_values(text: str) -> list[str]:
-    """'0.75,0.85' -> ['0.75', '0.85']; commas inside [] or {} do not split ('[0.2,1.0],[0.35,1.0]')."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p.strip() for p in parts]
-
-
-def parse_grid(items: list[str]) -> tuple[list[Axis], list[str]]:
-    """--grid items -> axes (two or more values) and constant overrides (one value, e.g. out=DIR)."""
-    axes: list[Axis] = []
-    constants: list[str] = []
-    for item in items:
-        if "=" not in item:
-            raise MaekitError(f"--grid item {item!r} must look like key.sub=value1,value2")
-        key, rest = item.split("=", 1)
-        raw = split_values(rest)
-        if any(not r for r in raw):
-            raise MaekitError(f"--grid item {item!r} has an empty value")
-        if len(raw) == 1:
-            constants.append(item)
-            continue
-        if any(a.key == key for a in axes):
-            raise MaekitError(f"--grid key {key!r} is given twice")
-        if len(set(raw)) != len(raw):
-            raise MaekitError(f"--grid {key!r} repeats a value: {rest}")
-        axes.append(Axis(key, raw, [parse_override(f"{key}={r}")[1] for r in raw]))
-    return axes, constants
-
-
 def _short_keys(axes: list[Axis]) -> dict[str, str]:
     last = [a.key.rsplit(".", 1)[-1] for a in axes]
     return {a.key: (s if last.count(s) == 1 else a.key) for a, s in zip(axes, last)}
-
-
-def _name_part(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", value).strip("-") or "x"
 
 
 def _route(overrides: list[str]) -> tuple[list[str], dict[str, list[str]], str | None]:
@@ -151,7 +100,7 @@ def plan(config: str | None, grid: list[str], overrides: list[str], then: list[s
     cells = []
     for combo in itertools.product(*[range(len(a.raw)) for a in axes]):
         point = {a.key: a.values[i] for a, i in zip(axes, combo)}
-        name = "_".join(f"{_name_part(short[a.key])}{_name_part(a.raw[i])}" for a, i in zip(axes, combo))
+        name = cell_runner.cell_name([(cell_runner.name_part(short[a.key]), cell_runner.name_part(a.raw[i])) for a, i in zip(axes, combo)])
         label = ", ".join(f"{short[a.key]}={a.raw[i]}" for a, i in zip(axes, combo))
         pre_sets = [f"{a.key}={a.raw[i]}" for a, i in zip(axes, combo) if a.key.split(".")[0] not in DOWNSTREAM]
         down_sets = {m: [f"{a.key.split('.', 1)[1]}={a.raw[i]}" for a, i in zip(axes, combo) if a.key.split(".")[0] == m] for m in DOWNSTREAM}
@@ -163,7 +112,7 @@ def plan(config: str | None, grid: list[str], overrides: list[str], then: list[s
             dcfg = from_dict(cls, apply_overrides(base_down[m], down_sets[m]), prefix=f"{m}.")
             down[m] = dcfg
         for m in then:
-            _downstream_config(down[m], pcfg, out_dir / "cells" / name / "pretrain").validate()
+            _downstream_config(down[m], pcfg, cell_runner.cell_dir(out_dir, name) / "pretrain").validate()
         cells.append(Cell(name, label, point, pcfg, down))
     if len({c.name for c in cells}) != len(cells):
         raise MaekitError("--grid values give two cells the same directory name; use values that differ in letters or digits")
@@ -233,8 +182,6 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
 
 def _open_sweep(out: Path, record: dict) -> None:
     """A new sweep directory, or the same sweep (same grid and configuration; --then may grow) to continue."""
-    from ..environment import environment
-
     if out.exists() and not out.is_dir():
         raise MaekitError(f"output path {out} exists and is not a directory")
     info, saved = out / "run.json", out / "config.yaml"
@@ -249,13 +196,7 @@ def _open_sweep(out: Path, record: dict) -> None:
         record = {**record, "then": sorted(set(old.get("then") or []) | set(record["then"]), key=list(DOWNSTREAM).index)}
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(record, saved)
-    if not info.exists():  # the environment the sweep started in; every cell's run.json has its own
-        atomic_write_text(info, json.dumps({"kind": "sweep", "env": environment()}, indent=1))
-
-
-def pretrain_finished(pre_dir: Path, epochs: int) -> bool:
-    rows = [r for r in read_metrics(pre_dir) if "test_recon_loss" in r]
-    return bool(rows) and rows[-1]["epoch"] + 1 >= epochs and (pre_dir / "checkpoints" / "best.safetensors").exists()
+    cell_runner.open_dir(out, "sweep")
 
 
 def _add_time(cell_dir: Path, key: str, seconds: float) -> None:
@@ -268,7 +209,7 @@ def _add_time(cell_dir: Path, key: str, seconds: float) -> None:
 def run_cell(cell: Cell, out: Path, then: list[str]) -> dict | None:
     """Pretrain (or resume) one cell and run its evaluations; its record, or None if it stopped early
     (train.stop_after)."""
-    cell_dir = out / "cells" / cell.name
+    cell_dir = cell_runner.cell_dir(out, cell.name)
     done_file = cell_dir / "cell.json"
     if done_file.exists():
         rec = json.loads(done_file.read_text())
@@ -279,29 +220,23 @@ def run_cell(cell: Cell, out: Path, then: list[str]) -> dict | None:
             return rec
     pre_dir = cell_dir / "pretrain"
     cell_dir.mkdir(parents=True, exist_ok=True)
-    if not pretrain_finished(pre_dir, cell.pretrain.train.epochs):
-        last = pre_dir / "checkpoints" / "last.safetensors"
-        resume = (pre_dir / "run.json").exists() and (last.exists() or checkpoint.previous_path(last).exists())
-        if pre_dir.exists() and not resume:
-            shutil.rmtree(pre_dir)  # died before its first checkpoint: start it again
-        print(f"sweep: {cell.label}: " + ("resuming pretraining" if resume else "pretraining") + f" in {pre_dir}", flush=True)
+    finished = lambda d: cell_runner.pretraining_finished(d, cell.pretrain.train.epochs)  # noqa: E731
+    pcfg = cell_runner.prepare(pre_dir, dataclasses.replace(cell.pretrain, out=str(pre_dir)), resumable=True, finished=finished)
+    if pcfg is not None:  # resumed from its last checkpoint, or (died before its first one) started again
+        print(f"sweep: {cell.label}: " + ("resuming pretraining" if pcfg.resume else "pretraining") + f" in {pre_dir}", flush=True)
         t0 = time.perf_counter()
         try:
-            pretrain.run(dataclasses.replace(cell.pretrain, resume=resume, out=str(pre_dir)), pre_dir)
+            pretrain.run(pcfg, pre_dir)
         finally:
             _add_time(cell_dir, "pretrain_s", time.perf_counter() - t0)
-        if not pretrain_finished(pre_dir, cell.pretrain.train.epochs):
+        if not finished(pre_dir):
             return None
     for m in then:
         ddir = cell_dir / m
-        if (ddir / "result.json").exists():
+        # an unfinished evaluation: fine-tuning resumes from its last checkpoint, the rest restart
+        dcfg = cell_runner.prepare(ddir, _downstream_config(cell.downstream[m], cell.pretrain, pre_dir), resumable=m == "finetune")
+        if dcfg is None:
             continue
-        dcfg = _downstream_config(cell.downstream[m], cell.pretrain, pre_dir)
-        if ddir.exists():  # an unfinished evaluation: fine-tuning resumes from its last checkpoint, the rest restart
-            if m == "finetune" and (ddir / "checkpoints" / "last.safetensors").exists():
-                dcfg = dataclasses.replace(dcfg, resume=True)
-            else:
-                shutil.rmtree(ddir)
         dcfg.validate()
         print(f"sweep: {cell.label}: {m} in {ddir}", flush=True)
         t0 = time.perf_counter()
@@ -319,7 +254,7 @@ def cell_record(cell: Cell, out: Path) -> dict:
     from ..models.flops import flops_per_image
     from .common import load_run
 
-    cell_dir = out / "cells" / cell.name
+    cell_dir = cell_runner.cell_dir(out, cell.name)
     pre_dir = cell_dir / "pretrain"
     rows = read_metrics(pre_dir)
     last = [r for r in rows if "test_recon_loss" in r][-1]
@@ -381,25 +316,6 @@ def run(config: str | None, grid: list[str], overrides: list[str] = (), then: li
 
 # ---------------------------------------------------------------- tables and figures
 
-METRICS = [  # key, title, format
-    ("train_recon_loss", "train reconstruction loss", "{:.4f}"),
-    ("test_recon_loss", "test reconstruction loss", "{:.4f}"),
-    ("linprobe_test_accuracy", "linear probe test accuracy", "{:.2%}"),
-    ("finetune_test_accuracy", "fine-tune test accuracy", "{:.2%}"),
-    ("knn_test_accuracy", "k-NN test accuracy", "{:.2%}"),
-    ("params_m", "parameters (M)", "{:.3f}"),
-    ("mflops_per_image", "MFLOPs per image (forward)", "{:.1f}"),
-    ("img_per_s", "training images/s", "{:.0f}"),
-    ("wall_s", "wall time (s)", "{:.0f}"),
-]
-
-
-def _fmt(v: Any, fmt: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return fmt.format(v)
-
-
 def _present(records: dict[str, dict]) -> list[tuple[str, str, str]]:
     return [(m, t, f) for m, t, f in METRICS if any(m in r for r in records.values())]
 
@@ -411,26 +327,18 @@ def write_tables(out: Path, axes: list[Axis], cells: list[Cell], records: dict[s
     extra = ["val_recon_loss", "epochs", *[f"{m}_labels" for m in DOWNSTREAM if any(f"{m}_labels" in r for r in records.values())],
              "encoder_params_m", "attention_mflops_per_image", "train_time_s"]
     fields = [*keys, "status", *present, *extra]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    w.writeheader()
-    for c in cells:
-        r = records.get(c.name)
-        w.writerow({"cell": c.name, **c.point, "status": "done" if r else "pending", **(r or {})})
-    atomic_write_text(out / "sweep.csv", buf.getvalue())
+    cell_runner.write_csv(out / "sweep.csv", fields, [{"cell": c.name, **c.point, "status": "done" if records.get(c.name) else "pending",
+                                                       **records.get(c.name, {})} for c in cells])
 
     shown = _present(records)
     lines = [
         f"Sweep of {len(cells)} cells over {'; '.join('`' + a.key + '` (' + ', '.join(a.raw) + ')' for a in axes)}; "
         f"{len(records)} done." + (f" Evaluations after pretraining: {', '.join(then)}." if then else ""),
         "",
-        "| " + " | ".join([*[a.key for a in axes], *[t for _, t, _ in shown]]) + " |",
-        "|" + "---|" * len(axes) + "---:|" * len(shown),
-    ]
-    for c in cells:
-        r = records.get(c.name, {})
-        lines.append("| " + " | ".join([*[str(c.point[a.key]) for a in axes], *[_fmt(r.get(m), f) for m, _, f in shown]]) + " |")
-    lines += [
+        *cell_runner.markdown_table(
+            [*[a.key for a in axes], *[t for _, t, _ in shown]], [False] * len(axes) + [True] * len(shown),
+            [[*[str(c.point[a.key]) for a in axes], *[cell_runner.fmt(records.get(c.name, {}).get(m), f) for m, _, f in shown]] for c in cells],
+        ),
         "",
         "Reconstruction loss: mean squared error on the masked patches (in normalised pixel units, with norm_pix_loss "
         "per-patch normalised), on the fixed evaluation subset of each split with fixed masks at the cell's own mask "
