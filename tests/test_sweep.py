@@ -8,6 +8,7 @@ import yaml
 
 from maekit.cli import main
 from maekit.commands import sweep
+from maekit.config import parse_grid, split_values
 from maekit.errors import MaekitError
 from maekit.models.flops import flops_per_image
 from maekit.models.mae import MAE, ModelConfig
@@ -16,15 +17,15 @@ from conftest import TINY
 
 
 def test_grid_parsing():
-    assert sweep.split_values("0.75,0.85") == ["0.75", "0.85"]
-    assert sweep.split_values("[0.2, 1.0],[0.35,1.0]") == ["[0.2, 1.0]", "[0.35,1.0]"]
-    axes, constants = sweep.parse_grid(["model.patch_size=2,4", "model.mask_ratio=0.75,0.85", "out=runs/x"])
+    assert split_values("0.75,0.85") == ["0.75", "0.85"]
+    assert split_values("[0.2, 1.0],[0.35,1.0]") == ["[0.2, 1.0]", "[0.35,1.0]"]
+    axes, constants = parse_grid(["model.patch_size=2,4", "model.mask_ratio=0.75,0.85", "out=runs/x"])
     assert [(a.key, a.values) for a in axes] == [("model.patch_size", [2, 4]), ("model.mask_ratio", [0.75, 0.85])]
     assert constants == ["out=runs/x"]
     for bad, message in ((["model.patch_size"], "must look like key.sub=value1,value2"), (["model.patch_size=2,,4"], "has an empty value"),
                          (["model.depth=2,2"], "repeats a value"), (["a.b=1,2", "a.b=3,4"], "is given twice")):
         with pytest.raises(MaekitError, match=message):
-            sweep.parse_grid(bad)
+            parse_grid(bad)
 
 
 def test_flops_count_attention_on_cpu():

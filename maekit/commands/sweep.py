@@ -29,9 +29,9 @@ import torch
 import yaml
 
 from .. import plots
-from ..config import (  # noqa: F401 (Axis, parse_grid, split_values: the grid, kept importable from here)
+from ..config import (
     Axis, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, parse_grid, parse_override, read_yaml,
-    save_yaml, split_values, to_dict,
+    save_yaml, to_dict,
 )
 from ..engine import checkpoint
 from ..files import atomic_write_text
