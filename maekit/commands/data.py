@@ -92,7 +92,7 @@ def inspect(path: str, overrides: list[str], limit: int, as_json: bool) -> dict:
         print(json.dumps(info, indent=1))
         return info
     print(f"{info['path']}: {info['source']}")
-    for k in ("key", "labels_key", "images", "splits", "shape", "dtype", "layout", "file_channels", "read_units", "size_mb", "class_names"):
+    for k in ("pack", "key", "labels_key", "images", "splits", "shape", "dtype", "layout", "file_channels", "read_units", "size_mb", "class_names"):
         if info.get(k) is not None:
             print(f"  {k:<13} {info[k]}")
     if "labels" in info:
