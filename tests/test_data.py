@@ -463,3 +463,18 @@ def test_pretrain_on_a_packed_folder(tmp_path, capsys):
     epochs = [r for r in map(json.loads, (pre / "metrics.jsonl").read_text().splitlines()) if "test_recon_loss" in r]
     assert len(epochs) == 1 and all(0 < r["train_recon_loss"] < 10 and r["img_per_s"] > 0 for r in epochs)
     assert (pre / "checkpoints" / "best.safetensors").exists()
+
+
+def test_pack_of_a_separate_test_folder(tmp_path):
+    from maekit.data import pack
+
+    _photos(tmp_path / "train", n=12)
+    _photos(tmp_path / "test", n=9)
+    for name in ("train", "test"):
+        pack.pack_folder(tmp_path / name, tmp_path / f"{name}.h5", 16, workers=1, progress=False)
+    c = dict(source="folder", path=str(tmp_path / "train"), test_path=str(tmp_path / "test"), image_size=16)
+    plain = load_splits(cfg(**c))
+    packed = load_splits(cfg(**c, pack=str(tmp_path / "train.h5"), test_pack=str(tmp_path / "test.h5")))
+    assert len(packed.test) == 9 and torch.equal(packed.test.images[:], plain.test.images[:])
+    assert torch.equal(packed.test.labels, plain.test.labels) and torch.equal(all_images(packed), all_images(plain))
+    assert packed.sources["test"].endswith("test.h5: images")
