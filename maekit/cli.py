@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("dir", metavar="DIR")
     rp.add_argument("--out", default=None, help="HTML path (default: DIR/report.html)")
-    d = sub.add_parser("data", help="Inspect or preview a data source (idx/CIFAR/image folder, .npy/.npz, HDF5, Parquet).")
+    d = sub.add_parser("data", help="Inspect or preview a data source (idx/CIFAR/image folder, .npy/.npz, HDF5, Parquet); pack an image folder.")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("inspect", help="Format, shapes, dtype, channel layout, label balance, per-channel statistics and sparsity.",
                          description="Format, shapes, dtype, channel layout, label balance, per-channel statistics and sparsity. "
@@ -93,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--out", required=True, help="PNG file to write")
     dp.add_argument("--n", type=int, default=8, help="samples to show")
     dp.add_argument("--log", action="store_true", help="log colour scale (sparse detector images)")
+    dk = dsub.add_parser(
+        "pack", help="Decode an image folder once into a chunked uint8 HDF5 file that pretraining streams (data.pack).",
+        description="Decode every image of FOLDER (class subfolders or any tree, as data.source=folder reads it) exactly as "
+        "the folder reader does at data.image_size=SIZE, in a process pool, into OUT (images uint8 [N, C, SIZE, SIZE], labels, "
+        "class names, the folder's fingerprint). Unreadable files are skipped and listed. An interrupted pack resumes when "
+        "run again; OUT appears only when complete. Then pretrain with data.source=folder data.path=FOLDER data.pack=OUT.",
+    )
+    dk.add_argument("folder", metavar="FOLDER", help="image folder")
+    dk.add_argument("--out", required=True, help="HDF5 file to write (.h5)")
+    dk.add_argument("--size", type=int, required=True, help="image size: shorter side resized, then center-cropped (data.image_size)")
+    dk.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    dk.add_argument("--color", default="auto", choices=["auto", "L", "RGB"], help="as data.color (default auto)")
+    dk.add_argument("--force", action="store_true", help="re-pack when OUT holds another size or an older state of the folder")
     from .commands import jets
 
     jets.add_parser(sub)
@@ -143,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.data_command == "inspect":
                 data.inspect(args.path, args.overrides, args.limit, args.json)
+            elif args.data_command == "pack":
+                data.pack_folder(args.folder, args.out, args.size, args.workers, args.color, args.force)
             else:
                 data.preview(args.path, args.overrides, args.out, args.n, args.log)
         elif args.command == "compress":

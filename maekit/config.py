@@ -82,6 +82,8 @@ class DataConfig:
     crop: int | None = None  # hdf5/parquet/npy: keep the central crop x crop pixels (e.g. 64 of 125: the jet core)
     color: Literal["auto", "L", "RGB"] = "auto"  # folder: grayscale or RGB (auto: RGB if any sampled image has colour)
     on_bad_image: Literal["skip", "error"] = "skip"  # folder: unreadable images are skipped with a count, or an error
+    pack: str | None = None  # folder: read data.path from this pack (`maekit data pack`), checked against the folder
+    test_pack: str | None = None  # folder: likewise for data.test_path
     stream: bool | None = None  # read from disk in chunks (hdf5/parquet/npy); None = when larger than memory_mb
     memory_mb: float = 4096.0  # above this the data stream; also bounds the stream's chunk cache
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -99,6 +101,14 @@ class DataConfig:
             raise MaekitError(f"{prefix}channels must list channel indices >= 0, got {self.channels}")
         if self.crop is not None and (self.crop < 1 or self.source not in ("hdf5", "parquet", "npy")):
             raise MaekitError(f"{prefix}crop must be >= 1 and is for hdf5/parquet/npy sources (folders: data.image_size), got {self.crop} with source {self.source}")
+        if (self.pack or self.test_pack) and self.source != "folder":
+            raise MaekitError(f"{prefix}pack and {prefix}test_pack are packs of image folders (data.source=folder), got source {self.source}")
+        if self.test_pack and not self.test_path:
+            raise MaekitError(f"{prefix}test_pack is the pack of {prefix}test_path, which is not set")
+        if self.pack and self.test_path and not self.test_pack:
+            raise MaekitError(f"{prefix}test_path {self.test_path} needs its own pack with {prefix}pack set: pack it and set {prefix}test_pack")
+        if self.test_pack and not self.pack:
+            raise MaekitError(f"{prefix}test_pack needs {prefix}pack (the pack of {prefix}path) too")
         if self.image_size is not None and self.image_size < 1:
             raise MaekitError(f"{prefix}image_size must be >= 1, got {self.image_size}")
         if self.memory_mb <= 0:

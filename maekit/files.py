@@ -48,6 +48,19 @@ def atomic_write_bytes(path: Path, data: bytes, keep_previous: bool = False) -> 
         raise MaekitError(f"could not write {path} ({e.strerror or e}); the previous file is intact") from None
 
 
+def commit_file(tmp: Path, path: Path) -> None:
+    """Finish a large file written in place at `tmp` (too big for atomic_write_bytes): fsync it, then rename it
+    over `path`, so that `path` is either absent (or the old file) or complete."""
+    tmp, path = Path(tmp), Path(path)
+    try:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise MaekitError(f"could not write {path} ({e.strerror or e}); the previous file is intact") from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(Path(path), text.encode())
 

@@ -346,3 +346,135 @@ def test_hostile_sizes_are_refused_before_allocation(tmp_path):
     with pytest.raises(MaekitError, match=r"big.h5: X_jets: the images need [\d.]+ GiB in memory \(data.stream=false\), more than the "
                                           r"[\d.]+ GiB available; set data.stream=true to read them in blocks"):
         load_splits(DataConfig(source="hdf5", path=str(tmp_path / "big.h5"), stream=False))
+
+
+def _photos(root, n: int = 30) -> list:
+    """n small RGB photos of two sizes (PNG and JPEG) in three classes, and one file that is no image at all."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        h, w = (30, 40) if i % 2 else (45, 33)  # landscape and portrait: both resized and cropped
+        x = (rng.integers(0, 200, (h, w, 3)) + np.linspace(0, 55, w)[None, :, None]).astype(np.uint8)
+        d = root / ("cat", "dog", "eel")[i % 3]
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"{i:03d}.{'jpg' if i % 4 == 0 else 'png'}"
+        Image.fromarray(x).save(p)
+        paths.append(p)
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    return paths
+
+
+def _h5(path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {**{k: f[k][...] for k in f}, **{f"attr:{k}": f.attrs[k] for k in f.attrs}}
+
+
+def test_pack_holds_the_folder_readers_pixels_labels_and_class_names(tmp_path, capsys):
+    from maekit.data import folder, pack
+
+    _photos(tmp_path / "photos")
+    meta = pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 24, workers=2, progress=False)
+    out = capsys.readouterr().out
+    assert "1 unreadable image file(s) skipped: dog/broken.jpg" in out  # listed, not fatal
+    assert meta["bad"] == ["dog/broken.jpg"] and meta["images"] == 30 and meta["files"] == 31 and meta["color"] == "RGB"
+    x, y, classes = folder.load(tmp_path / "photos", cfg(source="folder", path=str(tmp_path / "photos"), image_size=24))
+    f = _h5(tmp_path / "p.h5")
+    assert f["images"].shape == (30, 3, 24, 24) and np.array_equal(f["images"], x)  # the same pixels, in the same order
+    assert np.array_equal(f["labels"], y) and json.loads(f["attr:class_names"]) == classes == ["cat", "dog", "eel"]
+    # a run reads the pack in place of the folder: same splits, same images, same labels and class names
+    plain = load_splits(cfg(source="folder", path=str(tmp_path / "photos"), image_size=24))
+    packed = load_splits(cfg(source="folder", path=str(tmp_path / "photos"), image_size=24, pack=str(tmp_path / "p.h5"), stream=True))
+    assert packed.train.streamed and packed.class_names == plain.class_names
+    assert torch.equal(all_images(packed), all_images(plain)) and np.array_equal(rows_of(packed), rows_of(plain))
+    assert torch.equal(packed.train.labels, plain.train.labels) and torch.equal(packed.test.labels, plain.test.labels)
+    assert "skipped 1 unreadable image(s)" in capsys.readouterr().out
+    with pytest.raises(MaekitError, match=r"broken.jpg: cannot decode the image \(1 unreadable file\(s\) in .*photos\)"):
+        load_splits(cfg(source="folder", path=str(tmp_path / "photos"), pack=str(tmp_path / "p.h5"), on_bad_image="error"))
+
+
+def test_pack_resumes_after_an_interruption_and_gives_the_same_file(tmp_path, monkeypatch, capsys):
+    from maekit.data import pack
+
+    _photos(tmp_path / "photos")
+    monkeypatch.setattr(pack, "BLOCK", 4)
+    write, calls = pack._write_block, []
+
+    def dies_after_three_blocks(*a):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        write(*a)
+
+    monkeypatch.setattr(pack, "_write_block", dies_after_three_blocks)
+    with pytest.raises(KeyboardInterrupt):
+        pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 24, workers=2, progress=False)
+    assert not (tmp_path / "p.h5").exists() and (tmp_path / "p.h5.partial").exists()  # nothing that looks complete
+    assert json.loads((tmp_path / "p.h5.partial.json").read_text())["files_done"] == 12
+    assert "the same command resumes from" in capsys.readouterr().out
+    monkeypatch.setattr(pack, "_write_block", write)
+    meta = pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 24, workers=1, progress=False)
+    assert "resuming" in capsys.readouterr().out and meta["decoded"] == 31 - 12
+    assert not (tmp_path / "p.h5.partial").exists() and not (tmp_path / "p.h5.partial.json").exists()
+    fresh = pack.pack_folder(tmp_path / "photos", tmp_path / "fresh.h5", 24, workers=2, progress=False)
+    a, b = _h5(tmp_path / "p.h5"), _h5(tmp_path / "fresh.h5")
+    assert fresh["decoded"] == 31 and a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_pack_refuses_a_changed_folder_and_another_size(tmp_path, capsys):
+    from maekit.data import pack
+
+    paths = _photos(tmp_path / "photos")
+    pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 24, workers=1, progress=False)
+    c = dict(source="folder", path=str(tmp_path / "photos"), pack=str(tmp_path / "p.h5"))
+    with pytest.raises(MaekitError, match=r"p.h5: packed at 24x24 pixels, expected 20x20 \(data.image_size\); re-pack with "
+                       r"`maekit data pack .*photos --out .*p.h5 --size 20 --force`"):
+        load_splits(cfg(**c, image_size=20))
+    with pytest.raises(MaekitError, match=r"p.h5: packed at 24x24 pixels, expected 20x20 \(--size\)"):
+        pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 20, workers=1, progress=False)
+    with pytest.raises(MaekitError, match=r"packed in colour mode RGB, expected L \(data.color\)"):
+        load_splits(cfg(**c, color="L"))
+    size = paths[3].stat().st_size
+    paths[3].write_bytes(paths[3].read_bytes() + b"\0")
+    (tmp_path / "photos" / "cat" / "new.png").write_bytes(paths[0].read_bytes())
+    with pytest.raises(MaekitError, match=rf"p.h5: .*photos changed since it was packed \(cat/003.png changed \({size:,} -> {size + 1:,} "
+                       r"bytes\), and 1 more file\(s\) differ\); expected the 31 image files as packed; re-pack with"):
+        load_splits(cfg(**c))
+    meta = pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 24, workers=1, force=True, progress=False)
+    assert meta["files"] == 32 and len(load_splits(cfg(**c)).train) > 0  # re-packed on request, then accepted
+
+
+def test_pretrain_on_a_packed_folder(tmp_path, capsys):
+    _photos(tmp_path / "photos", n=40)
+    pk = tmp_path / "photos.h5"
+    assert main(["data", "pack", str(tmp_path / "photos"), "--out", str(pk), "--size", "28", "--workers", "2"]) == 0
+    assert f"data.pack={pk}" in capsys.readouterr().out
+    pre = tmp_path / "pre"
+    assert main(["pretrain", f"out={pre}", "data.source=folder", f"data.path={tmp_path / 'photos'}", f"data.pack={pk}",
+                 "data.image_size=28", "data.stream=true", "data.memory_mb=0.05", *TINY, "train.batch_size=8",
+                 "train.eval_samples=8", "train.progress=false", "train.epochs=1"]) == 0
+    z = np.load(pre / "splits.npz")
+    assert str(z["train_source"]) == f"{pk.resolve()}: images" and len(z["train_rows"]) + len(z["val_rows"]) + len(z["test_rows"]) == 40
+    epochs = [r for r in map(json.loads, (pre / "metrics.jsonl").read_text().splitlines()) if "test_recon_loss" in r]
+    assert len(epochs) == 1 and all(0 < r["train_recon_loss"] < 10 and r["img_per_s"] > 0 for r in epochs)
+    assert (pre / "checkpoints" / "best.safetensors").exists()
+
+
+def test_pack_of_a_separate_test_folder(tmp_path):
+    from maekit.data import pack
+
+    _photos(tmp_path / "train", n=12)
+    _photos(tmp_path / "test", n=9)
+    for name in ("train", "test"):
+        pack.pack_folder(tmp_path / name, tmp_path / f"{name}.h5", 16, workers=1, progress=False)
+    c = dict(source="folder", path=str(tmp_path / "train"), test_path=str(tmp_path / "test"), image_size=16)
+    plain = load_splits(cfg(**c))
+    packed = load_splits(cfg(**c, pack=str(tmp_path / "train.h5"), test_pack=str(tmp_path / "test.h5")))
+    assert len(packed.test) == 9 and torch.equal(packed.test.images[:], plain.test.images[:])
+    assert torch.equal(packed.test.labels, plain.test.labels) and torch.equal(all_images(packed), all_images(plain))
+    assert packed.sources["test"].endswith("test.h5: images")

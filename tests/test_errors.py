@@ -231,6 +231,23 @@ def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str
         formats.write_image_folder(tmp / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1]))
         (tmp / "photos" / "class1" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
         return ["pretrain", out, "data.source=folder", f"data.path={tmp / 'photos'}", "data.on_bad_image=error", *small]
+    if name.startswith("pack-"):
+        from maekit.data import pack
+
+        formats.write_image_folder(tmp / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1]))
+        pk = tmp / "photos.h5"
+        pack.pack_folder(tmp / "photos", pk, 20, workers=1, progress=False)
+        folder = ["data.source=folder", f"data.path={tmp / 'photos'}", f"data.pack={pk}", *small]
+        if name == "pack-missing":
+            return ["pretrain", out, *folder, f"data.pack={tmp / 'nowhere.h5'}"]
+        if name == "pack-other-size":
+            return ["pretrain", out, *folder, "data.image_size=16"]
+        if name == "pack-folder-changed":
+            f = tmp / "photos" / "class1" / "0001.png"
+            f.write_bytes(f.read_bytes() + b"\0")
+            return ["pretrain", out, *folder]
+        if name == "pack-test-path-unpacked":
+            return ["pretrain", out, *folder, f"data.test_path={tmp / 'photos'}"]
     if name == "cifar-pickle":
         import pickle
 
@@ -309,6 +326,12 @@ CASES = {
     "idx-huge-header": r"idx file .*train-images-idx3-ubyte.gz declares shape \(1000000000, 28, 28\) \(784,000,000,016 bytes\), more than "
                        r"the [\d,]+ bytes of memory available; its header is corrupt or it is not an idx file",
     "bad-image": r".*cut.png: cannot decode the image \(1 unreadable file\(s\) in .*photos\); set data.on_bad_image=skip to skip them",
+    "pack-missing": r"data.pack .*nowhere.h5 does not exist; make it once with `maekit data pack .*photos --out .*nowhere.h5 --size N`",
+    "pack-other-size": r".*photos.h5: packed at 20x20 pixels, expected 16x16 \(data.image_size\); re-pack with "
+                       r"`maekit data pack .*photos --out .*photos.h5 --size 16 --force`",
+    "pack-folder-changed": r".*photos.h5: .*photos changed since it was packed \(class1/0001.png changed \([\d,]+ -> [\d,]+ bytes\)\); "
+                           r"expected the 4 image files as packed; re-pack with `maekit data pack .*photos --out .*photos.h5 --size 20 --force`",
+    "pack-test-path-unpacked": r"data.test_path .*photos needs its own pack with data.pack set: pack it and set data.test_pack",
     "cifar-pickle": r".*data_batch_1: not a CIFAR batch \(refusing to load (posix|os).system\); only pickled dicts of arrays are accepted",
     "sweep-bad-grid": r"--grid item 'model.patch_size' must look like key.sub=value1,value2",
     "sweep-one-cell": r"--grid needs at least one key with two or more values, e.g. --grid model.mask_ratio=0.75,0.85",

@@ -1,4 +1,5 @@
-"""maekit data inspect PATH / maekit data preview PATH --out FILE.png: look at a data source before training on it."""
+"""maekit data inspect PATH / maekit data preview PATH --out FILE.png: look at a data source before training on it;
+maekit data pack FOLDER --out FILE.h5 --size N: decode an image folder once into a file that streams."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import torch
 
 from ..config import DataConfig, apply_overrides, from_dict
 from ..errors import MaekitError
+from ..data import pack
 from ..data.loader import preparer, read_in_memory
 from ..data.readers import guess_source, open_readers
 
@@ -29,6 +31,9 @@ def data_config(path: str, overrides: list[str]) -> DataConfig:
 def sample(cfg: DataConfig, limit: int) -> dict:
     """Up to `limit` images of the source's training data (evenly spread read units for big files) with facts."""
     info: dict = {"path": cfg.path, "source": cfg.source}
+    if cfg.source == "folder" and cfg.pack:
+        cfg = pack.packed_config(cfg)
+        info.update(pack=cfg.path)
     if cfg.source in ("idx", "cifar", "folder"):
         parts, names, _ = read_in_memory(cfg, download=False)
         x, y = parts["train"]
@@ -53,7 +58,7 @@ def sample(cfg: DataConfig, limit: int) -> dict:
         blocks = [prepare(r.read(int(starts[u]), int(starts[u + 1])), int(starts[u]), int(starts[u + 1])) for u in units]
         images = torch.from_numpy(np.concatenate(blocks)[:limit]) if blocks else torch.zeros(0, *r.shape)
         labels = r.labels
-        info["class_names"] = cfg.class_names
+        info["class_names"] = cfg.class_names or r.class_names
         info["channel_names"] = r.channel_names
     if len(images) == 0:
         raise MaekitError(f"{cfg.path}: no images to inspect")
@@ -87,7 +92,7 @@ def inspect(path: str, overrides: list[str], limit: int, as_json: bool) -> dict:
         print(json.dumps(info, indent=1))
         return info
     print(f"{info['path']}: {info['source']}")
-    for k in ("key", "labels_key", "images", "splits", "shape", "dtype", "layout", "file_channels", "read_units", "size_mb", "class_names"):
+    for k in ("pack", "key", "labels_key", "images", "splits", "shape", "dtype", "layout", "file_channels", "read_units", "size_mb", "class_names"):
         if info.get(k) is not None:
             print(f"  {k:<13} {info[k]}")
     if "labels" in info:
@@ -115,3 +120,15 @@ def preview(path: str, overrides: list[str], out: str, n: int, log: bool) -> Pat
                       channel_names=info["channel_names"], log=log)
     print(f"preview: {dst}")
     return dst
+
+
+def pack_folder(folder: str, out: str, size: int, workers: int | None, color: str, force: bool, progress: bool = True) -> dict:
+    """Pack an image folder for data.pack (see maekit/data/pack.py)."""
+    dst = Path(out)
+    if dst.suffix.lower() not in (".h5", ".hdf5"):
+        raise MaekitError(f"--out {dst} must be an .h5 or .hdf5 file")
+    if workers is not None and workers < 1:
+        raise MaekitError(f"--workers must be >= 1, got {workers}")
+    meta = pack.pack_folder(Path(folder), dst, size, workers, color, force, progress)
+    print(f"pack: use it with data.source=folder data.path={folder} data.pack={dst} data.image_size={meta['image_size']}")
+    return meta

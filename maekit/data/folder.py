@@ -25,7 +25,8 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
-def _decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
+def decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
+    """uint8 [C, S, S] of one file (mode L or RGB, shorter side resized to `size`, center crop), None if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -53,9 +54,10 @@ def _bomb(path: Path, detail: str) -> MaekitError:
     return MaekitError(f"{path}: image over Pillow's decompression-bomb limit ({detail}); refusing to decode it (remove or shrink the file)")
 
 
-def _color_mode(files: list[Path], cfg: DataConfig) -> str:
-    if cfg.color != "auto":
-        return cfg.color
+def color_mode(files: list[Path], color: str) -> str:
+    """L or RGB: `color` itself unless auto, then RGB if any of 64 evenly spread files has colour."""
+    if color != "auto":
+        return color
     from PIL import Image
 
     for p in files[:: max(1, len(files) // 64)][:64]:
@@ -68,8 +70,8 @@ def _color_mode(files: list[Path], cfg: DataConfig) -> str:
     return "L"
 
 
-def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """images uint8 [N, C, S, S], labels int64 [N] (None when unlabelled), class names (subfolder names)."""
+def scan(root: Path) -> tuple[list[Path], list[str] | None]:
+    """The image files of a folder (sorted) and its class names (sorted subfolder names; None when unlabelled)."""
     if not root.exists():
         raise MaekitError(f"data path {root} does not exist")
     if not root.is_dir():
@@ -80,28 +82,40 @@ def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, li
     # labelled: every image sits in a direct subfolder of root (the class), and there are at least two classes
     parents = {p.parent for p in files}
     labelled = all(p.parent == root for p in parents) and len(parents) >= 2
-    classes = sorted(p.name for p in parents) if labelled else None
+    return files, (sorted(p.name for p in parents) if labelled else None)
+
+
+def report_bad(root: Path, bad: list[Path], on_bad_image: str) -> None:
+    """Unreadable files of `root`: an error naming the first (data.on_bad_image=error), else a line with their count."""
+    if bad and on_bad_image == "error":
+        raise MaekitError(f"{bad[0]}: cannot decode the image ({len(bad)} unreadable file(s) in {root}); set data.on_bad_image=skip to skip them")
+    if bad:
+        print(f"data: skipped {len(bad)} unreadable image(s) in {root} (first: {bad[0]})", flush=True)
+
+
+def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """images uint8 [N, C, S, S], labels int64 [N] (None when unlabelled), class names (subfolder names)."""
+    files, classes = scan(root)
     from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # such images are refused with an error instead
-        mode = _color_mode(files, cfg)
+        mode = color_mode(files, cfg.color)
     size = cfg.image_size  # None: keep the files' own size (they must all agree)
     avail = available_memory()
     need = len(files) * (3 if mode == "RGB" else 1) * size * size if size else 0
     if avail is not None and need > avail:
         raise MaekitError(
             f"{root}: {len(files):,} images at {size}x{size} need {need / 2**30:.1f} GiB in memory, more than the "
-            f"{avail / 2**30:.1f} GiB available; use a smaller data.image_size or fewer images"
+            f"{avail / 2**30:.1f} GiB available; use a smaller data.image_size, or pack the folder once (`maekit data pack`) and set data.pack to stream it"
         )
     workers = min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # such images are refused with an error instead
-        decoded = list(tqdm(pool.map(lambda p: _decode(p, mode, size), files), total=len(files), desc=f"decode {root.name}",
+        decoded = list(tqdm(pool.map(lambda p: decode(p, mode, size), files), total=len(files), desc=f"decode {root.name}",
                             unit="img", leave=False, disable=None))
     bad = [p for p, a in zip(files, decoded) if a is None]
-    if bad and cfg.on_bad_image == "error":
-        raise MaekitError(f"{bad[0]}: cannot decode the image ({len(bad)} unreadable file(s) in {root}); set data.on_bad_image=skip to skip them")
+    report_bad(root, bad, cfg.on_bad_image)
     keep = [(p, a) for p, a in zip(files, decoded) if a is not None]
     if not keep:
         raise MaekitError(f"{root}: none of the {len(files)} image files could be decoded")
@@ -109,8 +123,6 @@ def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, li
         shapes = {a.shape for _, a in keep}
         if len(shapes) > 1:
             raise MaekitError(f"{root}: images have different sizes ({', '.join(str(s[1:]) for s in list(shapes)[:3])} ...); set data.image_size")
-    if bad:
-        print(f"data: skipped {len(bad)} unreadable image(s) in {root} (first: {bad[0]})", flush=True)
     images = np.stack([a for _, a in keep])
     labels = np.array([classes.index(p.parent.name) for p, _ in keep], dtype=np.int64) if classes else None
     return images, labels, classes

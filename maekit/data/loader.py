@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..config import DataConfig, PreprocessConfig
 from ..environment import available_memory
 from ..errors import MaekitError
-from . import cifar, folder, idx
+from . import cifar, folder, idx, pack
 from .readers import ArrayReader, open_readers
 from .stream import StreamedImages, chunk_order
 from .transforms import channel_stats
@@ -204,6 +204,8 @@ def _cut_splits(n: int, own_test: bool, own_val: bool, cfg: DataConfig, where: s
 
 def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
     """Read the configured source; cut the missing test / val splits from its training data (seeded)."""
+    if cfg.source == "folder" and cfg.pack:
+        cfg = pack.packed_config(cfg)  # the folder's pack, read like any HDF5 file (streamed when large)
     if cfg.source in ("idx", "cifar", "folder"):
         parts, names, where = read_in_memory(cfg, download)
         channel_names = cfg.channel_names
@@ -231,7 +233,7 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
         tr = readers["train"]
         if tr.n == 0:
             raise MaekitError(f"{tr.where}: the training data hold no images")
-        names, channel_names = cfg.class_names, tr.channel_names
+        names, channel_names = tr.class_names, tr.channel_names
         # (reader, rows) per split: the file's own splits whole, the missing ones cut from its training data
         split_rows = {k: (tr, r) for k, r in _cut_splits(tr.n, "test" in readers, "val" in readers, cfg, tr.where).items()}
         split_rows.update({k: (readers[k], np.arange(readers[k].n)) for k in ("val", "test") if k in readers})

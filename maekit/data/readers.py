@@ -87,6 +87,7 @@ class ArrayReader:
     channel_names: list[str] | None = None  # of the selected channels: data.channel_names, else the file's own
     labels: np.ndarray | None = None
     label_key: str | None = None
+    class_names: list[str] | None = None  # the file's own names of the label values (HDF5 attribute class_names)
 
     @property
     def where(self) -> str:
@@ -172,9 +173,10 @@ def _check_row_count(n: int, shape: tuple[int, ...], where: str) -> None:
         )
 
 
-def _attr_names(obj) -> list[str] | None:
-    """Channel names stored as an HDF5 attribute (channel_names or channels), if any."""
-    for key in ("channel_names", "channels"):
+def _attr_names(obj, keys: tuple[str, ...] = ("channel_names", "channels")) -> list[str] | None:
+    """Names stored as an HDF5 attribute (a JSON list, a comma-separated string or an array), if any: channel
+    names by default, class names with keys=("class_names",)."""
+    for key in keys:
         if key in obj.attrs:
             v = obj.attrs[key]
             v = json.loads(v) if isinstance(v, str) and v.startswith("[") else v
@@ -207,6 +209,8 @@ class HDF5Reader(ArrayReader):
             self.labels, self.label_key = _labels(meta[:, -1] if meta.ndim == 2 else meta, self.n, f"{path}: {meta_label_key}"), meta_label_key
         elif label_key is not None:
             self.labels, self.label_key = _labels(self._file[label_key][...], self.n, f"{path}: {label_key}"), label_key
+        if self.labels is not None:
+            self.class_names = _attr_names(ds, ("class_names",)) or _attr_names(self._file, ("class_names",))
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         try:
