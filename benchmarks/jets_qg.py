@@ -287,7 +287,7 @@ def write_doc() -> None:
                   "Test accuracy and ROC-AUC on the 2,000 test jets, mean ± std over seeds. The rows that do not depend on the",
                   "pretraining (ViT from scratch, CNN, pixel and random-encoder baselines) run once, with the first comparison.",
                   "Each trained method (MAE fine-tune, ViT from scratch, CNN) has its own recipe and picks its learning rate",
-                  "from its own grid on the validation split (configs/compare_jets_qg.yaml); all train 30 epochs. Pretraining",
+                  "from its own grid on the validation split (configs/compare_jets_qg.yaml); all train 15 epochs. Pretraining",
                   "is 6 epochs unless the first column says otherwise.", "",
                   "| pretraining mask | method | labels | seeds | accuracy % | ROC-AUC |", "|---|---|---|---|---|---|", *rows_all, ""]
         md = kept(RUNS / "jets_compare_m075" / "results.md", "results_m075.md")
