@@ -108,37 +108,24 @@ def run_rows(pretrained: str | None, only: list[str] | None) -> None:
 STEPS = ROOT / "docs/results/fashion_mnist_ablation_steps.json"
 
 
-def time_steps(rates=(0.0, 0.5), steps: int = 20, rounds: int = 3) -> None:
-    """Seconds per fine-tuning step (the compare's ViT, batch 64, forward + backward + AdamW) at each patch dropout
-    rate, the rates interleaved round by round so that a busy core slows them alike; medians to STEPS."""
-    import platform
-    import statistics
-    import time
-
+def count_steps(rates=(0.0, 0.5)) -> None:
+    """Floating-point operations of one fine-tuning step (the compare's ViT, batch 64, forward and backward, counted by
+    torch.utils.flop_counter) at each patch dropout rate, to STEPS: the cost of a step whatever the machine's load."""
     import torch
     import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
 
-    from maekit.environment import cpu_flags
     from maekit.models.vit import ViT
 
-    times: dict[float, list[float]] = {r: [] for r in rates}
-    for _ in range(rounds):
-        for rate in rates:
-            torch.manual_seed(0)
-            model = ViT((28, 28), 4, 1, 128, 6, 4, drop_path=0.1, num_classes=10, global_pool="mean", patch_dropout=rate)
-            opt = torch.optim.AdamW(model.parameters(), 1e-3)
-            x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
-            for i in range(steps + 3):  # 3 warm-up steps
-                if i == 3:
-                    start = time.perf_counter()
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            times[rate].append((time.perf_counter() - start) / steps)
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
-    STEPS.write_text(json.dumps({"cpu": platform.processor() or platform.machine(), "flags": flags, "threads": torch.get_num_threads(),
-                                 "step_s": {str(r): statistics.median(v) for r, v in times.items()}, "rounds": rounds, "steps": steps}, indent=1) + "\n")
+    flops = {}
+    for rate in rates:
+        torch.manual_seed(0)
+        model = ViT((28, 28), 4, 1, 128, 6, 4, drop_path=0.1, num_classes=10, global_pool="mean", patch_dropout=rate)
+        x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+        with FlopCounterMode(display=False) as counter:
+            F.cross_entropy(model(x), y).backward()
+        flops[str(rate)] = counter.get_total_flops()
+    STEPS.write_text(json.dumps({"flops_per_step": flops, "batch": 64}, indent=1) + "\n")
     print(f"wrote {STEPS}")
 
 
@@ -182,10 +169,11 @@ def write_doc() -> None:
               f"reference recipe. Equal time: the standard MAE trains at {std:.0f} img/s and the shipped partial decoding at {part:.0f} img/s "
               f"on idle cores (benchmarks/throughput.py, configuration f), so {_equal_time_epochs()} standard epochs take the time of "
               f"{_pretrain_epochs()} partial ones. Training times in the table were measured on cores shared with other jobs.",
-              *([f"Step cost: a fine-tuning step with patch dropout 0.5 takes {st['step_s']['0.5'] / st['step_s']['0.0']:.2f} of one without "
-                 f"({1000 * st['step_s']['0.5']:.0f} against {1000 * st['step_s']['0.0']:.0f} ms, batch 64, medians of {st['rounds']} interleaved rounds of "
-                 f"{st['steps']} steps; {st['cpu']}, {st['threads']} threads, flags {' '.join(st['flags'])}; `--time-steps`), so 100 such epochs cost "
-                 f"about {2 * st['step_s']['0.5'] / st['step_s']['0.0']:.2f} times 50 plain ones."] if (st := (json.loads(STEPS.read_text()) if STEPS.exists() else None)) else []),
+              *([f"Step cost: a fine-tuning step with patch dropout 0.5 takes {st['flops_per_step']['0.5'] / st['flops_per_step']['0.0']:.2f} of the "
+                 f"floating-point operations of one without ({st['flops_per_step']['0.5'] / 1e9:.1f} against {st['flops_per_step']['0.0'] / 1e9:.1f} GFLOP, "
+                 f"forward and backward, batch {st['batch']}, torch.utils.flop_counter; `--count-steps`), so 100 such epochs cost about "
+                 f"{2 * st['flops_per_step']['0.5'] / st['flops_per_step']['0.0']:.2f} times 50 plain ones. Wall-clock step times were not "
+                 "measured on idle cores for this table."] if (st := (json.loads(STEPS.read_text()) if STEPS.exists() else None)) else []),
               "", "One seed: differences under about one point are within the seed-to-seed spread of the compare "
               "(docs/results/fashion_mnist.md gives the spread over three seeds).", ""]
     DOC.write_text("\n".join(lines))
@@ -197,10 +185,10 @@ def main() -> None:
     ap.add_argument("--pretrained", help="pretraining run (default: the compare config's)")
     ap.add_argument("--only", nargs="*", help="row slugs to run")
     ap.add_argument("--doc-only", action="store_true")
-    ap.add_argument("--time-steps", action="store_true", help="time fine-tuning steps with and without patch dropout first")
+    ap.add_argument("--count-steps", action="store_true", help="count a fine-tuning step's operations with and without patch dropout first")
     a = ap.parse_args()
-    if a.time_steps:
-        time_steps()
+    if a.count_steps:
+        count_steps()
     if not a.doc_only:
         run_rows(a.pretrained, a.only)
     write_doc()
