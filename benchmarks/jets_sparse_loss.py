@@ -122,7 +122,8 @@ def write_doc() -> None:
         lines += ["", "## Targets (docs: issue 'Reconstructions a physicist can use')", "", "| target | met | value |", "|---|---|---|"]
         lines += [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in checks]
     commits = {name: sorted({p.get("git_commit", "unknown")[:10] for p in phs}) for name, phs in rows.items() if phs and name.startswith("MAE")}
-    lines += ["", "Code that trained each objective's models (git commit; the objective changed over the project's history): "
+    lines += ["", "Git commit in each run's run.json (the code of the last `pretrain` command on that run directory; a finished run "
+              "that is resumed records the code that resumed it; the hit_intensity objective changed during the project, docs/physics.md): "
               + "; ".join(f"{name}: {', '.join(c)}" for name, c in commits.items()) + "."]
     lines += ["", "Downstream accuracy of the new objective's encoder (fine-tune, linear probe at 1,000 labels) is not measured "
               "here; docs/results/jets_qg.md is the place for it.", "", "## Commands", "", "```bash",
