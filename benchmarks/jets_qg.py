@@ -162,17 +162,19 @@ def observations(recon_lines: list) -> list[str]:
         for r in rows:  # one table row: pretraining x method x label budget
             aucs.setdefault((tag, r["method"], r["labels"]), []).append(r["test_roc_auc"])
     means = {k: sum(v) / len(v) for k, v in aucs.items()}
-    knn_rows = [v for (_, m, _), v in means.items() if m.startswith("knn")]
-    other = [v for (_, m, _), v in means.items() if not m.startswith("knn")]
+    is_knn = lambda m: m.startswith("knn") or m == "pixel_knn"  # noqa: E731
+    knn_rows = [v for (_, m, _), v in means.items() if is_knn(m)]
+    other = [v for (_, m, _), v in means.items() if not is_knn(m)]
     out.append(f"- Mean ROC-AUC per row: {min(other):.3f}-{max(other):.3f} for the trained rows and the linear probes"
-               + (f", {min(knn_rows):.3f}-{max(knn_rows):.3f} for k-NN" if knn_rows else "")
+               + (f", {min(knn_rows):.3f}-{max(knn_rows):.3f} for k-NN (on features or pixels)" if knn_rows else "")
                + "; the public ML4SCI repositories report 0.77-0.80 for classifiers trained on such detector images.")
     for name, r in recon_lines:
         ph = r["physics"]
         ch0 = ph["channels"][0]
         out.append(f"- Reconstructions (mask {name}): total intensity relative residual {ph['total_intensity']['rel_residual']['mean']:+.3f}, "
                    f"image jet mass {ph['jet_mass']['rel_residual']['mean']:+.3f}; {ch0} occupancy {ph['occupancy']['original'][ch0]:.4f} in the "
-                   f"original against {ph['occupancy']['recon'][ch0]:.4f} in the reconstruction (plain MSE regresses masked pixels to the mean).")
+                   f"original against {ph['occupancy']['recon'][ch0]:.4f} in the reconstruction"
+                   + ("." if "hit_intensity" in name else " (plain MSE regresses masked pixels to the mean)."))
     hit = next((r for name, r in recon_lines if "hit_intensity" in name), None)
     if hit is not None and recon_lines:
         ph, mse_ph = hit["physics"], recon_lines[0][1]["physics"]
