@@ -102,6 +102,8 @@ def main() -> None:
         "## Downstream, 600 labelled images (stratified, 60 per class), 3 seeds",
         "",
         (CMP / "results.md").read_text(),
+        _recipes(),
+        "",
         "![accuracy vs labels](fashion_mnist/accuracy_vs_labels.png)",
         "",
         "Fine-tuning time per seed (mean over the seeds' cells, including the per-epoch validation and the test pass): "
@@ -134,6 +136,27 @@ def main() -> None:
     ]
     DOC.write_text("\n".join(text))
     print(f"wrote {DOC}")
+
+
+def _recipes() -> str:
+    """One line per trained method: its length and regularisers, read from the compare config as run."""
+    import yaml
+
+    cfg = yaml.safe_load((CMP / "config.yaml").read_text())
+    parts = []
+    for method, name in (("finetune", "fine-tune"), ("scratch", "ViT from scratch"), ("cnn", "small CNN")):
+        sec = cfg.get(method) or {}
+        if method not in cfg.get("methods", []) or not sec:
+            continue
+        bits = [f"{sec.get('train', {}).get('epochs')} epochs of the labelled images, batch {sec.get('train', {}).get('batch_size')}"]
+        if sec.get("patch_dropout"):
+            bits.append(f"patch dropout {sec['patch_dropout']:g}")
+        if method != "cnn" and "layer_decay" in sec.get("optim", {}):
+            bits.append(f"layer decay {sec['optim']['layer_decay']:g}")
+        if (sec.get("model") or {}).get("drop_path"):
+            bits.append(f"drop path {sec['model']['drop_path']:g}")
+        parts.append(f"{name}: " + ", ".join(bits))
+    return "Recipes (configs/compare_fashion_mnist.yaml): " + "; ".join(parts) + "."
 
 
 def _undisturbed_s(method: str, lr) -> float | None:
