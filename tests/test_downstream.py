@@ -175,8 +175,8 @@ def test_compare_grid_rate_replaces_an_absolute_lr(tmp_path, fmnist_small, pretr
                 "val_accuracy": 0.5 + c.optim.base_lr}
 
     monkeypatch.setattr(finetune, "run", fake)
-    base = ["compare", f"pretrained={pretrained_run}", f"pretrain.data.path={fmnist_small}", "budgets=[60]", "seeds=[0]",
-            "methods=[finetune]", "finetune.optim.lr=1.0e-5", "finetune.train.batch_size=32"]
+    base = ["compare", f"pretrained={pretrained_run}", f"pretrain.data.path={fmnist_small}", "budgets=[60]",
+            "seeds=[0]", "methods=[finetune]", "finetune.optim.lr=1.0e-5", "finetune.train.batch_size=32"]
     assert main([*base, f"out={tmp_path / 'grid'}", "finetune_lrs=[1.0e-3, 1.0e-2]"]) == 0
     assert ran == {"finetune_labels60_seed0_lr0.001": pytest.approx(1e-3 * 32 / 256),
                    "finetune_labels60_seed0_lr0.01": pytest.approx(1e-2 * 32 / 256)}
