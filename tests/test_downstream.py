@@ -1,4 +1,5 @@
 """Linear probe, fine-tune, k-NN and compare on a tiny pretrained run over real Fashion-MNIST images."""
+import csv
 import dataclasses
 import json
 
@@ -157,6 +158,35 @@ def test_compare_chooses_the_learning_rate_on_validation(tmp_path, fmnist_small,
         assert len(seed1) == 1 and json.loads((out / "cells" / seed1[0] / "result.json").read_text())["base_lr"] == chosen
     assert "chosen on the validation split" in (out / "results.md").read_text()
     assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + 4
+
+
+def test_compare_grid_rate_replaces_an_absolute_lr(tmp_path, fmnist_small, pretrained_run, monkeypatch):
+    """A section with an absolute optim.lr (as the Task 3d seed configs have: 1.0e-5) plus a finetune_lrs grid: each
+    grid cell trains at its grid rate (a base_lr, per 256 images), not at the section's lr; results.csv says which
+    rate every cell ran at (base_lr, or the absolute lr when no grid replaced it)."""
+    from maekit.engine.optim import peak_lr
+
+    ran = {}
+
+    def fake(c, out, method):  # records the rate a cell would train at; a result without training
+        ran[out.name] = peak_lr(c.optim, c.train.batch_size)
+        out.mkdir(parents=True, exist_ok=True)
+        return {"method": method, "labels": 60, "seed": c.train.seed, "test_accuracy": 0.5, "test_roc_auc": 0.5,
+                "val_accuracy": 0.5 + c.optim.base_lr}
+
+    monkeypatch.setattr(finetune, "run", fake)
+    base = ["compare", f"pretrained={pretrained_run}", f"pretrain.data.path={fmnist_small}", "budgets=[60]",
+            "seeds=[0]", "methods=[finetune]", "finetune.optim.lr=1.0e-5", "finetune.train.batch_size=32"]
+    assert main([*base, f"out={tmp_path / 'grid'}", "finetune_lrs=[1.0e-3, 1.0e-2]"]) == 0
+    assert ran == {"finetune_labels60_seed0_lr0.001": pytest.approx(1e-3 * 32 / 256),
+                   "finetune_labels60_seed0_lr0.01": pytest.approx(1e-2 * 32 / 256)}
+    row = next(csv.DictReader((tmp_path / "grid" / "results.csv").open()))
+    assert (row["base_lr"], row["lr"]) == ("0.01", "")
+    ran.clear()
+    assert main([*base, f"out={tmp_path / 'seed_lr'}"]) == 0
+    assert ran == {"finetune_labels60_seed0": pytest.approx(1e-5)}
+    row = next(csv.DictReader((tmp_path / "seed_lr" / "results.csv").open()))
+    assert (row["base_lr"], float(row["lr"])) == ("", 1e-5)
 
 
 def test_cnn_and_pixel_knn_rows_in_compare(tmp_path, fmnist_small, pretrained_run):

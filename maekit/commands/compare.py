@@ -79,8 +79,8 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
         cell_dir = cells.cell_dir(out, cells.cell_name(parts))
         result_file = cell_dir / "result.json"
         c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
-        if lr is not None:
-            c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr))
+        if lr is not None:  # a grid value is a base_lr; it replaces the section's rate, an absolute optim.lr too
+            c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr, lr=None))
         # fine-tuning resumes from its last checkpoint, the rest restart; a changed recipe is refused
         c = cells.prepare(cell_dir, c, resumable=method in TRAINED, check_recipe=True, main=main)
         if c is None:
@@ -92,7 +92,9 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
                               "run compare again to continue it")
         if main:
             res["budget"] = budget
-            res["base_lr"] = c.optim.base_lr if method in TRAINED else None
+            # the rate the cell ran at: base_lr (per 256 images), or the absolute optim.lr that overrides it
+            res["base_lr"] = c.optim.base_lr if method in TRAINED and c.optim.lr is None else None
+            res["lr"] = c.optim.lr if method in TRAINED else None
             atomic_write_text(result_file, json.dumps(res, indent=1))
         barrier()
         return json.loads(result_file.read_text())  # the same result on every process
@@ -119,8 +121,9 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
 
 
 def write_tables(results: list[dict], out: Path, pretrained: str, selection: list[str] | None = None) -> None:
-    cells.write_csv(out / "results.csv", ["method", "budget", "labels", "seed", "base_lr", "test_accuracy", "test_roc_auc", "val_accuracy",
-                                          "best_epoch", "time_s"], results)
+    fields = ["method", "budget", "labels", "seed", "base_lr", "lr", "test_accuracy", "test_roc_auc", "val_accuracy",
+              "best_epoch", "time_s"]
+    cells.write_csv(out / "results.csv", fields, results)
     rows = summarize(results)
     lines = [
         f"Pretrained encoder: `{pretrained}`. Test accuracy and macro one-vs-rest ROC-AUC, mean ± std over seeds; "
