@@ -465,6 +465,23 @@ def test_pretrain_on_a_packed_folder(tmp_path, capsys):
     assert (pre / "checkpoints" / "best.safetensors").exists()
 
 
+def test_reconstruction_grid_of_class_folders_shows_every_class(tmp_path, monkeypatch):
+    # a folder of class folders is read class by class: the grid must not show the first class only
+    from maekit.commands import pretrain
+
+    _photos(tmp_path / "train", n=12)
+    _photos(tmp_path / "test", n=30)
+    shown = []
+    monkeypatch.setattr(pretrain, "write_recon_grid", lambda model, images, *a, **k: shown.append(images.clone()))
+    c = ["data.source=folder", f"data.path={tmp_path / 'train'}", f"data.test_path={tmp_path / 'test'}", "data.image_size=14"]
+    assert main(["pretrain", f"out={tmp_path / 'pre'}", *c, *TINY, "train.batch_size=4", "train.eval_samples=64",
+                 "train.progress=false", "train.epochs=1"]) == 0
+    test = load_splits(cfg(source="folder", path=str(tmp_path / "train"), test_path=str(tmp_path / "test"), image_size=14)).test
+    assert len(shown) == 1 and len(shown[0]) == 8
+    rows = [next(i for i in range(len(test)) if torch.equal(test.images[i], x)) for x in shown[0]]
+    assert set(test.labels[rows].tolist()) == {0, 1, 2}
+
+
 def test_pack_of_a_separate_test_folder(tmp_path):
     from maekit.data import pack
 

@@ -239,6 +239,20 @@ def test_mixup_and_cutmix_blend_each_image_with_its_reversed_partner():
     assert torch.equal(a, b)  # a function of the step's generator: resume and DDP see the same batch
 
 
+def test_training_curves_are_drawn_on_evaluated_epochs_only(tmp_path, fmnist_small, pretrained_run, monkeypatch):
+    # a drawing costs about half a second of CPU: drawn after every epoch, it was most of a linear probe's time
+    from maekit import plots
+
+    drawn, real = [], plots.training_curves
+    monkeypatch.setattr(plots, "training_curves", lambda *a, **k: (drawn.append(a[0]), real(*a, **k)))
+    for cmd in ("linprobe", "finetune"):
+        out = tmp_path / cmd
+        args = [f"pretrained={pretrained_run}", f"out={out}", "train.epochs=4", "train.eval_every=2", *down_args(fmnist_small)]
+        assert main([cmd, *args]) == 0
+        assert drawn.count(out) == 2  # after the evaluations of epochs 2 and 4
+        assert_picture(out / "curves.png")
+
+
 def test_linprobe_schedule_counts_accumulation(tmp_path, fmnist_small, pretrained_run):
     # 100 labels, batch 16 x 2 accumulation: 3 optimiser steps per epoch, so 12 in 4 epochs and the cosine ends at min_lr
     out = tmp_path / "lp"

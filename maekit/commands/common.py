@@ -117,6 +117,13 @@ def eval_subset(images: ImageSet, n: int, seed: int) -> ImageSet:
     return images.subset(idx)
 
 
+def spread(n: int, k: int) -> torch.Tensor:
+    """min(k, n) positions evenly spread over 0..n-1, first and last included: the images of a picture, so that a
+    split read class by class (a folder of class folders, or its pack) shows every class, not only the first."""
+    k = min(k, n)
+    return torch.linspace(0, n - 1, k).round().long() if k > 1 else torch.zeros(k, dtype=torch.long)
+
+
 def fixed_noise(n: int, num_patches: int, seed: int) -> torch.Tensor:
     """Masking noise [n, L] that depends on the seed only, so evaluations are repeatable."""
     return torch.rand(n, num_patches, generator=torch.Generator().manual_seed(seed))

@@ -25,6 +25,7 @@ from .common import (
     load_run,
     model_config_of,
     recon_loss,
+    spread,
     write_recon_grid,
 )
 
@@ -102,7 +103,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
                 optimizer,
             )
 
-    grid_n = min(8, len(evals["test"]))
+    grid = spread(len(evals["test"]), 8)  # test images of every reconstruction grid
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         if not dist.is_main:
@@ -111,7 +112,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         if (epoch + 1) % cfg.train.recon_every == 0 or epoch + 1 == cfg.train.epochs:
             model.eval()
             write_recon_grid(
-                model, evals["test"].images[:grid_n], splits.mean, splits.std, noises["test"][:grid_n],
+                model, evals["test"].images[grid], splits.mean, splits.std, noises["test"][grid],
                 out / f"recon_epoch{epoch + 1:03d}.png",
                 f"test images, mask ratio {mcfg.mask_ratio}, epoch {epoch + 1}",
             )

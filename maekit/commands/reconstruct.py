@@ -12,7 +12,7 @@ from ..data.transforms import normalize
 from ..engine import checkpoint
 from ..errors import MaekitError
 from ..models.mae import MAE
-from .common import fixed_noise, load_run, recon_loss, split_by_name, write_recon_grid
+from .common import fixed_noise, load_run, recon_loss, split_by_name, spread, write_recon_grid
 
 
 def run(run_dir: str, split: str = "test", n: int = 8, mask_ratio: float | None = None, seed: int = 0, limit: int | None = None, out: str | None = None) -> dict:
@@ -31,7 +31,8 @@ def run(run_dir: str, split: str = "test", n: int = 8, mask_ratio: float | None 
     loss = recon_loss(model, data, loaded.mean, loaded.std, noise, ratio, progress=True)
     out_png = Path(out) if out else loaded.path / f"reconstruct_{split}_mask{ratio:g}_seed{seed}.png"
     k = min(n, len(data))
-    write_recon_grid(model, data[:k], loaded.mean, loaded.std, noise[:k], out_png, f"{split} images, mask ratio {ratio:g}, seed {seed}", ratio)
+    grid = spread(len(data), k)  # every class of a split read class by class
+    write_recon_grid(model, data[grid], loaded.mean, loaded.std, noise[grid], out_png, f"{split} images, mask ratio {ratio:g}, seed {seed}", ratio)
     result = {"split": split, "images": len(data), "mask_ratio": ratio, "seed": seed, "recon_loss": loss, "grid": str(out_png)}
     if is_detector_data(splits):
         names = loaded.meta["data"].get("channel_names") or splits.channel_names
