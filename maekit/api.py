@@ -11,8 +11,6 @@ dotted keys (`{"train.epochs": 3}`) or a list of `key=value` strings as on the c
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,58 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .commands.common import fixed_noise, load_run
-from .config import (CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, from_dict, read_yaml, set_keys,
-                     to_dict)
+from .commands.common import fixed_noise, load_run, resolve
 from .data.transforms import eval_batch_size, normalize
-from .engine.rundir import default_out, read_metrics
+from .engine.rundir import read_metrics
 from .errors import MaekitError
 from .models.mae import MAE
-
-CONFIGS = {"pretrain": PretrainConfig, "linprobe": LinprobeConfig, "finetune": FinetuneConfig, "knn": KnnConfig, "compare": CompareConfig}
-
-
-def resolve(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
-    """(validated config dataclass, run directory) of a config-driven command, as the command line builds them:
-    a resumed run keeps its saved configuration, with only the overrides on top."""
-    cls = CONFIGS[command]
-    name = None
-    if config is None:
-        data: dict = {}
-    elif isinstance(config, (str, Path)):
-        data, name = read_yaml(config), config
-    elif isinstance(config, dict):
-        data = json.loads(json.dumps(config, default=str))  # a deep copy of plain values
-    elif dataclasses.is_dataclass(config) and isinstance(config, cls):
-        data = to_dict(config)
-    else:
-        raise MaekitError(f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}")
-    dotted = _dotted(overrides)
-    data = set_keys(data, dotted)
-    out = Path(data["out"]) if data.get("out") else default_out(name, command)
-    saved, info = out / "config.yaml", out / "run.json"
-    if data.get("resume") and info.exists() and command != "compare":
-        kind = json.loads(info.read_text()).get("kind")
-        if kind != command:
-            raise MaekitError(f"{out} holds a {kind!r} run, not a {command!r} run; cannot resume it as {command}")
-    if data.get("resume") and saved.exists() and command != "compare":
-        # a resumed run keeps its own configuration; only the overrides apply on top
-        # (stop_after belongs to the invocation that set it, not to the run)
-        data = set_keys(read_yaml(saved), [("train.stop_after", 0), ("resume", True), *dotted])
-    cfg = from_dict(cls, data)
-    cfg.validate()
-    return cfg, out
-
-
-def _dotted(overrides: dict | list[str] | None) -> list[tuple[str, Any]]:
-    if overrides is None:
-        return []
-    if isinstance(overrides, dict):
-        return list(overrides.items())
-    from .config import parse_override
-
-    return [(".".join(path), value) for path, value in map(parse_override, overrides)]
-
 
 def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
     """Run pretrain / linprobe / finetune / knn / compare; returns (the command's result, the run directory)."""

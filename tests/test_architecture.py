@@ -22,7 +22,7 @@ layer. A unit that is missing here fails the test, so a new module gets a place 
 | 6     | physics                  | detector geometry, jet generator, physics metrics; its pictures use plots   |
 | 7     | commands                 | one file per user-facing command; they may import each other's public names |
 | 8     | api                      | the Python face: calls commands                                             |
-| 9     | cli                      | the argparse face: dispatches through api.run_command                       |
+| 9     | cli                      | the argparse face: each command of commands/cli registers and runs itself   |
 | 10    | maekit (root), __main__  | the package root re-exports api lazily; `python -m maekit` runs cli         |
 """
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""What several commands share: process set-up, model building and loading, reconstruction evaluation and
-pictures. No training loop here (that is engine/train.py)."""
+"""What several commands share: the config of a config-driven command (`resolve`), process set-up, model building and
+loading, reconstruction evaluation and pictures. No training loop here (that is engine/train.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,13 +12,58 @@ from typing import Any
 import torch
 
 from .. import plots
-from ..config import DataConfig, PretrainConfig, from_dict
+from ..config import (CompareConfig, DataConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, from_dict,
+                      parse_override, read_yaml, set_keys, to_dict)
 from ..data.loader import ImageSet, Splits
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.dist import DistInfo, all_reduce_sum, setup
+from ..engine.rundir import default_out
 from ..errors import MaekitError
 from ..models.mae import MAE, ModelConfig
+
+CONFIGS = {"pretrain": PretrainConfig, "linprobe": LinprobeConfig, "finetune": FinetuneConfig, "knn": KnnConfig, "compare": CompareConfig}
+
+
+def resolve(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
+    """(validated config dataclass, run directory) of a config-driven command, as the command line builds them:
+    a resumed run keeps its saved configuration, with only the overrides on top."""
+    cls = CONFIGS[command]
+    name = None
+    if config is None:
+        data: dict = {}
+    elif isinstance(config, (str, Path)):
+        data, name = read_yaml(config), config
+    elif isinstance(config, dict):
+        data = json.loads(json.dumps(config, default=str))  # a deep copy of plain values
+    elif dataclasses.is_dataclass(config) and isinstance(config, cls):
+        data = to_dict(config)
+    else:
+        raise MaekitError(f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}")
+    dotted = dotted_overrides(overrides)
+    data = set_keys(data, dotted)
+    out = Path(data["out"]) if data.get("out") else default_out(name, command)
+    saved, info = out / "config.yaml", out / "run.json"
+    if data.get("resume") and info.exists() and command != "compare":
+        kind = json.loads(info.read_text()).get("kind")
+        if kind != command:
+            raise MaekitError(f"{out} holds a {kind!r} run, not a {command!r} run; cannot resume it as {command}")
+    if data.get("resume") and saved.exists() and command != "compare":
+        # a resumed run keeps its own configuration; only the overrides apply on top
+        # (stop_after belongs to the invocation that set it, not to the run)
+        data = set_keys(read_yaml(saved), [("train.stop_after", 0), ("resume", True), *dotted])
+    cfg = from_dict(cls, data)
+    cfg.validate()
+    return cfg, out
+
+
+def dotted_overrides(overrides: dict | list[str] | None) -> list[tuple[str, Any]]:
+    """A dict of dotted keys or a list of `key=value` strings -> [(dotted key, value)]."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    return [(".".join(path), value) for path, value in map(parse_override, overrides)]
 
 
 def init_process(device: str, threads: int | None) -> DistInfo:

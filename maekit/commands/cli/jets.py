@@ -1,15 +1,16 @@
 """maekit jets generate: simulated quark/gluon jet images (Pythia 8 + FastJet + detector-lite imaging) in the
-ML4SCI quark/gluon HDF5 layout. Physics and approximations: docs/physics.md; the work: physics/generate.py."""
+ML4SCI quark/gluon HDF5 layout. Physics and approximations: docs/physics.md; the work: physics/generate.py (this command
+has no commands/jets.py: its command line calls the physics library directly)."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 
-from ..errors import MaekitError
+from ...errors import MaekitError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
     """Register `jets generate` on the top-level subparsers."""
     j = sub.add_parser("jets", help="Simulated quark/gluon jet images (needs the extra: pip install 'maekit[physics]').")
     jsub = j.add_subparsers(dest="jets_command", required=True)
@@ -38,10 +39,11 @@ def add_parser(sub) -> None:
     g.add_argument("--no-smearing", action="store_true", help="no detector resolutions (exact deposits)")
     g.add_argument("--chunk", type=int, default=200, help="jets per job (default 200; the file depends on it)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return j
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..physics.generate import JetGenConfig, generate
+    from ...physics.generate import JetGenConfig, generate
 
     if args.jets_command != "generate":  # pragma: no cover - argparse enforces the choice
         raise MaekitError(f"unknown jets command {args.jets_command!r}")
