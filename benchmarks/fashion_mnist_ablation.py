@@ -9,6 +9,7 @@ are skipped:
     .venv/bin/python benchmarks/fashion_mnist_ablation.py [--pretrained RUN_DIR] [--only NAME ...]
     .venv/bin/python benchmarks/fashion_mnist_ablation.py --doc-only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,11 @@ REFERENCE: dict[str, dict] = {"finetune": {"patch_dropout": 0.0, "train.epochs":
 # (row name, method whose compare section is the starting point, changes as dotted keys of that section)
 ROWS: list[tuple[str, str, dict]] = [
     ("fine-tune: the reference recipe (50 epochs, no patch dropout)", "finetune", {}),
-    ("pretraining: standard MAE (decodes every masked patch) at equal time", "finetune",
-     {"pretrain.model.decoder_keep": 1.0, "pretrain.train.epochs": _equal_time_epochs()}),
+    (
+        "pretraining: standard MAE (decodes every masked patch) at equal time",
+        "finetune",
+        {"pretrain.model.decoder_keep": 1.0, "pretrain.train.epochs": _equal_time_epochs()},
+    ),
     ("fine-tune: 100 epochs (twice the 5-minute budget)", "finetune", {"train.epochs": 100}),
     ("fine-tune: milder crops (area 0.6-1)", "finetune", {"data.augment.crop_scale": [0.6, 1.0]}),
     ("fine-tune: mixup 0.8 / cutmix 1.0", "finetune", {"mixup": 0.8, "cutmix": 1.0}),
@@ -60,7 +64,11 @@ ROWS: list[tuple[str, str, dict]] = [
     ("ViT from scratch: layer decay 0.75 (the fine-tune's)", "scratch", {"optim.layer_decay": 0.75}),
     ("fine-tune: layer decay 0.9", "finetune", {"optim.layer_decay": 0.9}),
     ("pretraining: half as long", "finetune", {"pretrain.train.epochs": _pretrain_epochs() // 2}),
-    ("fine-tune: patch dropout 0.5, 100 epochs (about the time of 50 without)", "finetune", {"patch_dropout": 0.5, "train.epochs": 100}),
+    (
+        "fine-tune: patch dropout 0.5, 100 epochs (about the time of 50 without)",
+        "finetune",
+        {"patch_dropout": 0.5, "train.epochs": 100},
+    ),
     ("fine-tune: patch dropout 0.5", "finetune", {"patch_dropout": 0.5}),
     ("ViT from scratch: patch dropout 0.5, 100 epochs", "scratch", {"patch_dropout": 0.5, "train.epochs": 100}),
     ("small CNN: 300 epochs", "cnn", {"train.epochs": 300}),
@@ -100,7 +108,9 @@ def run_rows(pretrained: str | None, only: list[str] | None) -> None:
             continue
         pre = pretrain_dir(changes)
         own = {k: v for k, v in changes.items() if not k.startswith("pretrain.")}
-        c = _replace(compare._cell_config(cfg, method, 600, 0, None, str(pre or cfg.pretrained)), REFERENCE.get(method, {}) | own)
+        c = _replace(
+            compare._cell_config(cfg, method, 600, 0, None, str(pre or cfg.pretrained)), REFERENCE.get(method, {}) | own
+        )
         print(f"+ {name}", flush=True)
         finetune.run(dataclasses.replace(c, resume=out.exists() and (out / "run.json").exists()), out, method)
 
@@ -136,10 +146,14 @@ def write_doc() -> None:
         if f.exists():
             r = json.loads(f.read_text())
             metrics = [json.loads(x) for x in (f.parent / "metrics.jsonl").read_text().splitlines()]
-            r["train_s"] = sum(m.get("epoch_time_s", 0.0) for m in metrics)  # training only (a resumed row's result time is not)
+            r["train_s"] = sum(
+                m.get("epoch_time_s", 0.0) for m in metrics
+            )  # training only (a resumed row's result time is not)
             rows.append((name, changes, r))
-    base = {m: next((r for n, ch, r in rows if not ch and n.startswith(p)), None)
-            for m, p in (("finetune", "fine-tune"), ("scratch", "ViT from scratch"), ("cnn", "small CNN"))}
+    base = {
+        m: next((r for n, ch, r in rows if not ch and n.startswith(p)), None)
+        for m, p in (("finetune", "fine-tune"), ("scratch", "ViT from scratch"), ("cnn", "small CNN"))
+    }
     lines = [
         "# Fashion-MNIST, 600 labels: what each part of the downstream recipe is worth",
         "",
@@ -147,7 +161,8 @@ def write_doc() -> None:
         f"(`{OUT.relative_to(ROOT)}/`). One seed (0), one label subset, the learning rate of "
         f"`{CONFIG}`'s section; **validation accuracy only** (2,000 held-out training images): the test split "
         "chooses nothing. A row changes one thing from its method's reference recipe: its section of the compare config as shipped "
-        "when the ablation began (" + "; ".join(f"{m}: " + ", ".join(f"`{k}={v}`" for k, v in ch.items()) for m, ch in REFERENCE.items())
+        "when the ablation began ("
+        + "; ".join(f"{m}: " + ", ".join(f"`{k}={v}`" for k, v in ch.items()) for m, ch in REFERENCE.items())
         + " on top of today's section).",
         "",
         "| row | change | val accuracy (%) | vs the reference recipe (points) | training time (s) |",
@@ -159,23 +174,42 @@ def write_doc() -> None:
         delta = f"{100 * (r['val_accuracy'] - ref['val_accuracy']):+.2f}" if ref and changes else ""
         change = ", ".join(f"`{k}={v}`" for k, v in changes.items()) or "(none)"
         lines.append(f"| {name} | {change} | {100 * r['val_accuracy']:.2f} | {delta} | {r['train_s']:.0f} |")
-    deltas = [(100 * (r["val_accuracy"] - base[r["method"]]["val_accuracy"]), name) for name, ch, r in rows if ch and base.get(r["method"])]
+    deltas = [
+        (100 * (r["val_accuracy"] - base[r["method"]]["val_accuracy"]), name)
+        for name, ch, r in rows
+        if ch and base.get(r["method"])
+    ]
     big = sorted((d, n) for d, n in deltas if abs(d) >= 1.0)
-    lines += ["", "Changes of a point or more (beyond one seed's noise): "
-              + ("; ".join(f"{n} {d:+.2f}" for d, n in sorted(big, reverse=True)) if big else "none") + "."]
+    lines += [
+        "",
+        "Changes of a point or more (beyond one seed's noise): "
+        + ("; ".join(f"{n} {d:+.2f}" for d, n in sorted(big, reverse=True)) if big else "none")
+        + ".",
+    ]
     f = next(c for c in json.loads((ROOT / "docs/results/throughput.json").read_text())["configs"] if c["key"] == "f")
     std, part = f["img_s"]["maekit"]["median"], f["img_s"]["maekit partial"]["median"]
-    lines += ["", f"Rows named *pretraining* pretrain their own encoder (`{PRETRAIN_CONFIG}` with the change) and fine-tune it with the "
-              f"reference recipe. Equal time: the standard MAE trains at {std:.0f} img/s and the shipped partial decoding at {part:.0f} img/s "
-              f"on idle cores (benchmarks/throughput.py, configuration f), so {_equal_time_epochs()} standard epochs take the time of "
-              f"{_pretrain_epochs()} partial ones. Training times in the table were measured on cores shared with other jobs.",
-              *([f"Step cost: a fine-tuning step with patch dropout 0.5 takes {st['flops_per_step']['0.5'] / st['flops_per_step']['0.0']:.2f} of the "
-                 f"floating-point operations of one without ({st['flops_per_step']['0.5'] / 1e9:.1f} against {st['flops_per_step']['0.0'] / 1e9:.1f} GFLOP, "
-                 f"forward and backward, batch {st['batch']}, torch.utils.flop_counter; `--count-steps`), so 100 such epochs cost about "
-                 f"{2 * st['flops_per_step']['0.5'] / st['flops_per_step']['0.0']:.2f} times 50 plain ones. Wall-clock step times were not "
-                 "measured on idle cores for this table."] if (st := (json.loads(STEPS.read_text()) if STEPS.exists() else None)) else []),
-              "", "One seed: differences under about one point are within the seed-to-seed spread of the compare "
-              "(docs/results/fashion_mnist.md gives the spread over three seeds).", ""]
+    lines += [
+        "",
+        f"Rows named *pretraining* pretrain their own encoder (`{PRETRAIN_CONFIG}` with the change) and fine-tune it with the "
+        f"reference recipe. Equal time: the standard MAE trains at {std:.0f} img/s and the shipped partial decoding at {part:.0f} img/s "
+        f"on idle cores (benchmarks/throughput.py, configuration f), so {_equal_time_epochs()} standard epochs take the time of "
+        f"{_pretrain_epochs()} partial ones. Training times in the table were measured on cores shared with other jobs.",
+        *(
+            [
+                f"Step cost: a fine-tuning step with patch dropout 0.5 takes {st['flops_per_step']['0.5'] / st['flops_per_step']['0.0']:.2f} of the "
+                f"floating-point operations of one without ({st['flops_per_step']['0.5'] / 1e9:.1f} against {st['flops_per_step']['0.0'] / 1e9:.1f} GFLOP, "
+                f"forward and backward, batch {st['batch']}, torch.utils.flop_counter; `--count-steps`), so 100 such epochs cost about "
+                f"{2 * st['flops_per_step']['0.5'] / st['flops_per_step']['0.0']:.2f} times 50 plain ones. Wall-clock step times were not "
+                "measured on idle cores for this table."
+            ]
+            if (st := (json.loads(STEPS.read_text()) if STEPS.exists() else None))
+            else []
+        ),
+        "",
+        "One seed: differences under about one point are within the seed-to-seed spread of the compare "
+        "(docs/results/fashion_mnist.md gives the spread over three seeds).",
+        "",
+    ]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
 
@@ -185,7 +219,11 @@ def main() -> None:
     ap.add_argument("--pretrained", help="pretraining run (default: the compare config's)")
     ap.add_argument("--only", nargs="*", help="row slugs to run")
     ap.add_argument("--doc-only", action="store_true")
-    ap.add_argument("--count-steps", action="store_true", help="count a fine-tuning step's operations with and without patch dropout first")
+    ap.add_argument(
+        "--count-steps",
+        action="store_true",
+        help="count a fine-tuning step's operations with and without patch dropout first",
+    )
     a = ap.parse_args()
     if a.count_steps:
         count_steps()

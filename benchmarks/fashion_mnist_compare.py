@@ -3,6 +3,7 @@ then `maekit compare` (configs/compare_fashion_mnist.yaml). Both steps resume wh
 
     .venv/bin/python benchmarks/fashion_mnist_compare.py [--doc-only]
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,16 @@ sys.path.insert(0, str(ROOT))
 PRE = ROOT / "benchmarks/runs/fmnist_pretrain_long"
 CMP = ROOT / "benchmarks/runs/fmnist_compare"
 DOC = ROOT / "docs/results/fashion_mnist.md"
-PRETRAIN = [sys.executable, "-m", "maekit", "pretrain", "-c", "configs/fashion_mnist_long.yaml", f"out={PRE.relative_to(ROOT)}", "resume=true"]
+PRETRAIN = [
+    sys.executable,
+    "-m",
+    "maekit",
+    "pretrain",
+    "-c",
+    "configs/fashion_mnist_long.yaml",
+    f"out={PRE.relative_to(ROOT)}",
+    "resume=true",
+]
 COMPARE = [sys.executable, "-m", "maekit", "compare", "-c", "configs/compare_fashion_mnist.yaml"]
 
 # Public supervised baselines with all 60,000 labels (zalandoresearch/fashion-mnist README; see shared DATA.md)
@@ -93,8 +103,13 @@ def main() -> None:
         f"{'0.25' if 'decoder_keep: 0.25' in pre_cfg else '1.0'}) on the 54,000 unlabelled training images, {len(epochs)} epochs: "
         f"**{train_s / 60:.1f} min** of training measured (sum of the epochs' times; fastest epoch {fastest:.0f} s, slowest "
         f"{max(r['epoch_time_s'] for r in epochs):.0f} s: the slow epochs shared the cores with tests and other jobs)"
-        + (f"; at the idle-core step rate of benchmarks/throughput.py (configuration f, docs/performance.md) the same "
-           f"{len(epochs)} epochs take **{idle_min:.1f} min**" if idle_min else "") + ". Final reconstruction loss with fixed masks (normalised-pixel MSE on "
+        + (
+            f"; at the idle-core step rate of benchmarks/throughput.py (configuration f, docs/performance.md) the same "
+            f"{len(epochs)} epochs take **{idle_min:.1f} min**"
+            if idle_min
+            else ""
+        )
+        + ". Final reconstruction loss with fixed masks (normalised-pixel MSE on "
         f"masked patches): train {last['train_recon_loss']:.4f}, val {last['val_recon_loss']:.4f}, test {last['test_recon_loss']:.4f}.",
         "",
         "![reconstructions](fashion_mnist/pretrain_reconstructions.png)",
@@ -105,31 +120,55 @@ def main() -> None:
         "![accuracy vs labels](fashion_mnist/accuracy_vs_labels.png)",
         "",
         "Fine-tuning time per seed (mean over the seeds' cells, including the per-epoch validation and the test pass): "
-        + ", ".join(f"{LABELS[m]} {statistics.mean(r['time_s'] for r in results if r['method'] == m and r['base_lr'] == _chosen(results, m)):.0f} s"
-                    for m in ("finetune", "scratch", "cnn") if m in summary) + ".",
+        + ", ".join(
+            f"{LABELS[m]} {statistics.mean(r['time_s'] for r in results if r['method'] == m and r['base_lr'] == _chosen(results, m)):.0f} s"
+            for m in ("finetune", "scratch", "cnn")
+            if m in summary
+        )
+        + ".",
         "",
     ]
     if ft:
         text += ["## Targets (issue: time to quality)", ""]
         checks = [("MAE fine-tune >= 85 %", 100 * ft["mean"], 85.0)]
-        ft_s = [r["time_s"] for r in results if r["method"] == "finetune" and r["base_lr"] == _chosen(results, "finetune")]
+        ft_s = [
+            r["time_s"] for r in results if r["method"] == "finetune" and r["base_lr"] == _chosen(results, "finetune")
+        ]
         checks.append(("fine-tuning <= 5 min per seed (s, as measured)", -max(ft_s), -300.0))
         if (undisturbed := _undisturbed_s("finetune", _chosen(results, "finetune"))) is not None:
-            checks.append(("fine-tuning <= 5 min per seed (s, training epochs at each cell's fastest epoch rate)", -undisturbed, -300.0))
+            checks.append(
+                (
+                    "fine-tuning <= 5 min per seed (s, training epochs at each cell's fastest epoch rate)",
+                    -undisturbed,
+                    -300.0,
+                )
+            )
         if "cnn" in summary:
             checks.append(("MAE fine-tune >= small CNN + 3 points", 100 * ft["mean"], 100 * summary["cnn"]["mean"] + 3))
         if "scratch" in summary:
-            checks.append(("MAE fine-tune >= ViT from scratch + 5 points", 100 * ft["mean"], 100 * summary["scratch"]["mean"] + 5))
-        checks.append(("pretraining <= 30 min on idle cores" if idle_min else "pretraining <= 30 min (as measured)",
-                       -(idle_min or train_s / 60), -30.0))
+            checks.append(
+                ("MAE fine-tune >= ViT from scratch + 5 points", 100 * ft["mean"], 100 * summary["scratch"]["mean"] + 5)
+            )
+        checks.append(
+            (
+                "pretraining <= 30 min on idle cores" if idle_min else "pretraining <= 30 min (as measured)",
+                -(idle_min or train_s / 60),
+                -30.0,
+            )
+        )
         for name, value, bound in checks:
             ok = value >= bound
             gap = abs(value - bound)
             text.append(f"- {name}: {'met' if ok else 'missed'} ({'by a margin of' if ok else 'short by'} {gap:.2f})")
-        text += ["", "The recipe ablation (validation split only) is in [fashion_mnist_ablation.md](fashion_mnist_ablation.md).", ""]
+        text += [
+            "",
+            "The recipe ablation (validation split only) is in [fashion_mnist_ablation.md](fashion_mnist_ablation.md).",
+            "",
+        ]
     text += [
         "For reference, public supervised numbers with all 60,000 labels (test accuracy %): "
-        + "; ".join(f"{name} {acc}" for name, acc in BASELINES) + ".",
+        + "; ".join(f"{name} {acc}" for name, acc in BASELINES)
+        + ".",
         "",
     ]
     DOC.write_text("\n".join(text))

@@ -7,6 +7,7 @@ against the sparse-aware objective (model.loss=hit_intensity), next to the mean-
 Data: 4,000 jets from `maekit jets generate` (same generator settings as benchmarks/jets_qg.py, a smaller sample);
 model and preprocessing: configs/pretrain_jets_qg.yaml.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,42 @@ def run_dir(loss: str, seed: int) -> Path:
 def steps() -> list[list[str]]:
     out = []
     if not DATA.exists():
-        out.append(PY + ["jets", "generate", "--out", str(DATA.relative_to(ROOT)), "--n", "4000", "--channels", "3", "--seed", "0",
-                         "--workers", "2", "--no-progress"])
+        out.append(
+            PY
+            + [
+                "jets",
+                "generate",
+                "--out",
+                str(DATA.relative_to(ROOT)),
+                "--n",
+                "4000",
+                "--channels",
+                "3",
+                "--seed",
+                "0",
+                "--workers",
+                "2",
+                "--no-progress",
+            ]
+        )
     for loss in LOSSES:
         for seed in SEEDS:
             d = run_dir(loss, seed).relative_to(ROOT)
-            out.append(PY + ["pretrain", "-c", "configs/pretrain_jets_qg.yaml", f"out={d}", f"data.path={DATA.relative_to(ROOT)}",
-                             f"model.loss={loss}", f"train.seed={seed}", f"train.epochs={EPOCHS}", "train.progress=false", "resume=true"])
+            out.append(
+                PY
+                + [
+                    "pretrain",
+                    "-c",
+                    "configs/pretrain_jets_qg.yaml",
+                    f"out={d}",
+                    f"data.path={DATA.relative_to(ROOT)}",
+                    f"model.loss={loss}",
+                    f"train.seed={seed}",
+                    f"train.epochs={EPOCHS}",
+                    "train.progress=false",
+                    "resume=true",
+                ]
+            )
             out.append(PY + ["reconstruct", str(d), "--split", "test", "--n", "4", "--seed", str(seed)])
     return out
 
@@ -55,7 +85,9 @@ def _last_physics(loss: str, seed: int) -> dict | None:
     if src.exists():
         KEEP.mkdir(parents=True, exist_ok=True)
         line = json.loads(src.read_text().splitlines()[-1])
-        line["git_commit"] = json.loads((src.parent / "run.json").read_text())["env"]["git_commit"]  # the code that trained it
+        line["git_commit"] = json.loads((src.parent / "run.json").read_text())["env"][
+            "git_commit"
+        ]  # the code that trained it
         keep.write_text(json.dumps(line) + "\n")
     if not keep.exists():
         return None
@@ -78,7 +110,9 @@ def write_doc() -> None:
                 continue
             rows[f"MAE, model.loss={loss}"].append(ph)
             if loss == LOSSES[0]:  # the baseline does not depend on the model; the same masks per seed
-                rows["mean image pasted into the masked patches"].append({**ph["mean_image"], "channels": ph["channels"]})
+                rows["mean image pasted into the masked patches"].append(
+                    {**ph["mean_image"], "channels": ph["channels"]}
+                )
     first = next((r[0] for name, r in rows.items() if r and name.startswith("MAE")), None)
     if first is None:
         print("no results yet")
@@ -93,7 +127,8 @@ def write_doc() -> None:
         f"configs/pretrain_jets_qg.yaml, {EPOCHS} epochs on the training split. docs/physics.md explains the objective.",
         "",
         "| reconstruction | seeds | total intensity rel. residual | image jet mass rel. residual | "
-        + " | ".join(f"occupancy {c}: recon / original" for c in channels) + " |",
+        + " | ".join(f"occupancy {c}: recon / original" for c in channels)
+        + " |",
         "|---|---|---|---|" + "---|" * len(channels),
     ]
     summary = {}
@@ -103,38 +138,93 @@ def write_doc() -> None:
         ti = [p["total_intensity"]["rel_residual"]["mean"] for p in phs]
         jm = [p["jet_mass"]["rel_residual"]["mean"] for p in phs]
         occ = {c: [p["occupancy"]["recon"][c] / p["occupancy"]["original"][c] for p in phs] for c in channels}
-        summary[name] = {"ti": statistics.mean(ti), "jm": statistics.mean(jm), "occ": {c: statistics.mean(v) for c, v in occ.items()}}
-        lines.append(f"| {name} | {len(phs)} | {_ms(ti)} | {_ms(jm)} | "
-                     + " | ".join(f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}" for v in occ.values()) + " |")
+        summary[name] = {
+            "ti": statistics.mean(ti),
+            "jm": statistics.mean(jm),
+            "occ": {c: statistics.mean(v) for c, v in occ.items()},
+        }
+        lines.append(
+            f"| {name} | {len(phs)} | {_ms(ti)} | {_ms(jm)} | "
+            + " | ".join(
+                f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}" for v in occ.values()
+            )
+            + " |"
+        )
     new = summary.get("MAE, model.loss=hit_intensity")
     if new:
         within = lambda r: 1 / OCCUPANCY_FACTOR <= r <= OCCUPANCY_FACTOR  # noqa: E731
         checks = [
-            (f"total intensity within ±{INTENSITY_TARGET:.0%}", abs(new["ti"]) <= INTENSITY_TARGET, f"{new['ti']:+.3f}"),
+            (
+                f"total intensity within ±{INTENSITY_TARGET:.0%}",
+                abs(new["ti"]) <= INTENSITY_TARGET,
+                f"{new['ti']:+.3f}",
+            ),
             (f"image jet mass within ±{MASS_TARGET:.0%}", abs(new["jm"]) <= MASS_TARGET, f"{new['jm']:+.3f}"),
-            *[(f"occupancy {c} within a factor {OCCUPANCY_FACTOR:g}", within(r), f"x{r:.2f}") for c, r in new["occ"].items()],
+            *[
+                (f"occupancy {c} within a factor {OCCUPANCY_FACTOR:g}", within(r), f"x{r:.2f}")
+                for c, r in new["occ"].items()
+            ],
         ]
         for other in (k for k in summary if k != "MAE, model.loss=hit_intensity"):
             o = summary[other]
-            better = (abs(new["ti"]) < abs(o["ti"]) and abs(new["jm"]) < abs(o["jm"])
-                      and all(abs(math.log(new["occ"][c])) < abs(math.log(o["occ"][c])) for c in channels))
+            better = (
+                abs(new["ti"]) < abs(o["ti"])
+                and abs(new["jm"]) < abs(o["jm"])
+                and all(abs(math.log(new["occ"][c])) < abs(math.log(o["occ"][c])) for c in channels)
+            )
             checks.append((f"better than '{other}' on every metric", better, ""))
-        lines += ["", "## Targets (docs: issue 'Reconstructions a physicist can use')", "", "| target | met | value |", "|---|---|---|"]
+        lines += [
+            "",
+            "## Targets (docs: issue 'Reconstructions a physicist can use')",
+            "",
+            "| target | met | value |",
+            "|---|---|---|",
+        ]
         lines += [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in checks]
-    commits = {name: sorted({p.get("git_commit", "unknown")[:10] for p in phs}) for name, phs in rows.items() if phs and name.startswith("MAE")}
-    lines += ["", "Git commit in each run's run.json (the code of the last `pretrain` command on that run directory; a finished run "
-              "that is resumed records the code that resumed it; the hit_intensity objective changed during the project, docs/physics.md): "
-              + "; ".join(f"{name}: {', '.join(c)}" for name, c in commits.items()) + "."]
-    lines += ["", "Downstream accuracy of the new objective's encoder (fine-tune, linear probe at 1,000 labels) is not measured "
-              "here; docs/results/jets_qg.md is the place for it.", "", "## Commands", "", "```bash",
-              *[" ".join(["maekit", *c[3:]]) for c in steps_all()], "```", ""]
+    commits = {
+        name: sorted({p.get("git_commit", "unknown")[:10] for p in phs})
+        for name, phs in rows.items()
+        if phs and name.startswith("MAE")
+    }
+    lines += [
+        "",
+        "Git commit in each run's run.json (the code of the last `pretrain` command on that run directory; a finished run "
+        "that is resumed records the code that resumed it; the hit_intensity objective changed during the project, docs/physics.md): "
+        + "; ".join(f"{name}: {', '.join(c)}" for name, c in commits.items())
+        + ".",
+    ]
+    lines += [
+        "",
+        "Downstream accuracy of the new objective's encoder (fine-tune, linear probe at 1,000 labels) is not measured "
+        "here; docs/results/jets_qg.md is the place for it.",
+        "",
+        "## Commands",
+        "",
+        "```bash",
+        *[" ".join(["maekit", *c[3:]]) for c in steps_all()],
+        "```",
+        "",
+    ]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
 
 
 def steps_all() -> list[list[str]]:
     """Every command of the study, the data generation included (for the doc)."""
-    gen = PY + ["jets", "generate", "--out", str(DATA.relative_to(ROOT)), "--n", "4000", "--channels", "3", "--seed", "0", "--workers", "2"]
+    gen = PY + [
+        "jets",
+        "generate",
+        "--out",
+        str(DATA.relative_to(ROOT)),
+        "--n",
+        "4000",
+        "--channels",
+        "3",
+        "--seed",
+        "0",
+        "--workers",
+        "2",
+    ]
     return [gen] + [c for c in steps() if c[3] != "jets"]
 
 

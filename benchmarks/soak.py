@@ -3,6 +3,7 @@ memory (VmRSS) recorded after each cycle; writes docs/soak.md. Memory must not g
 
     .venv/bin/python benchmarks/soak.py [--cycles 10] [--steps 40]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,16 +33,38 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=10)
     ap.add_argument("--steps", type=int, default=40, help="optimiser steps before the interruption of each cycle")
     args = ap.parse_args()
-    tiny = ["model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=32", "model.decoder_depth=1",
-            "model.decoder_num_heads=2", "train.batch_size=128", "train.eval_samples=256", "train.progress=false",
-            "train.recon_every=100", "train.epochs=1"]
+    tiny = [
+        "model.embed_dim=64",
+        "model.depth=2",
+        "model.num_heads=2",
+        "model.decoder_embed_dim=32",
+        "model.decoder_depth=1",
+        "model.decoder_num_heads=2",
+        "train.batch_size=128",
+        "train.eval_samples=256",
+        "train.progress=false",
+        "train.recon_every=100",
+        "train.epochs=1",
+    ]
     rows = []
     work = Path(tempfile.mkdtemp(prefix="maekit-soak-"))
     try:
         for c in range(args.cycles):
             out = work / f"run{c}"
             t = time.perf_counter()
-            assert cli(["pretrain", "-c", "configs/fashion_mnist.yaml", f"out={out}", f"train.stop_after={args.steps}", *tiny]) == 0
+            assert (
+                cli(
+                    [
+                        "pretrain",
+                        "-c",
+                        "configs/fashion_mnist.yaml",
+                        f"out={out}",
+                        f"train.stop_after={args.steps}",
+                        *tiny,
+                    ]
+                )
+                == 0
+            )
             assert cli(["pretrain", "-c", "configs/fashion_mnist.yaml", f"out={out}", "resume=true", *tiny]) == 0
             shutil.rmtree(out)
             gc.collect()

@@ -9,6 +9,7 @@
 A config is a YAML path, a dict with the YAML's nesting, or the command's config dataclass; `overrides` is a dict of
 dotted keys (`{"train.epochs": 3}`) or a list of `key=value` strings as on the command line.
 """
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -23,6 +24,7 @@ from .data.transforms import eval_batch_size, normalize
 from .engine.rundir import read_metrics
 from .errors import MaekitError
 from .models.mae import MAE
+
 
 def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
     """Run pretrain / linprobe / finetune / knn / compare; returns (the command's result, the run directory)."""
@@ -101,15 +103,19 @@ class Run:
 
     def as_batch(self, images) -> torch.Tensor:
         """uint8 or float images (numpy or torch) in [N, H, W], [N, H, W, C] or [N, C, H, W] -> [N, C, H, W]."""
-        x = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))  # a copy: inputs stay untouched
+        x = (
+            images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))
+        )  # a copy: inputs stay untouched
         c, (h, w) = self._loaded.model_cfg.in_chans, self._loaded.model_cfg.img_size
         if x.ndim == 3 and c == 1:
             x = x.unsqueeze(1)
         elif x.ndim == 4 and x.shape[1:] != (c, h, w) and x.shape[1:] == (h, w, c):
             x = x.permute(0, 3, 1, 2)
         if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
-            raise MaekitError(f"images of shape {tuple(x.shape)} do not fit this encoder, which takes {c} channel(s) of {h}x{w} "
-                              f"([N, {h}, {w}]{' ' if c == 1 else ''}, [N, {h}, {w}, {c}] or [N, {c}, {h}, {w}])")
+            raise MaekitError(
+                f"images of shape {tuple(x.shape)} do not fit this encoder, which takes {c} channel(s) of {h}x{w} "
+                f"([N, {h}, {w}]{' ' if c == 1 else ''}, [N, {h}, {w}, {c}] or [N, {c}, {h}, {w}])"
+            )
         if x.dtype != torch.uint8 and not x.is_floating_point():
             raise MaekitError(f"images must be uint8 (0-255) or float, got {x.dtype}")
         return x.contiguous()
@@ -123,7 +129,10 @@ class Run:
         x = self.as_batch(images)
         b = batch_size or eval_batch_size(x)
         enc = self.encoder
-        parts = [enc.pool(enc.forward_features(normalize(x[i : i + b], self.mean, self.std)), pool) for i in range(0, len(x), b)]
+        parts = [
+            enc.pool(enc.forward_features(normalize(x[i : i + b], self.mean, self.std)), pool)
+            for i in range(0, len(x), b)
+        ]
         return torch.cat(parts).float().numpy() if parts else np.zeros((0, enc.embed_dim), np.float32)
 
     @torch.no_grad()
@@ -137,5 +146,7 @@ class Run:
         x = normalize(self.as_batch(images), self.mean, self.std)
         noise = fixed_noise(len(x), self.model.num_patches, seed)
         loss, pred, mask = self.model(x, ratio, noise=noise)
-        pixels = self.model.predictions_to_pixels(x, pred, mask) * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
+        pixels = self.model.predictions_to_pixels(x, pred, mask) * self.std.view(1, -1, 1, 1) + self.mean.view(
+            1, -1, 1, 1
+        )
         return {"reconstruction": pixels.float().numpy(), "mask": mask.numpy(), "loss": float(loss)}

@@ -1,6 +1,7 @@
 """Command line: `maekit <command> ...`. It builds the top-level parser, lets each command of commands/cli/ register
 itself (`add_parser(sub)`), and dispatches to that command's `run(args)`; errors become one line and an exit status.
 No command-specific logic here (tests/test_cli_structure.py checks it)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ from .version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="maekit", description="Masked-autoencoder pretraining of ViTs, and honest downstream evaluation.")
+    ap = argparse.ArgumentParser(
+        prog="maekit", description="Masked-autoencoder pretraining of ViTs, and honest downstream evaluation."
+    )
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("--version", action="version", version=f"maekit {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)

@@ -2,6 +2,7 @@
 arguments (`add_parser(sub)`) and runs (`run(args)`); maekit/cli.py only builds the top-level parser, lets each command
 register, and dispatches, with no command-specific logic; and building the parser (`maekit --help`,
 `maekit pretrain --help`) imports neither torch nor numpy, so that help and `--version` stay instant."""
+
 from __future__ import annotations
 
 import argparse
@@ -47,15 +48,23 @@ def cli_logic_violations(source: str, names: set[str]) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
             bad.append(f"line {node.lineno}: names the command {node.value!r}")
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "args" \
-                and node.attr not in GENERIC_ARGS:
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "args"
+            and node.attr not in GENERIC_ARGS
+        ):
             bad.append(f"line {node.lineno}: reads args.{node.attr}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
             flags = {a.value for a in node.args if isinstance(a, ast.Constant)}
             if not flags <= TOP_OPTIONS:
                 bad.append(f"line {node.lineno}: adds the argument {sorted(flags)}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_parser" \
-                and (node.keywords or any(isinstance(a, (ast.Constant, ast.JoinedStr)) for a in node.args)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_parser"
+            and (node.keywords or any(isinstance(a, (ast.Constant, ast.JoinedStr)) for a in node.args))
+        ):
             bad.append(f"line {node.lineno}: registers a command itself")  # a command's module does: add_parser(sub)
     return bad
 
@@ -77,16 +86,21 @@ def test_cli_py_has_no_command_specific_logic():
     names = command_names()
     assert {"pretrain", "reconstruct", "data", "inspect", "jets", "generate", "compress"} <= names
     bad = cli_logic_violations(CLI.read_text(encoding="utf-8"), names)
-    assert not bad, "maekit/cli.py must only build the top parser and dispatch; move this into the command's " \
+    assert not bad, (
+        "maekit/cli.py must only build the top parser and dispatch; move this into the command's "
         "module in maekit/commands/cli/:\n" + "\n".join(bad)
+    )
 
 
-@pytest.mark.parametrize("code, expect", [
-    ('if args.command == "reconstruct":\n    pass\n', "names the command 'reconstruct'"),
-    ("ratios = args.mask_ratios.split(',')\n", "reads args.mask_ratios"),
-    ('sub.add_parser("export").add_argument("run_dir")\n', "adds the argument ['run_dir']"),
-    ('sub.add_parser(name, help="Pretrain a ViT-MAE.")\n', "registers a command itself"),
-])
+@pytest.mark.parametrize(
+    "code, expect",
+    [
+        ('if args.command == "reconstruct":\n    pass\n', "names the command 'reconstruct'"),
+        ("ratios = args.mask_ratios.split(',')\n", "reads args.mask_ratios"),
+        ('sub.add_parser("export").add_argument("run_dir")\n', "adds the argument ['run_dir']"),
+        ('sub.add_parser(name, help="Pretrain a ViT-MAE.")\n', "registers a command itself"),
+    ],
+)
 def test_the_cli_check_reports_logic(code, expect):
     """The check is not vacuous: a line of the kind the old cli.py had is found."""
     bad = cli_logic_violations(code, command_names())
@@ -112,8 +126,13 @@ def test_every_command_registers_and_runs_itself():
 def test_the_command_line_imports_only_light_modules_at_the_top(path):
     """cli.py and the commands' command-line modules import only the standard library, maekit.errors, maekit.version
     and each other at the top; a command's work is imported inside its run()."""
-    heavy = sorted(m for m in top_level_imports(path) if m.split(".")[0] not in sys.stdlib_module_names
-                   and m not in LIGHT_MAEKIT and not m.startswith("maekit.commands.cli."))
+    heavy = sorted(
+        m
+        for m in top_level_imports(path)
+        if m.split(".")[0] not in sys.stdlib_module_names
+        and m not in LIGHT_MAEKIT
+        and not m.startswith("maekit.commands.cli.")
+    )
     assert not heavy, f"{path.relative_to(ROOT)} imports {heavy} at the top; import it inside run()"
     assert top_level_imports(path), "the scan sees the imports"
 

@@ -1,4 +1,5 @@
 """maekit compress: MAE latent code vs raw and sparse storage of detector images, with fidelity numbers."""
+
 import json
 
 import numpy as np
@@ -15,9 +16,25 @@ def jets_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compress")
     formats.write_qg_hdf5(tmp / "jets.h5", n=40, size=20)
     run = tmp / "pre"
-    assert main(["pretrain", f"out={run}", "data.source=hdf5", f"data.path={tmp / 'jets.h5'}", *TINY, "model.patch_size=5",
-                 "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1",
-                 "data.preprocess.zero_suppress=1e-3", "data.preprocess.log1p=true"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                f"out={run}",
+                "data.source=hdf5",
+                f"data.path={tmp / 'jets.h5'}",
+                *TINY,
+                "model.patch_size=5",
+                "train.batch_size=8",
+                "train.eval_samples=8",
+                "train.progress=false",
+                "train.epochs=1",
+                "data.preprocess.zero_suppress=1e-3",
+                "data.preprocess.log1p=true",
+            ]
+        )
+        == 0
+    )
     return tmp, run
 
 

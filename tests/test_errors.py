@@ -1,5 +1,6 @@
 """Every documented bad input (docs/errors.md) gets its one-line message, exit status 2, no traceback, and
 leaves earlier outputs alone. Each case here is a row of the table in docs/errors.md (checked below)."""
+
 import gzip
 import os
 import re
@@ -49,7 +50,9 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
     if name == "idx-huge-header":  # a gzip idx file whose header claims 10^9 images: refused before reading on
         bad = copy_data(data, tmp / "bad")
         with gzip.open(bad / "train-images-idx3-ubyte.gz", "wb") as f:
-            f.write(bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (10**9, 28, 28)) + bytes(784 * 4))
+            f.write(
+                bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (10**9, 28, 28)) + bytes(784 * 4)
+            )
         return ["pretrain", out, *base, f"data.path={bad}"]
     if name == "label-count-mismatch":
         bad = copy_data(data, tmp / "bad")
@@ -120,7 +123,14 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
     if name == "compare-unknown-method":
         return ["compare", out, "methods=[finetune, svm]"]
     if name == "compare-changed-recipe":
-        cmp = [f"pretrained={pretrained}", f"pretrain.data.path={data}", "budgets=[60]", "seeds=[0]", "methods=[knn]", "knn.train.progress=false"]
+        cmp = [
+            f"pretrained={pretrained}",
+            f"pretrain.data.path={data}",
+            "budgets=[60]",
+            "seeds=[0]",
+            "methods=[knn]",
+            "knn.train.progress=false",
+        ]
         assert main(["compare", out, *cmp]) == 0
         return ["compare", out, *cmp, "knn.knn_k=5"]
     if name == "cnn-with-pretrained":
@@ -143,8 +153,25 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
     if name == "jets-bad-window":
         return ["jets", "generate", "--out", str(tmp / "jets.h5"), "--pt-min", "600", "--pt-max", "500"]
     if name == "jets-unreachable-window":  # (the test lowers the give-up count from 50,000 to 300)
-        return ["jets", "generate", "--out", str(tmp / "jets.h5"), "--n", "2", "--size", "15", "--workers", "1",
-                "--pt-min", "3000", "--pt-max", "3050", "--pthat-min", "200", "--no-progress"]
+        return [
+            "jets",
+            "generate",
+            "--out",
+            str(tmp / "jets.h5"),
+            "--n",
+            "2",
+            "--size",
+            "15",
+            "--workers",
+            "1",
+            "--pt-min",
+            "3000",
+            "--pt-max",
+            "3050",
+            "--pthat-min",
+            "200",
+            "--no-progress",
+        ]
     if name == "test-images-pretrained":
         # an npz cuts its own test split: another split_seed downstream tests on images the encoder was pretrained on
         from maekit.data import idx
@@ -169,7 +196,14 @@ def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str
 
     h5 = tmp / "jets.h5"
     formats.write_qg_hdf5(h5, n=12, size=20)
-    small = [*TINY, "model.patch_size=5", "train.batch_size=4", "train.eval_samples=4", "train.progress=false", "train.epochs=1"]
+    small = [
+        *TINY,
+        "model.patch_size=5",
+        "train.batch_size=4",
+        "train.eval_samples=4",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     jets = ["data.source=hdf5", f"data.path={h5}", *small]
     if name == "hdf5-missing-key":
         return ["pretrain", out, *jets, "data.images_key=images"]
@@ -252,7 +286,9 @@ def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str
         import pickle
 
         folder = tmp / "cifar-10-batches-py"
-        formats.write_cifar(folder, np.zeros((70, 3, 32, 32), dtype=np.uint8), np.zeros(70, dtype=np.int64), per_batch=12, test=10)
+        formats.write_cifar(
+            folder, np.zeros((70, 3, 32, 32), dtype=np.uint8), np.zeros(70, dtype=np.int64), per_batch=12, test=10
+        )
 
         class Evil:
             def __reduce__(self):
@@ -320,17 +356,17 @@ CASES = {
     "source-needs-path": r"data.path is required for data.source=hdf5",
     "empty-folder": r".*photos: no image files found \(looked for .bmp, ",
     "image-bomb": r".*huge.png: image over Pillow's decompression-bomb limit \(10000x10000 = 100,000,000 pixels, limit 89,478,485\); "
-                  r"refusing to decode it \(remove or shrink the file\)",
+    r"refusing to decode it \(remove or shrink the file\)",
     "hdf5-huge-shape": r".*huge.h5: X_jets: the dataset declares shape \[1000000000000, 20, 20\]; indexing its 1,000,000,000,000 images "
-                       r"needs 44703.5 GiB, more than the [\d.]+ GiB of memory available; the file is corrupt or too large for this machine",
+    r"needs 44703.5 GiB, more than the [\d.]+ GiB of memory available; the file is corrupt or too large for this machine",
     "idx-huge-header": r"idx file .*train-images-idx3-ubyte.gz declares shape \(1000000000, 28, 28\) \(784,000,000,016 bytes\), more than "
-                       r"the [\d,]+ bytes of memory available; its header is corrupt or it is not an idx file",
+    r"the [\d,]+ bytes of memory available; its header is corrupt or it is not an idx file",
     "bad-image": r".*cut.png: cannot decode the image \(1 unreadable file\(s\) in .*photos\); set data.on_bad_image=skip to skip them",
     "pack-missing": r"data.pack .*nowhere.h5 does not exist; make it once with `maekit data pack .*photos --out .*nowhere.h5 --size N`",
     "pack-other-size": r".*photos.h5: packed at 20x20 pixels, expected 16x16 \(data.image_size\); re-pack with "
-                       r"`maekit data pack .*photos --out .*photos.h5 --size 16 --force`",
+    r"`maekit data pack .*photos --out .*photos.h5 --size 16 --force`",
     "pack-folder-changed": r".*photos.h5: .*photos changed since it was packed \(class1/0001.png changed \([\d,]+ -> [\d,]+ bytes\)\); "
-                           r"expected the 4 image files as packed; re-pack with `maekit data pack .*photos --out .*photos.h5 --size 20 --force`",
+    r"expected the 4 image files as packed; re-pack with `maekit data pack .*photos --out .*photos.h5 --size 20 --force`",
     "pack-test-path-unpacked": r"data.test_path .*photos needs its own pack with data.pack set: pack it and set data.test_pack",
     "cifar-pickle": r".*data_batch_1: not a CIFAR batch \(refusing to load (posix|os).system\); only pickled dicts of arrays are accepted",
     "sweep-bad-grid": r"--grid item 'model.patch_size' must look like key.sub=value1,value2",
@@ -338,10 +374,10 @@ CASES = {
     "report-not-a-run": r".*plain is not a maekit run, compare or sweep directory \(no run.json\)",
     "jets-bad-window": r"need 0 < --pt-min < --pt-max, got 600 and 500",
     "jets-unreachable-window": r"the parton-level prefilter vetoed 300 events in a row: no jet gets near the pT window 3000-3050 GeV "
-                               r"with \|y\| < 2 \(pTHatMin 200 GeV\); check the window and --pthat-min",
+    r"with \|y\| < 2 \(pTHatMin 200 GeV\); check the window and --pthat-min",
     "test-images-pretrained": r"\d+ of the 20 test images \(.*f.npz: images\) were pretraining images of .*pre \(pretrained with "
-                              r"data.path=.*f.npz, test_path=None, split_seed=0, test_fraction=0.1; this run has data.path=.*f.npz, "
-                              r"test_path=None, split_seed=1, test_fraction=0.1\); use the pretraining's split settings, or pass allow_test_overlap=true",
+    r"data.path=.*f.npz, test_path=None, split_seed=0, test_fraction=0.1; this run has data.path=.*f.npz, "
+    r"test_path=None, split_seed=1, test_fraction=0.1\); use the pretraining's split settings, or pass allow_test_overlap=true",
     "unsupported-file": r".*jets.csv: unsupported file type \(expected .h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder\)",
 }
 
@@ -349,8 +385,21 @@ CASES = {
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, fmnist_small):
     out = tmp_path_factory.mktemp("errs") / "pre"
-    assert main(["pretrain", f"out={out}", f"data.path={fmnist_small}", *TINY, "train.progress=false", "train.epochs=1",
-                 "train.eval_samples=64", "train.batch_size=64"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                f"out={out}",
+                f"data.path={fmnist_small}",
+                *TINY,
+                "train.progress=false",
+                "train.epochs=1",
+                "train.eval_samples=64",
+                "train.batch_size=64",
+            ]
+        )
+        == 0
+    )
     return out
 
 

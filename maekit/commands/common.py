@@ -1,5 +1,6 @@
 """What several commands share: the config of a config-driven command (`resolve`), process set-up, model building and
 loading, reconstruction evaluation and pictures. No training loop here (that is engine/train.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,19 @@ from typing import Any
 import torch
 
 from .. import plots
-from ..config import (CompareConfig, DataConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, from_dict,
-                      parse_override, read_yaml, set_keys, to_dict)
+from ..config import (
+    CompareConfig,
+    DataConfig,
+    FinetuneConfig,
+    KnnConfig,
+    LinprobeConfig,
+    PretrainConfig,
+    from_dict,
+    parse_override,
+    read_yaml,
+    set_keys,
+    to_dict,
+)
 from ..data.loader import ImageSet, Splits
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
@@ -22,7 +34,13 @@ from ..engine.rundir import default_out
 from ..errors import MaekitError
 from ..models.mae import MAE, ModelConfig
 
-CONFIGS = {"pretrain": PretrainConfig, "linprobe": LinprobeConfig, "finetune": FinetuneConfig, "knn": KnnConfig, "compare": CompareConfig}
+CONFIGS = {
+    "pretrain": PretrainConfig,
+    "linprobe": LinprobeConfig,
+    "finetune": FinetuneConfig,
+    "knn": KnnConfig,
+    "compare": CompareConfig,
+}
 
 
 def resolve(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
@@ -39,7 +57,9 @@ def resolve(command: str, config: Any = None, overrides: dict | list[str] | None
     elif dataclasses.is_dataclass(config) and isinstance(config, cls):
         data = to_dict(config)
     else:
-        raise MaekitError(f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}")
+        raise MaekitError(
+            f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}"
+        )
     dotted = dotted_overrides(overrides)
     data = set_keys(data, dotted)
     out = Path(data["out"]) if data.get("out") else default_out(name, command)
@@ -74,7 +94,9 @@ def init_process(device: str, threads: int | None) -> DistInfo:
     return dist
 
 
-def checkpoint_meta(kind: str, model_cfg: ModelConfig, splits: Splits, data_cfg: DataConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_meta(
+    kind: str, model_cfg: ModelConfig, splits: Splits, data_cfg: DataConfig, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "kind": kind,
         "model_config": asdict(model_cfg),
@@ -136,7 +158,9 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
                 f"nor a Hugging Face ViTMAE directory (config.json and model.safetensors)"
             )
     else:
-        raise MaekitError(f"pretrained path {p} does not exist (expected a maekit run directory or a Hugging Face ViTMAE directory)")
+        raise MaekitError(
+            f"pretrained path {p} does not exist (expected a maekit run directory or a Hugging Face ViTMAE directory)"
+        )
     tensors, meta = checkpoint.load(ckpt)
     try:
         model_cfg = from_dict(ModelConfig, meta["model_config"], "model_config.")
@@ -200,7 +224,16 @@ def recon_loss(
 
 
 @torch.no_grad()
-def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, out: Path, title: str, mask_ratio: float | None = None) -> None:
+def write_recon_grid(
+    model: MAE,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    noise: torch.Tensor,
+    out: Path,
+    title: str,
+    mask_ratio: float | None = None,
+) -> None:
     """Original | masked | reconstruction | reconstruction with the visible patches pasted back."""
     device = next(model.parameters()).device
     x = normalize(images.to(device), mean, std)
@@ -218,7 +251,12 @@ def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: 
     original = pix(x)
     masked = original * (1 - m.cpu().numpy()) + 0.5 * m.cpu().numpy()
     plots.recon_grid(
-        {"original": original, "masked": masked, "reconstruction": pix(recon), "recon + visible": pix(recon * m + x * (1 - m))},
+        {
+            "original": original,
+            "masked": masked,
+            "reconstruction": pix(recon),
+            "recon + visible": pix(recon * m + x * (1 - m)),
+        },
         out,
         title,
     )

@@ -1,4 +1,5 @@
 """maekit pretrain: MAE self-supervised pretraining; writes checkpoints, metrics, reconstructions, plots."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -78,18 +79,26 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(train_images[mb.indices].to(dist.device), mean, std)
-        x = random_resized_crop_flip(x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset)
+        x = random_resized_crop_flip(
+            x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset
+        )
         noise = torch.rand(mb.global_batch, L, generator=mb.generator)[mb.offset : mb.offset + x.shape[0]]
         with autocast(dist.device, cfg.train.precision):
             loss, _, _ = wrapped(x, noise=noise.to(dist.device))
         return loss.float()
 
     n_eval = cfg.train.eval_samples
-    evals = {name: eval_subset(getattr(splits, name), n_eval, cfg.data.split_seed + i) for i, name in enumerate(("train", "val", "test"))}
+    evals = {
+        name: eval_subset(getattr(splits, name), n_eval, cfg.data.split_seed + i)
+        for i, name in enumerate(("train", "val", "test"))
+    }
     noises = {name: fixed_noise(len(s), L, EVAL_MASK_SEED + i) for i, (name, s) in enumerate(evals.items())}
 
     def evaluate(epoch: int) -> dict:
-        return {f"{name}_recon_loss": recon_loss(model, s.images, mean, std, noises[name], dist=dist) for name, s in evals.items()}
+        return {
+            f"{name}_recon_loss": recon_loss(model, s.images, mean, std, noises[name], dist=dist)
+            for name, s in evals.items()
+        }
 
     meta_base = checkpoint_meta("mae", mcfg, splits, cfg.data, {"effective_batch": eff_batch, "peak_lr": peak})
 
@@ -111,7 +120,11 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         if (epoch + 1) % cfg.train.recon_every == 0 or epoch + 1 == cfg.train.epochs:
             model.eval()
             write_recon_grid(
-                model, evals["test"].images[:grid_n], splits.mean, splits.std, noises["test"][:grid_n],
+                model,
+                evals["test"].images[:grid_n],
+                splits.mean,
+                splits.std,
+                noises["test"][:grid_n],
                 out / f"recon_epoch{epoch + 1:03d}.png",
                 f"test images, mask ratio {mcfg.mask_ratio}, epoch {epoch + 1}",
             )
@@ -152,7 +165,14 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         if state.step < steps_total:
             print(f"pretrain: stopped at step {state.step} of {steps_total}; continue with resume=true out={out}")
         print(f"run directory: {out}")
-        for f in ("config.yaml", "metrics.jsonl", "loss.png", "checkpoints/best.safetensors", "checkpoints/last.safetensors", "tensorboard/"):
+        for f in (
+            "config.yaml",
+            "metrics.jsonl",
+            "loss.png",
+            "checkpoints/best.safetensors",
+            "checkpoints/last.safetensors",
+            "tensorboard/",
+        ):
             print(f"  {out / f}")
         grids = sorted(out.glob("recon_epoch*.png"))
         if grids:

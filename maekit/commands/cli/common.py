@@ -1,5 +1,6 @@
 """What the config-driven commands (pretrain, linprobe, finetune, knn, compare) share on the command line:
 `-c CONFIG` and `key.sub=value` overrides, resolved into the command's config and run directory."""
+
 from __future__ import annotations
 
 import argparse

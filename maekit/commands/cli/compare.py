@@ -1,4 +1,5 @@
 """maekit compare [-c CONFIG] [key.sub=value ...]: the command line of commands/compare.py."""
+
 from __future__ import annotations
 
 import argparse

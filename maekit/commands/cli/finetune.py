@@ -1,4 +1,5 @@
 """maekit finetune [-c CONFIG] [key.sub=value ...]: the command line of commands/finetune.py."""
+
 from __future__ import annotations
 
 import argparse

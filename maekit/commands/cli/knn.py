@@ -1,4 +1,5 @@
 """maekit knn [-c CONFIG] [key.sub=value ...]: the command line of commands/knn.py."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """maekit linprobe [-c CONFIG] [key.sub=value ...]: the command line of commands/linprobe.py."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """maekit pretrain [-c CONFIG] [key.sub=value ...]: the command line of commands/pretrain.py."""
+
 from __future__ import annotations
 
 import argparse

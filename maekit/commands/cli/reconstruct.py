@@ -1,4 +1,5 @@
 """maekit reconstruct RUN_DIR: the command line of commands/reconstruct.py."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """maekit report DIR: the command line of commands/report.py."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,8 @@ import argparse
 
 def add_parser(sub) -> argparse.ArgumentParser:
     rp = sub.add_parser(
-        "report", help="One self-contained report.html for a run, compare or sweep directory.",
+        "report",
+        help="One self-contained report.html for a run, compare or sweep directory.",
         description="Write DIR/report.html: configuration, environment, loss curves, reconstructions, result tables, "
         "confusion matrices and plots of a run, compare or sweep directory (images embedded; no network needed to view it).",
     )

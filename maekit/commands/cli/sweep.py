@@ -1,4 +1,5 @@
 """maekit sweep -c CONFIG --grid KEY=V1,V2 ...: the command line of commands/sweep.py."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,8 @@ import argparse
 
 def add_parser(sub) -> argparse.ArgumentParser:
     w = sub.add_parser(
-        "sweep", help="Pretrain every cell of a grid of config values (then optionally evaluate each); tables and figures.",
+        "sweep",
+        help="Pretrain every cell of a grid of config values (then optionally evaluate each); tables and figures.",
         description="Pretrain every cell of a grid (e.g. --grid model.patch_size=2,4 model.mask_ratio=0.75,0.85), each in "
         "its own run directory under the sweep directory (out=DIR), optionally followed by downstream evaluations; writes "
         "sweep.csv, sweep.md, heatmaps, overlaid loss curves and reconstructions. Running it again skips finished cells and "
@@ -15,8 +17,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     w.add_argument("-c", "--config", help="YAML pretraining config (optional sections linprobe:, finetune:, knn:)")
     w.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    w.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="config key and its comma-separated values")
-    w.add_argument("--then", default="", metavar="linprobe,finetune,knn", help="evaluations to run on every cell after pretraining")
+    w.add_argument(
+        "--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="config key and its comma-separated values"
+    )
+    w.add_argument(
+        "--then", default="", metavar="linprobe,finetune,knn", help="evaluations to run on every cell after pretraining"
+    )
     return w
 
 
