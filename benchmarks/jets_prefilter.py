@@ -76,7 +76,7 @@ def analyse(out: Path, cfg: G.JetGenConfig) -> dict:
             }
         base = pthat >= cfg.pthat
         for low, high, dy in MARGINS:
-            keep = np.array([G.prefilter_keeps(w, l, y, cfg, low, high, dy) for w, l, y in zip(wide, lead, lead_y)])
+            keep = np.array([G.prefilter_keeps(w, j, y, cfg, low, high, dy) for w, j, y in zip(wide, lead, lead_y)])
             lost = acc & base & ~keep
             c["prefilter"][f"{low}/{high}/{dy}"] = {
                 "jets_lost_pct": round(100 * float(lost.sum() / (acc & base).sum()), 2),

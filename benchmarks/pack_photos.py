@@ -103,7 +103,7 @@ def maekit(args: list[str]) -> dict:
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"maekit {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    line = next(l for l in proc.stderr.splitlines() if l.startswith("PEAK_RSS_KB")).split()
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_RSS_KB")).split()
     return {
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(int(line[1]) / 1024, 1),
@@ -139,7 +139,7 @@ def pack(folder: Path, out: Path, size: int, workers: int) -> dict:
         "peak_rss_worker_mb": r["peak_rss_children_mb"],
         "disk_mb": disk_mb(out),
         "check_s": round(check_s, 2),
-        "summary": [l for l in r["stdout"].splitlines() if l.startswith("pack: ")],
+        "summary": [ln for ln in r["stdout"].splitlines() if ln.startswith("pack: ")],
     }
 
 
@@ -169,7 +169,7 @@ def pretrain(out: Path, data: list[str], size: int, threads: int) -> dict:
             f"train.threads={threads}",
         ]
     )
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     epoch = next(x for x in rows if "img_per_s" in x)
     return {
         "epoch_images_per_s": round(epoch["img_per_s"], 1),

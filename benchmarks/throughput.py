@@ -74,9 +74,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
 
 
 def build(cfg: dict):
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
     from maekit.interop.hf import hf_config, to_hf_state
     from maekit.models.mae import MAE, ModelConfig
-    from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     mcfg = ModelConfig(
         img_size=[cfg["img"], cfg["img"]],

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .files import atomic_write_bytes  # noqa: E402
 from .engine.rundir import read_metrics  # noqa: E402
+from .files import atomic_write_bytes  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> None:

@@ -422,9 +422,10 @@ def test_hostile_sizes_are_refused_before_allocation(tmp_path):
     HDF5 file that would not fit in memory is refused with stream=false (and streams by default)."""
     import h5py
 
-    import formats
     from maekit.environment import available_memory
     from maekit.errors import MaekitError
+
+    import formats
 
     formats.write_image_folder(
         tmp_path / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1])

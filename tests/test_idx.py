@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from maekit.data import idx
-from maekit.data.loader import step_batches
 from maekit.config import DataConfig
-from maekit.data.loader import load_splits
+from maekit.data import idx
+from maekit.data.loader import load_splits, step_batches
 from maekit.errors import MaekitError
 
 from conftest import write_idx

@@ -10,8 +10,8 @@ import torch
 from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
 from maekit.cli import main
-from maekit.config import DataConfig
 from maekit.commands.common import load_run
+from maekit.config import DataConfig
 from maekit.data.loader import load_splits
 from maekit.data.transforms import normalize
 from maekit.engine import checkpoint

@@ -25,8 +25,7 @@ import torch
 
 from maekit.cli import main
 from maekit.errors import MaekitError
-from maekit.physics import generate as G
-from maekit.physics import metrics as M
+from maekit.physics import generate as G, metrics as M
 from maekit.physics.detector import CHANNEL_NAMES, ECAL_DETA, ECAL_DPHI, HCAL_BLOCK, Detector, jet_image
 
 try:
@@ -463,9 +462,9 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     that transformers loads without missing weights) and the encoder serves downstream."""
     from transformers import ViTMAEModel
 
-    import formats
     from maekit.commands.common import load_run
 
+    import formats
     from conftest import TINY
 
     h5 = tmp_path / "jets.h5"

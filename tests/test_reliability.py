@@ -220,9 +220,10 @@ def test_a_stop_at_an_epochs_last_step_keeps_its_evaluation_and_best(tmp_path, f
     monkeypatch.setattr(train, "step_generator", signal_at_last_step)
     assert main(["pretrain", f"out={tmp_path / 'run'}", *args]) == 130
     monkeypatch.setattr(train, "step_generator", original)
-    evals = lambda d: [
-        r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "val_recon_loss" in r
-    ]  # noqa: E731
+
+    def evals(d):
+        return [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "val_recon_loss" in r]
+
     assert [r["epoch"] for r in evals(tmp_path / "run")] == [0]  # epoch 1 was evaluated before stopping
     assert main(["pretrain", f"out={tmp_path / 'run'}", *args, "resume=true"]) == 0
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]  # noqa: E731
@@ -262,19 +263,23 @@ def test_downstream_resume_is_bitwise_identical(tmp_path, fmnist_small, command)
     )
     assert main([*args, f"out={run}", "resume=true"]) == 0
     timing = ("img_per_s", "epoch_time_s")
-    rows = lambda d: [
-        {k: v for k, v in json.loads(x).items() if k not in timing}
-        for x in (d / "metrics.jsonl").read_text().splitlines()
-    ]  # noqa: E731
+
+    def rows(d):
+        return [
+            {k: v for k, v in json.loads(x).items() if k not in timing}
+            for x in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+
     assert rows(run) == rows(tmp_path / "ref") and any("train_loss" in r for r in rows(run))
     for name in ("best", "last"):
         a, meta_a = checkpoint.load(tmp_path / "ref" / "checkpoints" / f"{name}.safetensors", fallback=False)
         b, meta_b = checkpoint.load(run / "checkpoints" / f"{name}.safetensors", fallback=False)
         assert meta_a["train_state"] == meta_b["train_state"] and a.keys() == b.keys(), name
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    result = lambda d: {
-        k: v for k, v in json.loads((d / "result.json").read_text()).items() if not k.endswith("time_s")
-    }  # noqa: E731
+
+    def result(d):
+        return {k: v for k, v in json.loads((d / "result.json").read_text()).items() if not k.endswith("time_s")}
+
     assert result(run) == result(tmp_path / "ref")
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from .. import plots
 from ..config import CompareConfig, save_yaml, to_dict
-from ..files import atomic_write_text
 from ..engine.dist import barrier, held as dist_held
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from . import cells, finetune, knn, linprobe, pretrain
 from .cells import LABELS, summarize
 from .common import load_run

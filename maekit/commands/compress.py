@@ -19,8 +19,8 @@ from ..config import DataConfig, from_dict
 from ..data.loader import load_splits, undo_preprocess
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
-from ..files import atomic_write_text
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from ..models.mae import MAE
 from ..models.masking import num_kept
 from .common import fixed_noise, load_run, split_by_name

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..config import DataConfig, apply_overrides, from_dict
-from ..errors import MaekitError
 from ..data import pack
 from ..data.loader import preparer, read_in_memory
 from ..data.readers import guess_source, open_readers
+from ..errors import MaekitError
 
 
 def data_config(path: str, overrides: list[str]) -> DataConfig:

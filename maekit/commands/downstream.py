@@ -18,10 +18,10 @@ from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.rundir import RunDir, prepare
 from ..errors import MaekitError
+from ..files import save_json
 from ..metrics import AUC_UNDEFINED, classification_report, confusion_matrix, text_or_na
 from ..models.mae import ModelConfig
 from ..models.vit import ViT
-from ..files import save_json
 from .common import LoadedRun, init_process, load_run
 
 

@@ -11,9 +11,9 @@ import numpy as np
 
 from ..config import DataConfig, apply_overrides, from_dict
 from ..data.loader import load_splits
-from ..files import atomic_write_bytes
 from ..engine.dist import cleanup
 from ..errors import MaekitError
+from ..files import atomic_write_bytes
 from .common import init_process, load_run, split_by_name
 from .downstream import Setup, build_encoder, extract_features
 

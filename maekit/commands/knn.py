@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import KnnConfig
-from ..engine.dist import cleanup
 from ..data.transforms import eval_batch_size, normalize
+from ..engine.dist import cleanup
 from ..metrics import accuracy
 from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
 

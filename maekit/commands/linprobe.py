@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import plots
 from ..config import LinprobeConfig
 from ..engine import checkpoint
 from ..engine.dist import DistInfo, cleanup
 from ..engine.optim import build_optimizer, lr_at, peak_lr
 from ..engine.train import MicroBatch, TrainState, fit, resume_state, steps_per_epoch
 from ..metrics import accuracy
-from .. import plots
 from .downstream import (
     build_encoder,
     dist_for,

@@ -16,9 +16,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..files import atomic_write_text
 from ..engine.rundir import read_metrics
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from .cells import METRICS, SUMMARY_HEADER, read_csv, summarize, summary_row
 
 DOWNSTREAM_KINDS = ("linprobe", "finetune", "knn", "scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")

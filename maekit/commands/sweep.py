@@ -45,9 +45,9 @@ from ..config import (
     to_dict,
 )
 from ..engine import checkpoint
-from ..files import atomic_write_text
 from ..engine.rundir import default_out, read_metrics
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from . import cells as cell_runner, finetune, knn, linprobe, pretrain
 from .cells import METRICS
 

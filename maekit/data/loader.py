@@ -80,8 +80,9 @@ class Splits:
 
     def save_rows(self, path: Path) -> None:
         """Which rows of which file went into each split (np.load(path) to read)."""
-        from ..files import atomic_write_bytes
         import io
+
+        from ..files import atomic_write_bytes
 
         buf = io.BytesIO()
         np.savez(

@@ -120,8 +120,8 @@ class ArrayReader:
         """Rows [start, stop) as [n, C, H, W], uint8 or float32, selected channels, center-cropped (data.crop)."""
         x = _select(self._read(start, stop), self.channels)
         if self.crop_box is not None:
-            t, l, k = self.crop_box
-            x = np.ascontiguousarray(x[:, :, t : t + k, l : l + k])
+            top, left, k = self.crop_box
+            x = np.ascontiguousarray(x[:, :, top : top + k, left : left + k])
         if x.dtype != np.uint8:
             x = x.astype(np.float32, copy=False)
         return x

@@ -18,7 +18,6 @@ import torch
 
 from .readers import ArrayReader
 
-
 _MALLOC_SET = False
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from safetensors.torch import load as st_load, save as st_save
 
 from ..errors import MaekitError
 from ..files import atomic_write_bytes, previous_path  # noqa: F401 (previous_path: the checkpoint's .prev copy)

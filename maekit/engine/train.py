@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import threading
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -21,8 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import TrainConfig
-from ..errors import MaekitError
 from ..data.loader import step_batches
+from ..errors import MaekitError
 from .dist import DistInfo, all_reduce_sum
 from .optim import set_lr
 from .rundir import RunDir

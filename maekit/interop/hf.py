@@ -32,11 +32,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from safetensors.torch import save as st_save
+from safetensors.torch import load_file, save as st_save
 
-from ..files import fsync_dir
 from ..errors import MaekitError
+from ..files import fsync_dir
 from ..models.mae import MAE, ModelConfig
 
 EXPORT_FORMAT = "maekit-hf-export-1"

@@ -18,7 +18,6 @@ from .masking import patchify, random_masking, unpatchify
 from .pos_embed import sincos_2d
 from .vit import Block, ViT, init_linear_and_norm
 
-
 LOSSES = ("mse", "hit_intensity")
 HIT_PRIOR = 0.01  # initial hit probability of every pixel (hit_intensity): detector images are ~99 % empty
 HIT_MARGIN = 1e-4  # normalised units above the empty level that count as a hit (float rounding of exact zeros)

@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..compare import run as compare
     from ..common import resolve
+    from ..compare import run as compare
 
     compare(*resolve("compare", args.config, args.overrides))

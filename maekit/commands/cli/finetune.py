@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..finetune import run as finetune
     from ..common import resolve
+    from ..finetune import run as finetune
 
     finetune(*resolve("finetune", args.config, args.overrides))

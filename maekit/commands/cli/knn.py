@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..knn import run as knn
     from ..common import resolve
+    from ..knn import run as knn
 
     knn(*resolve("knn", args.config, args.overrides))

@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..linprobe import run as linprobe
     from ..common import resolve
+    from ..linprobe import run as linprobe
 
     linprobe(*resolve("linprobe", args.config, args.overrides))

@@ -14,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..pretrain import run as pretrain
     from ..common import resolve
+    from ..pretrain import run as pretrain
 
     pretrain(*resolve("pretrain", args.config, args.overrides))
