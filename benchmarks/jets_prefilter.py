@@ -105,17 +105,19 @@ def to_markdown(res: dict, events_pthat: float) -> str:
         )
     lines += [
         "",
-        f"Prefilter at {G.PREFILTER_SCALE:g} GeV, with pTHatMin {res['pthat_reference']:g} GeV (margins: R = 0.6 jet pT >= pt-min - low, "
-        "R = 0.4 jet pT <= pt-max + high, |y| < abs-y-max + dy):",
+        f"Prefilter at {G.PREFILTER_SCALE:g} GeV, with pTHatMin {res['pthat_reference']:g} GeV (margins: "
+        "R = 0.6 jet pT >= pt-min - low, R = 0.4 jet pT <= pt-max + high, |y| < abs-y-max + dy):",
         "",
-        "| low / high / dy | quark jets lost % | gluon jets lost % | events simulated to the end % (quark / gluon) | of which in the window % |",
+        "| low / high / dy | quark jets lost % | gluon jets lost % | events "
+        "simulated to the end % (quark / gluon) | of which in the window % |",
         "|---|---|---|---|---|",
     ]
     for k in q["prefilter"]:
         a, b = q["prefilter"][k], g["prefilter"][k]
         lines.append(
-            f"| {k} | {a['jets_lost_pct']} ({a['jets_lost']}) | {b['jets_lost_pct']} ({b['jets_lost']}) | "
-            f"{a['events_simulated_pct']} / {b['events_simulated_pct']} | {a['acceptance_of_simulated_pct']} / {b['acceptance_of_simulated_pct']} |"
+            f"| {k} | {a['jets_lost_pct']} ({a['jets_lost']}) | {b['jets_lost_pct']} "
+            f"({b['jets_lost']}) | {a['events_simulated_pct']} / {b['events_simulated_pct']} "
+            f"| {a['acceptance_of_simulated_pct']} / {b['acceptance_of_simulated_pct']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -143,8 +143,8 @@ def table(rows: list[dict], tag: str) -> list[str]:
         auc = [r["test_roc_auc"] for r in sel]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
         out.append(
-            f"| {tag} | {LABELS.get(m, m)} | {sel[0]['labels']} | {len(sel)} | {statistics.mean(acc):.2f} ± {sd(acc):.2f} | "
-            f"{statistics.mean(auc):.4f} ± {sd(auc):.4f} |"
+            f"| {tag} | {LABELS.get(m, m)} | {sel[0]['labels']} | {len(sel)} | "
+            f"{statistics.mean(acc):.2f} ± {sd(acc):.2f} | {statistics.mean(auc):.4f} ± {sd(auc):.4f} |"
         )
     return out
 
@@ -220,9 +220,9 @@ def observations(recon_lines: list) -> list[str]:
             )
             met = best["auc"] >= scratch["auc"] + 0.03 and best["auc"] >= cnn["auc"]
             out.append(
-                f"- Target (1,000 labels: MAE fine-tune ROC-AUC at least scratch + 0.03 and at least the CNN's): "
-                f"{'met' if met else 'missed'}: best MAE fine-tune {best['auc']:.3f}, scratch + 0.03 = {scratch['auc'] + 0.03:.3f}, "
-                f"CNN {cnn['auc']:.3f}."
+                "- Target (1,000 labels: MAE fine-tune ROC-AUC at least scratch + 0.03 and at least "
+                f"the CNN's): {'met' if met else 'missed'}: best MAE fine-tune {best['auc']:.3f}, "
+                f"scratch + 0.03 = {scratch['auc'] + 0.03:.3f}, CNN {cnn['auc']:.3f}."
             )
     for tag, (pre, name, _) in EXTRA.items():
         rows = res.get(tag, [])
@@ -232,7 +232,8 @@ def observations(recon_lines: list) -> list[str]:
                 gap = ft["acc"] - sc["acc"]
                 out.append(
                     f"- Longer fine-tuning ({name}), {labels:,} labels: MAE {fmt(ft)} against scratch {fmt(sc)}: "
-                    f"{gap:+.2f} points, {'within' if abs(gap) <= ft['sd'] + sc['sd'] else 'outside'} the sum of the two seed spreads."
+                    f"{gap:+.2f} points, {'within' if abs(gap) <= ft['sd'] + sc['sd'] else 'outside'} the sum of "
+                    "the two seed spreads."
                 )
     probe_tag = "m075_e20" if "m075_e20" in res else "m075"
     for method, random, what in (("linprobe", "linprobe_random", "Linear probe"), ("knn", "knn_random", "k-NN")):
@@ -240,8 +241,8 @@ def observations(recon_lines: list) -> list[str]:
             mae, rnd = _summary(res.get(probe_tag, []), method, labels), _summary(res["m075"], random, labels)
             if mae and rnd:
                 out.append(
-                    f"- {what}, {labels:,} labels: MAE features (mask {label(probe_tag)}) {fmt(mae)} against a random encoder's "
-                    f"{fmt(rnd)}: {mae['acc'] - rnd['acc']:+.2f} points, {mae['auc'] - rnd['auc']:+.3f} AUC."
+                    f"- {what}, {labels:,} labels: MAE features (mask {label(probe_tag)}) {fmt(mae)} against a random "
+                    f"encoder's {fmt(rnd)}: {mae['acc'] - rnd['acc']:+.2f} points, {mae['auc'] - rnd['auc']:+.3f} AUC."
                 )
     aucs: dict[tuple, list[float]] = {}
     for tag, rows in res.items():
@@ -260,9 +261,10 @@ def observations(recon_lines: list) -> list[str]:
         ph = r["physics"]
         ch0 = ph["channels"][0]
         out.append(
-            f"- Reconstructions (mask {name}): total intensity relative residual {ph['total_intensity']['rel_residual']['mean']:+.3f}, "
-            f"image jet mass {ph['jet_mass']['rel_residual']['mean']:+.3f}; {ch0} occupancy {ph['occupancy']['original'][ch0]:.4f} in the "
-            f"original against {ph['occupancy']['recon'][ch0]:.4f} in the reconstruction"
+            f"- Reconstructions (mask {name}): total intensity relative residual "
+            f"{ph['total_intensity']['rel_residual']['mean']:+.3f}, image jet mass "
+            f"{ph['jet_mass']['rel_residual']['mean']:+.3f}; {ch0} occupancy {ph['occupancy']['original'][ch0]:.4f} "
+            f"in the original against {ph['occupancy']['recon'][ch0]:.4f} in the reconstruction"
             + ("." if "hit_intensity" in name else " (plain MSE regresses masked pixels to the mean).")
         )
     hit = next((r for name, r in recon_lines if "hit_intensity" in name), None)
@@ -272,19 +274,20 @@ def observations(recon_lines: list) -> list[str]:
         factors = {c: ph["occupancy"]["recon"][c] / max(ph["occupancy"]["original"][c], 1e-12) for c in ph["channels"]}
         occ_ok = all(1 / 1.5 <= f <= 1.5 for f in factors.values())
         out.append(
-            f"- The sparse-aware objective (mask {label('m075_hit')}) against the issue's targets: total intensity {ti:+.3f} "
-            f"({'within' if abs(ti) <= 0.10 else 'outside'} ±10 %), image jet mass {jm:+.3f} ({'within' if abs(jm) <= 0.15 else 'outside'} "
-            f"±15 %), occupancy recon/original "
+            f"- The sparse-aware objective (mask {label('m075_hit')}) against the issue's targets: total "
+            f"intensity {ti:+.3f} ({'within' if abs(ti) <= 0.10 else 'outside'} ±10 %), image jet mass "
+            f"{jm:+.3f} ({'within' if abs(jm) <= 0.15 else 'outside'} ±15 %), occupancy recon/original "
             + ", ".join(f"{c} x{f:.2f}" for c, f in factors.items())
-            + f" ({'all' if occ_ok else 'not all'} within a factor 1.5); plain MSE (mask {recon_lines[0][0]}): intensity "
-            f"{mse_ph['total_intensity']['rel_residual']['mean']:+.3f}, mass {mse_ph['jet_mass']['rel_residual']['mean']:+.3f}."
+            + f" ({'all' if occ_ok else 'not all'} within a factor 1.5); plain MSE (mask "
+            f"{recon_lines[0][0]}): intensity {mse_ph['total_intensity']['rel_residual']['mean']:+.3f}, "
+            f"mass {mse_ph['jet_mass']['rel_residual']['mean']:+.3f}."
         )
         for method in ("finetune", "linprobe"):
             a, b = _summary(res.get("m075_hit", []), method, 1000), _summary(res.get("m075", []), method, 1000)
             if a and b:
                 out.append(
-                    f"- Downstream with 1,000 labels, {method}: hit_intensity encoder {fmt(a)} against the plain-MSE encoder's "
-                    f"{fmt(b)} ({a['acc'] - b['acc']:+.2f} points, {a['auc'] - b['auc']:+.3f} AUC)."
+                    f"- Downstream with 1,000 labels, {method}: hit_intensity encoder {fmt(a)} against the plain-MSE "
+                    f"encoder's {fmt(b)} ({a['acc'] - b['acc']:+.2f} points, {a['auc'] - b['auc']:+.3f} AUC)."
                 )
     comp = FIGS / "m075_compress.json"
     if comp.exists():
@@ -292,9 +295,10 @@ def observations(recon_lines: list) -> list[str]:
         mae = min((r for r in rows if r["mask_ratio"] is not None), key=lambda r: r["bytes_per_image"])
         sparse = next(r for r in rows if r["method"].startswith("sparse"))
         out.append(
-            f"- As a codec: the smallest MAE code is {mae['bytes_per_image']:,.0f} bytes per image (mask {mae['mask_ratio']:g}, mean abs "
-            f"relative residual of the total intensity {mae['intensity_rel_residual_mean_abs']:.3f}); zero-suppressed sparse storage takes "
-            f"{sparse['bytes_per_image']:,.0f} bytes and is exact."
+            f"- As a codec: the smallest MAE code is {mae['bytes_per_image']:,.0f} bytes per "
+            f"image (mask {mae['mask_ratio']:g}, mean abs relative residual of the total "
+            f"intensity {mae['intensity_rel_residual_mean_abs']:.3f}); zero-suppressed "
+            f"sparse storage takes {sparse['bytes_per_image']:,.0f} bytes and is exact."
         )
     return out
 
@@ -312,12 +316,14 @@ def write_doc() -> None:
         *[" ".join(["maekit", *c[3:]]) for c in steps(every=True)],
         "```",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        "times are sums of the runs' own measurements (upper bounds where the cores were shared).",
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; times are sums "
+        "of the runs' own measurements (upper bounds where the cores were shared).",
         "",
         "## Data",
         "",
-        "20,000 jets from `maekit jets generate` (Pythia 8 Z(->nu nu)+jet at 14 TeV, half quark and half gluon jets, leading",
+        "20,000 jets from `maekit jets generate` (Pythia 8 Z(->nu "
+        "nu)+jet at 14 TeV, half quark and half gluon jets, leading",
         "anti-kT R=0.4 jet with pT 500-550 GeV and |y| < 2; 3 channels Tracks / ECAL / HCAL at 0.0174 x 0.0174; the",
         "generator's defaults: pTHatMin 325 GeV and the parton-level prefilter; see",
         "[docs/physics.md](../physics.md)), in the ML4SCI quark/gluon HDF5 layout. The models see the central 48 x 48",
@@ -326,7 +332,8 @@ def write_doc() -> None:
         f"methods get {budgets_text()} labelled jets (stratified, a different subset per seed).",
         "",
         "Model: ViT encoder 6 x 128 (4 heads), decoder 2 x 96, patch 8 (36 tokens), no per-patch pixel normalisation",
-        "(sparse images). The 125 x 125 x 8 seed architecture (`configs/seed_jets_125.yaml`) trains at a few images/s on",
+        "(sparse images). The 125 x 125 x 8 seed architecture "
+        "(`configs/seed_jets_125.yaml`) trains at a few images/s on",
         "this CPU and is meant for GPUs.",
         "",
     ]
@@ -342,7 +349,8 @@ def write_doc() -> None:
             last = ev[-1]
             mins = sum(r.get("epoch_time_s", 0) for r in ev) / 60
             pre_lines.append(
-                f"| {label(tag)} | {len(ev)} | {last['train_recon_loss']:.4f} | {last['val_recon_loss']:.4f} | {last['test_recon_loss']:.4f} | {mins:.0f} |"
+                f"| {label(tag)} | {len(ev)} | {last['train_recon_loss']:.4f} | "
+                f"{last['val_recon_loss']:.4f} | {last['test_recon_loss']:.4f} | {mins:.0f} |"
             )
         rec = kept(pre / "reconstruct.jsonl", f"{tag}_reconstruct.jsonl")
         if rec is not None:
@@ -364,10 +372,12 @@ def write_doc() -> None:
         ]
     if recon_lines:
         lines += [
-            "Physics metrics of the test reconstructions (`maekit reconstruct`, all 2,000 test jets, fixed masks; units: the",
+            "Physics metrics of the test reconstructions (`maekit "
+            "reconstruct`, all 2,000 test jets, fixed masks; units: the",
             "file's, GeV; the reconstruction has the visible patches pasted back):",
             "",
-            "| pretraining (mask ratio) | recon loss | MSE masked: tracks / ECAL / HCAL | total intensity rel. residual | image jet mass rel. residual | occupancy tracks: original -> recon |",
+            "| pretraining (mask ratio) | recon loss | MSE masked: tracks / ECAL / HCAL | total intensity "
+            "rel. residual | image jet mass rel. residual | occupancy tracks: original -> recon |",
             "|---|---|---|---|---|---|",
         ]
         baseline = recon_lines[0][1]["physics"].get("mean_image")  # the same test jets and masks for every row
@@ -393,8 +403,8 @@ def write_doc() -> None:
             )
         lines += [
             "",
-            "The recon loss of a `hit_intensity` row is that objective's own (hit cross-entropy plus relative intensity "
-            "error), not comparable with the MSE rows'; the physics columns are comparable across rows.",
+            "The recon loss of a `hit_intensity` row is that objective's own (hit cross-entropy plus relative "
+            "intensity error), not comparable with the MSE rows'; the physics columns are comparable across rows.",
             "",
         ]
     for tag in MASKS:
@@ -414,10 +424,13 @@ def write_doc() -> None:
         lines += [
             f"## Downstream, {budgets_text()} labelled jets",
             "",
-            "Test accuracy and ROC-AUC on the 2,000 test jets, mean ± std over seeds. The rows that do not depend on the",
-            "pretraining (ViT from scratch, CNN, pixel and random-encoder baselines) run once, with the first comparison.",
+            "Test accuracy and ROC-AUC on the 2,000 test jets, mean "
+            "± std over seeds. The rows that do not depend on the",
+            "pretraining (ViT from scratch, CNN, pixel and random-encoder "
+            "baselines) run once, with the first comparison.",
             "Each trained method (MAE fine-tune, ViT from scratch, CNN) has its own recipe and picks its learning rate",
-            "from its own grid on the validation split (configs/compare_jets_qg.yaml); all train 15 epochs. Pretraining",
+            "from its own grid on the validation split "
+            "(configs/compare_jets_qg.yaml); all train 15 epochs. Pretraining",
             "is 6 epochs unless the first column says otherwise.",
             "",
             "| pretraining mask | method | labels | seeds | accuracy % | ROC-AUC |",
@@ -431,12 +444,16 @@ def write_doc() -> None:
     lines += [
         "## Reference numbers",
         "",
-        "- Energy Flow Networks (Komiske, Metodiev, Thaler 2019), the same Pythia recipe with 2 million jets and all labels:",
+        "- Energy Flow Networks (Komiske, Metodiev, Thaler 2019), "
+        "the same Pythia recipe with 2 million jets and all labels:",
         "  ROC-AUC about 0.88-0.90 for particle-level networks (EFN/PFN) and jet-image CNNs.",
-        "- ML4SCI quark/gluon detector images (public ML4SCI end-to-end repositories): classifiers from scratch reach ROC-AUC ~0.77-0.80,",
-        "  accuracy ~0.70-0.73; the seed project reports 85.5 % (MAE-pretrained, fine-tuned) vs ~70 % (no pretraining) on",
+        "- ML4SCI quark/gluon detector images (public ML4SCI end-to-end "
+        "repositories): classifiers from scratch reach ROC-AUC ~0.77-0.80,",
+        "  accuracy ~0.70-0.73; the seed project reports 85.5 % "
+        "(MAE-pretrained, fine-tuned) vs ~70 % (no pretraining) on",
         "  its Task 3d data.",
-        f"- Our runs use {budgets_text()} labels and a 2-core CPU budget, so they sit below the fully supervised numbers; the point is",
+        f"- Our runs use {budgets_text()} labels and a 2-core CPU budget, "
+        "so they sit below the fully supervised numbers; the point is",
         "  the pretrained-vs-scratch gap at equal labels and recipe.",
         "",
     ]

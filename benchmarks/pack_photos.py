@@ -1,4 +1,5 @@
-"""Pack a folder of photos once, then stream it: pack speed, peak memory, disk used, and pretraining streamed vs in memory.
+"""Pack a folder of photos once, then stream it: pack speed, peak memory, disk used, and pretraining streamed vs in
+memory.
 
     .venv/bin/python benchmarks/pack_photos.py [--n 300000] [--sizes 224,64] [--workers W] [--pretrain-images 3000]
                                                [--out benchmarks/runs/pack_photos]
@@ -41,8 +42,8 @@ FULL_N = 300_000
 CLASSES = [f"class{i}" for i in range(10)]
 WRAPPER = (
     "import resource, sys; from maekit.cli import main; rc = main(sys.argv[1:]); "
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-    "file=sys.stderr); sys.exit(rc)"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
 )
 
 
@@ -126,9 +127,8 @@ def pack(folder: Path, out: Path, size: int, workers: int) -> dict:
     t = time.perf_counter()
     packing.check(out, folder, size, "auto")
     check_s = time.perf_counter() - t
-    decode_s = float(
-        re.search(r"decoded in ([\d.]+) s", r["stdout"]).group(1)
-    )  # the pack itself, without starting python
+    # the pack itself, without starting python
+    decode_s = float(re.search(r"decoded in ([\d.]+) s", r["stdout"]).group(1))
     return {
         "images": meta["images"],
         "bad": len(meta["bad"]),
@@ -185,8 +185,8 @@ def write_doc(res: dict, path: Path) -> None:
     lines = ["# Packing a folder of photos", ""]
     if smoke:
         lines += [
-            f"**SMOKE RUN: {n:,} photos, not the {FULL_N:,} of the issue. These numbers only show that the benchmark works; "
-            "do not quote them.**",
+            f"**SMOKE RUN: {n:,} photos, not the {FULL_N:,} of the issue. These "
+            "numbers only show that the benchmark works; do not quote them.**",
             "",
         ]
     lines += [
@@ -197,12 +197,14 @@ def write_doc(res: dict, path: Path) -> None:
         f"Machine: {res['machine']}, {res['cores']} cores, {res['memory_gb']} GB of memory available at the start; "
         f"{res['workers']} decoding worker(s). Photos: {n:,} files, {res['photos_mb']:,.0f} MB of JPEG.",
         "",
-        "| size | images | bad | command wall (s) | decode and write (s) | images/s | peak RSS main (MB) | peak RSS worker (MB) | pack on disk (MB) | folder check per run (s) |",
+        "| size | images | bad | command wall (s) | decode and write (s) | images/s | peak RSS "
+        "main (MB) | peak RSS worker (MB) | pack on disk (MB) | folder check per run (s) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s, p in res["pack"].items():
         lines.append(
-            f"| {s} | {p['images']:,} | {p['bad']} | {p['seconds']:,.1f} | {p['decode_s']:,.1f} | {p['images_per_s']:,.1f} | {p['peak_rss_mb']:,.0f} | "
+            f"| {s} | {p['images']:,} | {p['bad']} | {p['seconds']:,.1f} | "
+            f"{p['decode_s']:,.1f} | {p['images_per_s']:,.1f} | {p['peak_rss_mb']:,.0f} | "
             f"{p['peak_rss_worker_mb']:,.0f} | {p['disk_mb']:,.1f} | {p['check_s']:.2f} |"
         )
     lines += ["", "In memory without a pack, the folder reader would need (its own check, uint8 N x C x S x S):", ""]
@@ -213,8 +215,9 @@ def write_doc(res: dict, path: Path) -> None:
         )
     lines += [
         "",
-        f"Pretraining, 1 epoch over the first {res['pretrain_images']:,} photos (a folder of symlinks, packed too), tiny ViT "
-        f"(2 x 64, patch size/8 = 64 tokens, batch 64, {res['threads']} threads), each run in a fresh process:",
+        f"Pretraining, 1 epoch over the first {res['pretrain_images']:,} photos (a "
+        "folder of symlinks, packed too), tiny ViT (2 x 64, patch size/8 = 64 "
+        f"tokens, batch 64, {res['threads']} threads), each run in a fresh process:",
         "",
         "| size | data | epoch images/s | epoch (s) | wall incl. start and reading (s) | peak RSS (MB) |",
         "|---:|---|---:|---:|---:|---:|",
@@ -222,7 +225,8 @@ def write_doc(res: dict, path: Path) -> None:
     for s, runs in res["pretrain"].items():
         for name, r in runs.items():
             lines.append(
-                f"| {s} | {name} | {r['epoch_images_per_s']:,.1f} | {r['epoch_s']:,.1f} | {r['wall_s']:,.1f} | {r['peak_rss_mb']:,.0f} |"
+                f"| {s} | {name} | {r['epoch_images_per_s']:,.1f} | "
+                f"{r['epoch_s']:,.1f} | {r['wall_s']:,.1f} | {r['peak_rss_mb']:,.0f} |"
             )
     lines.append("")
     path.write_text("\n".join(lines))

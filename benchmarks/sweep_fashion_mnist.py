@@ -61,7 +61,8 @@ def conclusions(rs: list[dict]) -> list[str]:
         if (2, m) in by and (4, m) in by:
             a, b = by[(2, m)]["test_recon_loss"], by[(4, m)]["test_recon_loss"]
             lines.append(
-                f"- Mask {m:g}: patch 2 {'lower' if a < b else 'higher'} than patch 4 ({a:.4f} vs {b:.4f}, {100 * (a - b) / b:+.1f} %)."
+                f"- Mask {m:g}: patch 2 {'lower' if a < b else 'higher'} than "
+                f"patch 4 ({a:.4f} vs {b:.4f}, {100 * (a - b) / b:+.1f} %)."
             )
     for p in (2, 4):
         if (p, 0.75) in by and (p, 0.85) in by:
@@ -72,9 +73,10 @@ def conclusions(rs: list[dict]) -> list[str]:
     if all("knn_test_accuracy" in r for r in rs):
         k = max(rs, key=lambda r: r["knn_test_accuracy"])
         lines.append(
-            f"- Best k-NN test accuracy (600 labels): patch {int(k['model.patch_size'])}, mask {k['model.mask_ratio']:g} "
-            f"({100 * k['knn_test_accuracy']:.2f} %); the range is {100 * min(r['knn_test_accuracy'] for r in rs):.2f}-"
-            f"{100 * max(r['knn_test_accuracy'] for r in rs):.2f} %."
+            f"- Best k-NN test accuracy (600 labels): patch {int(k['model.patch_size'])}, mask "
+            f"{k['model.mask_ratio']:g} ({100 * k['knn_test_accuracy']:.2f} %); the range is "
+            f"{100 * min(r['knn_test_accuracy'] for r in rs):.2f}-{100 * max(r['knn_test_accuracy'] for r in rs):.2f} "
+            "%."
         )
     return lines
 
@@ -97,15 +99,20 @@ def write_doc() -> None:
     env = envs[0]
     wall = sum(r["wall_s"] for r in rs)
     table = [
-        "| patch | mask | train recon loss | test recon loss | k-NN test acc. (600 labels) | params (M) | MFLOPs / image | train img/s | wall (min) |",
+        "| patch | mask | train recon loss | test recon loss | k-NN test acc. "
+        "(600 labels) | params (M) | MFLOPs / image | train img/s | wall (min) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rs:
         table.append(
-            f"| {int(r['model.patch_size'])} | {r['model.mask_ratio']:g} | {r['train_recon_loss']:.4f} | {r['test_recon_loss']:.4f} | "
-            f"{100 * r['knn_test_accuracy']:.2f} % | {r['params_m']:.3f} | {r['mflops_per_image']:.1f} | {r['img_per_s']:.0f} | {r['wall_s'] / 60:.1f} |"
+            f"| {int(r['model.patch_size'])} | {r['model.mask_ratio']:g} | {r['train_recon_loss']:.4f} "
+            f"| {r['test_recon_loss']:.4f} | {100 * r['knn_test_accuracy']:.2f} % | {r['params_m']:.3f} "
+            f"| {r['mflops_per_image']:.1f} | {r['img_per_s']:.0f} | {r['wall_s'] / 60:.1f} |"
         )
     done = len(rs)
+    over = " (over the budget)" if wall > 45 * 60 else ""
+    dirty = str(env.get("git_commit", "")).endswith("+dirty")
+    changes = " (+dirty: with uncommitted changes, among them this sweep code before its first commit)" if dirty else ""
     text = f"""# Fashion-MNIST: patch size x mask ratio
 
 The seed project's experiment (patch 2 and 4 x mask ratio 0.75 and 0.85, loss curves and reconstructions pasted
@@ -122,12 +129,13 @@ Budget: planned for at most ~45 minutes of wall time on 2 CPU cores, so this is 
 recipe: encoder 4 x 96 (4 heads), decoder 1 x 64, **1 epoch** over the 54,000 unlabelled training images (210 steps
 of 256), plain-pixel loss (norm_pix_loss off, so losses of both patch sizes are on the same scale), then weighted
 20-NN on the frozen encoder's cls token with 600 labelled images (60 per class), on the 10,000 test images.
-Measured: {done} of 4 cells, **{wall / 60:.0f} minutes** of wall time in total{" (over the budget)" if wall > 45 * 60 else ""}: the 2 cores were
+Measured: {done} of 4 cells, **{wall / 60:.0f} minutes** of wall time in total{over}: the 2 cores were
 shared with other jobs (test suites, other benchmarks) throughout, so images/s and wall times are pessimistic and
 only roughly comparable between cells (an idle machine would be faster; not measured here). A first attempt with
 2 epochs and a 2-layer decoder was stopped after 2 minutes, when its speed showed it would not fit the budget.
-Machine: {platform.machine()}, {env.get("cpu", "?")}, {env.get("torch_threads", "?")} threads, torch {env.get("torch", torch.__version__)}, Python {env.get("python", "?")};
-maekit at commit {env.get("git_commit", "?")} when the first cell started{" (+dirty: with uncommitted changes, among them this sweep code before its first commit)" if str(env.get("git_commit", "")).endswith("+dirty") else ""}.
+Machine: {platform.machine()}, {env.get("cpu", "?")}, {env.get("torch_threads", "?")} threads, \
+torch {env.get("torch", torch.__version__)}, Python {env.get("python", "?")};
+maekit at commit {env.get("git_commit", "?")} when the first cell started{changes}.
 
 {chr(10).join(table)}
 

@@ -75,7 +75,10 @@ class Run:
 
     def __repr__(self) -> str:
         c = self._loaded.model_cfg
-        return f"maekit.Run({str(self.path)!r}: {c.in_chans}x{c.img_size[0]}x{c.img_size[1]}, patch {c.patch_size}, encoder {c.depth} x {c.embed_dim})"
+        return (
+            f"maekit.Run({str(self.path)!r}: {c.in_chans}x{c.img_size[0]}x{c.img_size[1]}, "
+            f"patch {c.patch_size}, encoder {c.depth} x {c.embed_dim})"
+        )
 
     @property
     def config(self) -> dict:
@@ -103,9 +106,8 @@ class Run:
 
     def as_batch(self, images) -> torch.Tensor:
         """uint8 or float images (numpy or torch) in [N, H, W], [N, H, W, C] or [N, C, H, W] -> [N, C, H, W]."""
-        x = (
-            images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))
-        )  # a copy: inputs stay untouched
+        # a copy: inputs stay untouched
+        x = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))
         c, (h, w) = self._loaded.model_cfg.in_chans, self._loaded.model_cfg.img_size
         if x.ndim == 3 and c == 1:
             x = x.unsqueeze(1)

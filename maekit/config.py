@@ -104,17 +104,20 @@ class DataConfig:
             raise MaekitError(f"{prefix}channels must list channel indices >= 0, got {self.channels}")
         if self.crop is not None and (self.crop < 1 or self.source not in ("hdf5", "parquet", "npy")):
             raise MaekitError(
-                f"{prefix}crop must be >= 1 and is for hdf5/parquet/npy sources (folders: data.image_size), got {self.crop} with source {self.source}"
+                f"{prefix}crop must be >= 1 and is for hdf5/parquet/npy sources "
+                f"(folders: data.image_size), got {self.crop} with source {self.source}"
             )
         if (self.pack or self.test_pack) and self.source != "folder":
             raise MaekitError(
-                f"{prefix}pack and {prefix}test_pack are packs of image folders (data.source=folder), got source {self.source}"
+                f"{prefix}pack and {prefix}test_pack are packs of image "
+                f"folders (data.source=folder), got source {self.source}"
             )
         if self.test_pack and not self.test_path:
             raise MaekitError(f"{prefix}test_pack is the pack of {prefix}test_path, which is not set")
         if self.pack and self.test_path and not self.test_pack:
             raise MaekitError(
-                f"{prefix}test_path {self.test_path} needs its own pack with {prefix}pack set: pack it and set {prefix}test_pack"
+                f"{prefix}test_path {self.test_path} needs its own pack "
+                f"with {prefix}pack set: pack it and set {prefix}test_pack"
             )
         if self.test_pack and not self.pack:
             raise MaekitError(f"{prefix}test_pack needs {prefix}pack (the pack of {prefix}path) too")

@@ -1,5 +1,5 @@
-"""The layering of docs/architecture.md (the design's "imports only go down this list"), checked on the source text with `ast`
-(nothing is imported): imports only go down the layers, and no module uses another maekit module's private
+"""The layering of docs/architecture.md (the design's "imports only go down this list"), checked on the source text
+with `ast` (nothing is imported): imports only go down the layers, and no module uses another maekit module's private
 (`_name`) names. Imports inside functions count, and so do `__import__`/`importlib.import_module` calls
 whose module name starts with a literal "maekit.".
 

@@ -165,8 +165,10 @@ def test_two_processes_match_one(tmp_path, fmnist_small):
         assert r5.stdout.count("test accuracy") == 1  # printed by rank 0 only
     # compare under torchrun: every cell distributed, one set of tables, the single-process numbers
     (tmp_path / "cmp.yaml").write_text(
-        f"pretrained: {one}\npretrain: {{data: {{path: {fmnist_small}}}}}\nbudgets: [200]\nseeds: [0]\nmethods: [linprobe, knn]\n"
-        "linprobe: {train: {epochs: 2, batch_size: 32, progress: false, threads: 1}}\nknn: {train: {progress: false, threads: 1}}\n"
+        f"pretrained: {one}\npretrain: {{data: {{path: {fmnist_small}}}}}\nbudgets: [200]\nseeds: [0]\n"
+        "methods: [linprobe, knn]\n"
+        "linprobe: {train: {epochs: 2, batch_size: 32, progress: false, threads: 1}}\n"
+        "knn: {train: {progress: false, threads: 1}}\n"
         f"out: {tmp_path / 'cmp'}\n"
     )
     r7 = subprocess.run(

@@ -103,7 +103,8 @@ def test_linprobe_leaves_the_encoder_unchanged(tmp_path, fmnist_small, pretraine
         if not name.startswith("head"):
             assert torch.equal(value, tensors["model.encoder." + name]), name
     result = json.loads((tmp_path / "lp" / "result.json").read_text())
-    # above chance (0.1, whose spread over 300 images is 0.017): labels and images stay paired through features, head and test
+    # above chance (0.1, whose spread over 300 images is 0.017): labels and images stay paired through features, head
+    # and test
     assert result["labels"] == 100 and result["test_accuracy"] > 0.15 and result["test_images"] == 300
     assert_picture(tmp_path / "lp" / "confusion_matrix.png")
     assert_picture(tmp_path / "lp" / "curves.png")
@@ -143,9 +144,8 @@ def test_finetune_and_knn_cli(tmp_path, fmnist_small, pretrained_run):
     rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert sum("val_accuracy" in r for r in rows) == 2
     assert main(["knn", "pretrained=none", f"out={tmp_path / 'knn'}", *TINY, *down_args(fmnist_small)]) == 0
-    assert (
-        json.loads((tmp_path / "knn" / "result.json").read_text())["test_accuracy"] > 0.3
-    )  # pixels-ish features on 10 classes
+    # pixels-ish features on 10 classes
+    assert json.loads((tmp_path / "knn" / "result.json").read_text())["test_accuracy"] > 0.3
 
 
 def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkeypatch, capsys):
@@ -305,7 +305,8 @@ def test_mixup_and_cutmix_blend_each_image_with_its_reversed_partner():
 
 
 def test_linprobe_schedule_counts_accumulation(tmp_path, fmnist_small, pretrained_run):
-    # 100 labels, batch 16 x 2 accumulation: 3 optimiser steps per epoch, so 12 in 4 epochs and the cosine ends at min_lr
+    # 100 labels, batch 16 x 2 accumulation: 3 optimiser steps per epoch, so 12 in 4 epochs and the cosine ends at
+    # min_lr
     out = tmp_path / "lp"
     assert (
         main(
@@ -379,12 +380,10 @@ def test_finetune_reads_the_test_split_once_after_choosing_on_validation(
     assert seen == [60, 60, 60, 300]  # the 60 validation images each epoch, then the 300 test images once
     lrs = {tuple(p.shape): g["lr"] for g in opts[0].param_groups for p in g["params"]}
     head_lr = lrs[(10, 32)]  # the classifier head (TINY: width 32, 10 classes)
-    assert head_lr > 0 and lrs[(32, 1, 7, 7)] == pytest.approx(
-        head_lr * 0.5 ** (2 + 1)
-    )  # patch embedding, TINY depth 2
-    assert lrs[(32 * 4, 32)] == pytest.approx(head_lr * 0.5**2) or lrs[(32 * 4, 32)] == pytest.approx(
-        head_lr * 0.5
-    )  # MLP fc1 of a block
+    # patch embedding, TINY depth 2
+    assert head_lr > 0 and lrs[(32, 1, 7, 7)] == pytest.approx(head_lr * 0.5 ** (2 + 1))
+    # MLP fc1 of a block
+    assert lrs[(32 * 4, 32)] == pytest.approx(head_lr * 0.5**2) or lrs[(32 * 4, 32)] == pytest.approx(head_lr * 0.5)
     result = json.loads((tmp_path / "ft" / "result.json").read_text())
     rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     best = max((r for r in rows if "val_accuracy" in r), key=lambda r: r["val_accuracy"])

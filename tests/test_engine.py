@@ -49,9 +49,8 @@ def test_no_weight_decay_on_norms_biases_and_tokens():
         "encoder.patch_embed.proj.bias",
         "decoder_pred.bias",
     } <= set(free)
-    assert len(decayed) + len(free) == len(list(tiny_mae().parameters())) and not any(
-        "pos_embed" in n for n in free
-    )  # a fixed buffer
+    # a fixed buffer
+    assert len(decayed) + len(free) == len(list(tiny_mae().parameters())) and not any("pos_embed" in n for n in free)
 
 
 def test_warmup_then_cosine():

@@ -287,9 +287,8 @@ def test_downstream_and_pretrain_init_accept_hf_dir(tmp_path, fmnist_small, pret
         == 0
     )
     a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("ft", "ft_run"))
-    assert (
-        a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]
-    )  # the same weights fine-tuned
+    # the same weights fine-tuned
+    assert a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]
     # pretrain init=HF_DIR starts from the exported weights
     pre = [
         f"data.path={fmnist_small}",

@@ -254,9 +254,8 @@ def test_downstream_resume_is_bitwise_identical(tmp_path, fmnist_small, command)
     ]
     assert main([*args, f"out={tmp_path / 'ref'}"]) == 0
     run = tmp_path / "run"
-    assert (
-        main([*args, f"out={run}", "train.stop_after=5"]) == 0
-    )  # 3 steps per epoch: inside epoch 2, between log lines
+    # 3 steps per epoch: inside epoch 2, between log lines
+    assert main([*args, f"out={run}", "train.stop_after=5"]) == 0
     assert (
         not (run / "result.json").exists()
         and checkpoint.load(run / "checkpoints" / "last.safetensors")[1]["train_state"]["step"] == 5

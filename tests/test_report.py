@@ -111,7 +111,8 @@ def open_report(browser, html: Path, shot: str) -> dict:
     state = browser.execute_script(
         "return {images: [...document.images].map(i => ({ok: i.complete, w: i.naturalWidth, alt: i.alt})),"
         " tables: document.querySelectorAll('table').length, title: document.title, text: document.body.innerText,"
-        " external: [...document.querySelectorAll('[src],[href],link,script')].map(e => e.getAttribute('src') || e.getAttribute('href') || e.tagName)"
+        " external: [...document.querySelectorAll('[src],[href],link,script')]"
+        ".map(e => e.getAttribute('src') || e.getAttribute('href') || e.tagName)"
         "   .filter(u => !(u.startsWith('data:image/png;base64,') || u.startsWith('#'))),"
         " pwned: window.__pwned === undefined ? null : window.__pwned, height: document.documentElement.scrollHeight}"
     )
@@ -148,9 +149,8 @@ def test_report_in_headless_chromium(dirs, browser, capsys, kind, tables, texts)
     raw = html.read_text()
     assert "<script" not in raw and EVIL not in raw and "<b>1</b>" not in raw and "<i>x" not in raw
     if kind in ("sweep", "compare", "pretrain"):
-        assert (
-            "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&amp;&quot;" in raw
-        )  # the class name, in the configuration
+        # the class name, in the configuration
+        assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&amp;&quot;" in raw
         assert EVIL in state["text"]  # shown as text
     if kind == "sweep":
         assert 'sweep <i>x & "y"' in state["title"]

@@ -41,7 +41,8 @@ def name_part(value: str) -> str:
 
 
 def cell_name(parts: list[tuple[str, str]]) -> str:
-    """[('finetune', ''), ('labels', '600'), ('seed', '0')] -> 'finetune_labels600_seed0' (key and value, '_' between)."""
+    """[('finetune', ''), ('labels', '600'), ('seed', '0')] -> 'finetune_labels600_seed0'
+    (key and value, '_' between)."""
     return "_".join(f"{key}{value}" for key, value in parts)
 
 
@@ -107,7 +108,8 @@ def check_same_recipe(run_dir: Path, cfg: Any) -> None:
             f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
         )
         raise MaekitError(
-            f"{run_dir} was run with another recipe ({diff}); remove that cell directory to rerun it, or use another out=DIR"
+            f"{run_dir} was run with another recipe ({diff}); remove "
+            "that cell directory to rerun it, or use another out=DIR"
         )
 
 

@@ -154,8 +154,9 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
             ckpt = p / "checkpoints" / "last.safetensors"
         if not (p / "run.json").exists() or not (ckpt.exists() or checkpoint.previous_path(ckpt).exists()):
             raise MaekitError(
-                f"{p} is not a maekit run directory with a checkpoint (expected run.json and checkpoints/{which}.safetensors) "
-                f"nor a Hugging Face ViTMAE directory (config.json and model.safetensors)"
+                f"{p} is not a maekit run directory with a checkpoint (expected "
+                f"run.json and checkpoints/{which}.safetensors) nor a Hugging "
+                "Face ViTMAE directory (config.json and model.safetensors)"
             )
     else:
         raise MaekitError(

@@ -176,7 +176,8 @@ def write_tables(results: list[dict], out: Path, pretrained: str, selection: lis
     ]
     by = {(r["method"], r["labels"]): r for r in rows}
     gains = [
-        f"- {labels} labels: fine-tune minus {LABELS[other]} = {100 * (by[('finetune', labels)]['mean'] - by[(other, labels)]['mean']):+.2f} points"
+        f"- {labels} labels: fine-tune minus {LABELS[other]} = "
+        f"{100 * (by[('finetune', labels)]['mean'] - by[(other, labels)]['mean']):+.2f} points"
         for (m, labels) in by
         if m == "finetune"
         for other in ("scratch", "cnn", "pixel_knn")

@@ -86,9 +86,8 @@ def run(
                 nnz += int((o.abs() > threshold).sum())
         code = (1 + keep) * D * 2 + (keep * patch_index_bytes if ratio > 0 else 0)
         if loaded.model_cfg.norm_pix_loss:
-            code += (
-                L * 2 * 2
-            )  # the decoder predicts standardised patches: each patch's mean and std (float16) are needed too
+            # the decoder predicts standardised patches: each patch's mean and std (float16) are needed too
+            code += L * 2 * 2
         res = acc.result()
         rows.append(
             {
@@ -140,7 +139,8 @@ def run(
     md = [
         f"Compression of {n} {split} images {c}x{h}x{w} of {data_cfg.path} with {loaded.path} (units: the file's).",
         "",
-        "| encoding | bytes / image | x smaller than raw | MSE (mean over channels) | image jet mass, mean abs rel. residual | total intensity, mean abs rel. residual |",
+        "| encoding | bytes / image | x smaller than raw | MSE (mean over channels) | image "
+        "jet mass, mean abs rel. residual | total intensity, mean abs rel. residual |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -156,7 +156,8 @@ def run(
     )
     md += [
         "",
-        f"Smallest MAE code: {best_mae['bytes_per_image']:,.0f} bytes (mask {best_mae['mask_ratio']:g}); sparse: {sparse:,.0f} bytes: {verdict}.",
+        f"Smallest MAE code: {best_mae['bytes_per_image']:,.0f} bytes (mask "
+        f"{best_mae['mask_ratio']:g}); sparse: {sparse:,.0f} bytes: {verdict}.",
     ]
     dst = Path(out) if out else loaded.path / f"compress_{split}"
     dst.mkdir(parents=True, exist_ok=True)

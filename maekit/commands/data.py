@@ -139,7 +139,8 @@ def inspect(path: str, overrides: list[str], limit: int, as_json: bool) -> dict:
     print(f"    {'channel':<16}{'mean':>11}{'std':>11}{'min':>11}{'max':>11}{'nonzero':>9}")
     for c in info["channels"]:
         print(
-            f"    {str(c['channel']):<16}{c['mean']:>11.4g}{c['std']:>11.4g}{c['min']:>11.4g}{c['max']:>11.4g}{100 * c['nonzero']:>8.1f}%"
+            f"    {str(c['channel']):<16}{c['mean']:>11.4g}{c['std']:>11.4g}{c['min']:>11.4g}{c['max']:>11.4g}"
+            f"{100 * c['nonzero']:>8.1f}%"
         )
     return info
 

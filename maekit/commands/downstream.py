@@ -113,8 +113,9 @@ def prepare_setup(cfg: DownstreamConfig) -> Setup:
             raise MaekitError(str(e)) from None
     if model_cfg.in_chans != splits.channels or tuple(model_cfg.img_size) != tuple(splits.image_size):
         raise MaekitError(
-            f"encoder {cfg.pretrained or '(model section)'} expects {model_cfg.in_chans} channels of {model_cfg.img_size[0]}x{model_cfg.img_size[1]}, "
-            f"but data {splits.sources.get('train', cfg.data.path)} have {splits.channels} of {splits.image_size[0]}x{splits.image_size[1]}"
+            f"encoder {cfg.pretrained or '(model section)'} expects {model_cfg.in_chans} channels of "
+            f"{model_cfg.img_size[0]}x{model_cfg.img_size[1]}, but data {splits.sources.get('train', cfg.data.path)} "
+            f"have {splits.channels} of {splits.image_size[0]}x{splits.image_size[1]}"
         )
     if len(mean) != splits.channels:
         raise MaekitError(f"{cfg.pretrained} normalised {len(mean)} channels, the data have {splits.channels}")

@@ -58,7 +58,8 @@ def run(
         if splits.channels != c.in_chans or tuple(splits.image_size) != tuple(c.img_size):
             raise MaekitError(
                 f"encoder {run_dir} expects {c.in_chans} channels of {c.img_size[0]}x{c.img_size[1]}, "
-                f"but data {splits.sources.get('train', data_cfg.path)} have {splits.channels} of {splits.image_size[0]}x{splits.image_size[1]}"
+                f"but data {splits.sources.get('train', data_cfg.path)} have {splits.channels} of "
+                f"{splits.image_size[0]}x{splits.image_size[1]}"
             )
         state = {k[len("encoder.") :]: v for k, v in loaded.state.items() if k.startswith("encoder.")}
         setup = Setup(splits, images, splits.val, c, state, loaded.mean, loaded.std, splits.num_classes)

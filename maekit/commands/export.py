@@ -37,8 +37,9 @@ def run(run_dir: str, out: str, fmt: str = "hf") -> Path:
     )
     if hf.encoder_only(loaded.model_cfg):
         print(
-            f"exported the encoder of {loaded.path} as a transformers ViTMAEModel directory -> {path}; its decoder "
-            f"(model.loss={loaded.model_cfg.loss}: hit probability and intensity per pixel) has no transformers counterpart"
+            f"exported the encoder of {loaded.path} as a transformers ViTMAEModel "
+            f"directory -> {path}; its decoder (model.loss={loaded.model_cfg.loss}: "
+            "hit probability and intensity per pixel) has no transformers counterpart"
         )
     else:
         print(f"exported {loaded.path} as a transformers ViTMAE directory -> {path}")

@@ -114,10 +114,11 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
             )
 
     if dist.is_main:
+        encoder = "encoder from " + str(cfg.pretrained) if cfg.pretrained else "encoder randomly initialised"
         print(
             f"{kind}: {n} labelled images ({cfg.labels:g}), {len(setup.val)} val, "
-            f"{'small CNN' if cfg.arch == 'cnn' else 'encoder from ' + str(cfg.pretrained) if cfg.pretrained else 'encoder randomly initialised'}, peak lr {peak:.2e}, "
-            f"layer decay {cfg.optim.layer_decay}, {spe} steps/epoch x {cfg.train.epochs} epochs",
+            f"{'small CNN' if cfg.arch == 'cnn' else encoder}, peak lr {peak:.2e}, layer "
+            f"decay {cfg.optim.layer_decay}, {spe} steps/epoch x {cfg.train.epochs} epochs",
             flush=True,
         )
     state = fit(

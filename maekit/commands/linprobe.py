@@ -92,8 +92,9 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
             )
 
     print(
-        f"{kind}: features of {n} labelled / {len(setup.val)} val / {len(setup.splits.test)} test images in {t_feat:.1f}s; "
-        f"{cfg.head} head on {cfg.pool} features, encoder {'from ' + str(cfg.pretrained) if cfg.pretrained else 'random'}",
+        f"{kind}: features of {n} labelled / {len(setup.val)} val / {len(setup.splits.test)} "
+        f"test images in {t_feat:.1f}s; {cfg.head} head on {cfg.pool} features, encoder "
+        f"{'from ' + str(cfg.pretrained) if cfg.pretrained else 'random'}",
         flush=True,
     )
     state = fit(

@@ -48,8 +48,9 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     mcfg = model_config_of(cfg, splits)
     if splits.channels != mcfg.in_chans or tuple(splits.image_size) != tuple(mcfg.img_size):
         raise MaekitError(
-            f"data {splits.sources.get('train', cfg.data.path)} have {splits.channels} channels of {splits.image_size[0]}x{splits.image_size[1]} but the model expects "
-            f"{mcfg.in_chans} of {mcfg.img_size[0]}x{mcfg.img_size[1]} (model.in_chans / model.img_size)"
+            f"data {splits.sources.get('train', cfg.data.path)} have {splits.channels} channels of "
+            f"{splits.image_size[0]}x{splits.image_size[1]} but the model expects {mcfg.in_chans} "
+            f"of {mcfg.img_size[0]}x{mcfg.img_size[1]} (model.in_chans / model.img_size)"
         )
     torch.manual_seed(cfg.train.seed)
     model = MAE(mcfg).to(dist.device)
@@ -133,9 +134,10 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     if dist.is_main:
         print(
             f"pretrain: {n_train} train / {len(splits.val)} val / {len(splits.test)} test images "
-            f"{splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
-            f"{mcfg.num_patches} patches of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, "
-            f"effective batch {eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {precision}"
+            f"{splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}, "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {mcfg.num_patches} patches "
+            f"of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, effective batch "
+            f"{eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {precision}"
             + (f" (precision=auto on {dist.device.type})" if cfg.train.precision == "auto" else "")
             + (f", resuming at step {state.step}" if state.step else ""),
             flush=True,

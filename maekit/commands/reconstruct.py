@@ -167,7 +167,8 @@ def _print_physics(ph: dict) -> None:
     for key, label in (("total_intensity", "total intensity"), ("jet_mass", "image jet mass")):
         r = ph[key]["rel_residual"]
         print(
-            f"{label} ({'+'.join(ph['energy_channels'])}): relative residual {r['mean']:+.3f} +- {r['std']:.3f} (median {r['median']:+.3f})"
+            f"{label} ({'+'.join(ph['energy_channels'])}): relative residual "
+            f"{r['mean']:+.3f} +- {r['std']:.3f} (median {r['median']:+.3f})"
         )
     occ = ", ".join(
         f"{k} {ph['occupancy']['original'][k]:.4f}->{ph['occupancy']['recon'][k]:.4f}" for k in ph["channels"]
@@ -176,8 +177,9 @@ def _print_physics(ph: dict) -> None:
     if "mean_image" in ph:  # the baseline: the training split's mean image in the masked patches
         b = ph["mean_image"]
         print(
-            f"baseline, mean training image pasted into the masked patches: total intensity {b['total_intensity']['rel_residual']['mean']:+.3f}, "
-            f"image jet mass {b['jet_mass']['rel_residual']['mean']:+.3f}, occupancy "
+            "baseline, mean training image pasted into the masked patches: total "
+            f"intensity {b['total_intensity']['rel_residual']['mean']:+.3f}, image "
+            f"jet mass {b['jet_mass']['rel_residual']['mean']:+.3f}, occupancy "
             + ", ".join(f"{k} {b['occupancy']['recon'][k]:.4f}" for k in ph["channels"])
         )
     print(f"channel panels: {ph['panels']}")

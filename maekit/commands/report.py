@@ -24,7 +24,8 @@ from .cells import METRICS, SUMMARY_HEADER, read_csv, summarize, summary_row
 DOWNSTREAM_KINDS = ("linprobe", "finetune", "knn", "scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")
 
 STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 h3 { font-size: 1.0em; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: .85em; }
@@ -58,7 +59,10 @@ class Page:
     def image(self, path: Path, caption: str | None = None) -> str:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         cap = caption if caption is not None else _rel(path, self.root)
-        return f'<figure><img src="data:image/png;base64,{data}" alt="{esc(cap)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        return (
+            f'<figure><img src="data:image/png;base64,{data}" '
+            f'alt="{esc(cap)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        )
 
     def render(self) -> str:
         nav = " ".join(f'<a href="#s{i}">{esc(t)}</a>' for i, (t, parts) in enumerate(self.sections) if parts)
@@ -70,7 +74,8 @@ class Page:
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{esc(self.title)}</title><style>{STYLE}</style></head>\n<body>\n"
-            f'<h1>{esc(self.title)}</h1>\n<p class="note">directory: <code>{esc(self.root)}</code></p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n'
+            f'<h1>{esc(self.title)}</h1>\n<p class="note">directory: '
+            f"<code>{esc(self.root)}</code></p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n"
         )
 
 
@@ -109,14 +114,11 @@ def table(header: list[str], rows: Iterable[list[Any]], text_cols: int = 1, form
     head = "".join(f'<th class="{"text" if i < text_cols else ""}">{esc(h)}</th>' for i, h in enumerate(header))
     body = []
     for row in rows:
-        body.append(
-            "<tr>"
-            + "".join(
-                f'<td class="{"text" if i < text_cols else ""}">{esc(v if formatted else _number(header[i] if i < len(header) else "", v))}</td>'
-                for i, v in enumerate(row)
-            )
-            + "</tr>"
-        )
+        cells = []
+        for i, v in enumerate(row):
+            text = v if formatted else _number(header[i] if i < len(header) else "", v)
+            cells.append(f'<td class="{"text" if i < text_cols else ""}">{esc(text)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 

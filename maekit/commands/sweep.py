@@ -147,10 +147,8 @@ def plan(
         "then": list(then),
         **to_dict(from_dict(PretrainConfig, base_pre)),  # the resolved base configuration, for the reader
         **{m: base_down[m] for m in DOWNSTREAM if base_down[m]},
-        "given": {
-            **base_pre,
-            **{m: base_down[m] for m in DOWNSTREAM if base_down[m]},
-        },  # what the user set: compared on reruns
+        # what the user set: compared on reruns
+        "given": {**base_pre, **{m: base_down[m] for m in DOWNSTREAM if base_down[m]}},
     }
     return out_dir, axes, cells, record
 
@@ -222,7 +220,8 @@ def _open_sweep(out: Path, record: dict) -> None:
         where = _mismatch(old, record)
         if where is not None:
             raise MaekitError(
-                f"{out} holds a sweep with a different grid or configuration (at '{where}'); use the same settings to continue it, or another out=DIR"
+                f"{out} holds a sweep with a different grid or configuration (at "
+                f"'{where}'); use the same settings to continue it, or another out=DIR"
             )
         record = {
             **record,
@@ -426,7 +425,8 @@ def write_tables(out: Path, axes: list[Axis], cells: list[Cell], records: dict[s
     if any(c.pretrain.model.norm_pix_loss for c in cells) and any(a.key == "model.patch_size" for a in axes):
         lines += [
             "",
-            "Note: with norm_pix_loss the targets are normalised per patch, so losses of different patch sizes are not on the same scale.",
+            "Note: with norm_pix_loss the targets are normalised per patch, "
+            "so losses of different patch sizes are not on the same scale.",
         ]
     lines += ["", "![loss curves](loss_curves.png)", "", "![reconstructions](reconstructions.png)", ""]
     for m, t, _ in shown:

@@ -79,7 +79,8 @@ def load(folder: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[s
     """{'train': (images uint8 [N,3,32,32], labels int64), 'test': ...} and the class names."""
     if not folder.is_dir():
         raise MaekitError(
-            f"data path {folder} is not a folder; data.source=cifar expects the extracted cifar-10-batches-py or cifar-100-python folder"
+            f"data path {folder} is not a folder; data.source=cifar expects "
+            "the extracted cifar-10-batches-py or cifar-100-python folder"
         )
     lay = layout_of(folder)
     key = lay["labels"].decode()
@@ -90,7 +91,8 @@ def load(folder: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[s
             path = folder / name
             if not path.exists():
                 raise MaekitError(
-                    f"{path} is missing; expected the full CIFAR python layout ({', '.join(lay['train'] + lay['test'])})"
+                    f"{path} is missing; expected the full CIFAR python "
+                    f"layout ({', '.join(lay['train'] + lay['test'])})"
                 )
             d = _load(path)
             if "data" not in d or key not in d:

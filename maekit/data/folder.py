@@ -55,7 +55,8 @@ def decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
 
 def _bomb(path: Path, detail: str) -> MaekitError:
     return MaekitError(
-        f"{path}: image over Pillow's decompression-bomb limit ({detail}); refusing to decode it (remove or shrink the file)"
+        f"{path}: image over Pillow's decompression-bomb limit "
+        f"({detail}); refusing to decode it (remove or shrink the file)"
     )
 
 
@@ -96,7 +97,8 @@ def report_bad(root: Path, bad: list[Path], on_bad_image: str) -> None:
     """Unreadable files of `root`: an error naming the first (data.on_bad_image=error), else a line with their count."""
     if bad and on_bad_image == "error":
         raise MaekitError(
-            f"{bad[0]}: cannot decode the image ({len(bad)} unreadable file(s) in {root}); set data.on_bad_image=skip to skip them"
+            f"{bad[0]}: cannot decode the image ({len(bad)} unreadable "
+            f"file(s) in {root}); set data.on_bad_image=skip to skip them"
         )
     if bad:
         print(f"data: skipped {len(bad)} unreadable image(s) in {root} (first: {bad[0]})", flush=True)
@@ -115,8 +117,9 @@ def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, li
     need = len(files) * (3 if mode == "RGB" else 1) * size * size if size else 0
     if avail is not None and need > avail:
         raise MaekitError(
-            f"{root}: {len(files):,} images at {size}x{size} need {need / 2**30:.1f} GiB in memory, more than the "
-            f"{avail / 2**30:.1f} GiB available; use a smaller data.image_size, or pack the folder once (`maekit data pack`) and set data.pack to stream it"
+            f"{root}: {len(files):,} images at {size}x{size} need {need / 2**30:.1f} GiB in memory, "
+            f"more than the {avail / 2**30:.1f} GiB available; use a smaller data.image_size, or "
+            "pack the folder once (`maekit data pack`) and set data.pack to stream it"
         )
     workers = min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool, warnings.catch_warnings():
@@ -140,7 +143,8 @@ def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, li
         shapes = {a.shape for _, a in keep}
         if len(shapes) > 1:
             raise MaekitError(
-                f"{root}: images have different sizes ({', '.join(str(s[1:]) for s in list(shapes)[:3])} ...); set data.image_size"
+                f"{root}: images have different sizes "
+                f"({', '.join(str(s[1:]) for s in list(shapes)[:3])} ...); set data.image_size"
             )
     images = np.stack([a for _, a in keep])
     labels = np.array([classes.index(p.parent.name) for p, _ in keep], dtype=np.int64) if classes else None

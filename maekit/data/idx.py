@@ -86,8 +86,8 @@ def read_idx(path: str | Path) -> np.ndarray:
             avail = available_memory()
             if avail is not None and expected > avail:
                 raise MaekitError(
-                    f"idx file {p} declares shape {shape} ({expected:,} bytes), more than the {avail:,} bytes of memory "
-                    "available; its header is corrupt or it is not an idx file"
+                    f"idx file {p} declares shape {shape} ({expected:,} bytes), more than the {avail:,} "
+                    "bytes of memory available; its header is corrupt or it is not an idx file"
                 )
             raw += f.read(expected - header + 1)
     except FileNotFoundError:
@@ -120,7 +120,8 @@ def locate(name: str, path: str | None, download: bool = True) -> Path:
             raise MaekitError(f"data.path {folder} does not exist")
         if not _complete(folder):
             raise MaekitError(
-                f"data.path {folder} does not hold the four idx files ({', '.join(s for p in FILES.values() for s in p)}, .gz or not)"
+                f"data.path {folder} does not hold the four idx files "
+                f"({', '.join(s for p in FILES.values() for s in p)}, .gz or not)"
             )
         return folder
     if name not in DATASETS:

@@ -286,7 +286,8 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
             sets[split] = ImageSet(images, labels)
         loaded.clear()
         rows = {k: v[1] for k, v in split_rows.items()}
-        # absolute file and dataset key: a file's own test split is not its training data, and a run elsewhere compares equal
+        # absolute file and dataset key: a file's own test split is not its training data, and a run elsewhere
+        # compares equal
         where = {k: f"{Path(v[0].path).resolve()}: {v[0].key}" for k, v in split_rows.items()}
     if len(sets["train"]) == 0:
         raise MaekitError(f"{where['train']}: no training images are left after the test and validation splits")

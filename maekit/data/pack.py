@@ -108,12 +108,14 @@ def read_meta(pack: Path, root: Path) -> dict:
         raise MaekitError(f"{pack}: not a readable HDF5 file ({e})") from None
     if raw is None:
         raise MaekitError(
-            f"{pack}: not a finished maekit pack (no maekit_pack metadata); make it with `maekit data pack {root} --out {pack} --size N`"
+            f"{pack}: not a finished maekit pack (no maekit_pack metadata); "
+            f"make it with `maekit data pack {root} --out {pack} --size N`"
         )
     meta = json.loads(raw)
     if meta.get("format") != FORMAT:
         raise MaekitError(
-            f"{pack}: pack format {meta.get('format')}, this maekit reads format {FORMAT}; {_repack(root, pack, meta.get('image_size', 0))}"
+            f"{pack}: pack format {meta.get('format')}, this maekit reads "
+            f"format {FORMAT}; {_repack(root, pack, meta.get('image_size', 0))}"
         )
     return meta
 
@@ -136,7 +138,8 @@ def check(pack: Path, root: Path, size: int | None, color: str, expected: str = 
         )
     if color != "auto" and color != meta["color"]:
         raise MaekitError(
-            f"{pack}: packed in colour mode {meta['color']}, expected {color} (data.color); {_repack(root, pack, s)} --color {color}"
+            f"{pack}: packed in colour mode {meta['color']}, expected "
+            f"{color} (data.color); {_repack(root, pack, s)} --color {color}"
         )
     files, _ = folder.scan(root)
     now = fingerprint(root, files)
@@ -167,7 +170,8 @@ def packed_config(cfg: DataConfig) -> DataConfig:
         and metas["test"]["classes"] != metas["train"]["classes"]
     ):
         raise MaekitError(
-            f"{cfg.test_path}: test classes {metas['test']['classes']} differ from the training classes {metas['train']['classes']}"
+            f"{cfg.test_path}: test classes {metas['test']['classes']} "
+            f"differ from the training classes {metas['train']['classes']}"
         )
     return dataclasses.replace(
         cfg,
@@ -333,7 +337,8 @@ def pack_folder(
     if state is None:
         if partial_path.exists():
             print(
-                f"pack: {partial_path} was made at other settings or from files that changed since (or is damaged); starting again",
+                f"pack: {partial_path} was made at other settings or from "
+                "files that changed since (or is damaged); starting again",
                 flush=True,
             )
         _start(partial_path, fp, mode, size, classes is not None)
@@ -381,7 +386,8 @@ def pack_folder(
                 f.attrs["class_names"] = json.dumps(classes)
     except BaseException:
         print(
-            f"pack: stopped after {state['files_done']:,} of {len(files):,} image files; the same command resumes from {partial_path}",
+            f"pack: stopped after {state['files_done']:,} of {len(files):,} "
+            f"image files; the same command resumes from {partial_path}",
             flush=True,
         )
         raise

@@ -70,7 +70,8 @@ def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or (y != np.round(y)).any():
             raise MaekitError(
-                f"{where}: labels must be whole class numbers, found values like {y[(y != np.round(y)) | ~np.isfinite(y)][:3].tolist()}"
+                f"{where}: labels must be whole class numbers, found values "
+                f"like {y[(y != np.round(y)) | ~np.isfinite(y)][:3].tolist()}"
             )
     elif y.dtype.kind not in "iub":
         raise MaekitError(f"{where}: labels must be integers, got dtype {y.dtype}")
@@ -135,7 +136,8 @@ class ArrayReader:
             bad = [i for i in cfg.channels if i >= c]
             if bad:
                 raise MaekitError(
-                    f"{self.where}: data.channels {cfg.channels} asks for channel {bad[0]} but the images have {c} channels (0..{c - 1})"
+                    f"{self.where}: data.channels {cfg.channels} asks for channel "
+                    f"{bad[0]} but the images have {c} channels (0..{c - 1})"
                 )
             self.channels = list(cfg.channels)
         if cfg.channel_names is not None and len(cfg.channel_names) != c:
@@ -181,8 +183,9 @@ def _check_row_count(n: int, shape: tuple[int, ...], where: str) -> None:
     avail = available_memory()
     if avail is not None and n * ROW_BYTES > avail:
         raise MaekitError(
-            f"{where}: the dataset declares shape {list(shape)}; indexing its {n:,} images needs {n * ROW_BYTES / 2**30:.1f} GiB, "
-            f"more than the {avail / 2**30:.1f} GiB of memory available; the file is corrupt or too large for this machine"
+            f"{where}: the dataset declares shape {list(shape)}; indexing its {n:,} images "
+            f"needs {n * ROW_BYTES / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB "
+            "of memory available; the file is corrupt or too large for this machine"
         )
 
 
@@ -360,7 +363,8 @@ class ParquetReader(ArrayReader):
             size = int(np.prod(self._image_dims))
             if flat.size != rows * size:
                 raise MaekitError(
-                    f"{self.where}: row group {g} holds images of different sizes; expected {list(self._image_dims)} each"
+                    f"{self.where}: row group {g} holds images of different "
+                    f"sizes; expected {list(self._image_dims)} each"
                 )
             out.append(flat.reshape(rows, *self._image_dims))
             g += 1
@@ -461,5 +465,6 @@ def guess_source(path: Path) -> str:
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     raise MaekitError(
-        f"{path}: unsupported file type (expected .h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder)"
+        f"{path}: unsupported file type (expected .h5/.hdf5, .parquet, "
+        ".npy/.npz, an idx/CIFAR folder or an image folder)"
     )

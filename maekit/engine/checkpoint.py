@@ -75,7 +75,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         # only now look for a pickle's signature: a valid file's header length can also start with 0x80
         if raw[:1] == b"\x80" or raw[:2] == b"PK":
             raise MaekitError(
-                f"checkpoint {path} is a pickle/torch.save file; maekit only loads safetensors checkpoints and never unpickles"
+                f"checkpoint {path} is a pickle/torch.save file; maekit "
+                "only loads safetensors checkpoints and never unpickles"
             ) from None
         raise MaekitError(f"checkpoint {path} is not a valid safetensors file ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

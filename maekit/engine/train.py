@@ -122,7 +122,8 @@ def resume_state(
         images = state.step * old
         state.step = images // effective_batch
         print(
-            f"resume: effective batch {old} -> {effective_batch}: continuing after {images} images at step {state.step}",
+            f"resume: effective batch {old} -> {effective_batch}: "
+            f"continuing after {images} images at step {state.step}",
             flush=True,
         )
     return state
@@ -332,8 +333,8 @@ def fit(
                 return state
             if state.step < total and stop.requested:
                 raise Interrupted(
-                    f"{stop.requested} received: stopped after epoch {epoch + 1} (step {state.step}) with a checkpoint; "
-                    f"continue with resume=true and the same out={run.path}"
+                    f"{stop.requested} received: stopped after epoch {epoch + 1} (step {state.step}) "
+                    f"with a checkpoint; continue with resume=true and the same out={run.path}"
                 )
     finally:
         bar.close()

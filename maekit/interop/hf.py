@@ -147,11 +147,13 @@ def model_config_from_hf(conf: dict[str, Any], source: str) -> ModelConfig:
     """A ViTMAE config.json (missing keys take ViTMAEConfig's defaults) -> the equivalent ModelConfig."""
     if conf.get("model_type") is None:
         raise MaekitError(
-            f"{source} has a config.json without a model_type and no run.json: neither a Hugging Face ViTMAE directory nor a maekit run"
+            f"{source} has a config.json without a model_type and no run.json: "
+            "neither a Hugging Face ViTMAE directory nor a maekit run"
         )
     if conf.get("model_type") != "vit_mae":
         raise MaekitError(
-            f"{source} holds a Hugging Face model of type {conf.get('model_type')!r}; maekit reads only 'vit_mae' (ViTMAE) directories"
+            f"{source} holds a Hugging Face model of type {conf.get('model_type')!r}; "
+            "maekit reads only 'vit_mae' (ViTMAE) directories"
         )
     c = {**HF_DEFAULTS, **conf}
     img, patch = c["image_size"], c["patch_size"]
@@ -167,7 +169,8 @@ def model_config_from_hf(conf: dict[str, Any], source: str) -> ModelConfig:
     hidden, heads = c["hidden_size"], c["num_attention_heads"]
     if "head_dim" in c and c["head_dim"] * heads != hidden:
         raise MaekitError(
-            f"{source}: head_dim {c['head_dim']} x {heads} heads != hidden_size {hidden}; maekit needs head_dim = hidden_size / heads"
+            f"{source}: head_dim {c['head_dim']} x {heads} heads != hidden_size "
+            f"{hidden}; maekit needs head_dim = hidden_size / heads"
         )
     try:
         ratio = c["intermediate_size"] / hidden
@@ -179,8 +182,8 @@ def model_config_from_hf(conf: dict[str, Any], source: str) -> ModelConfig:
         or int(c["decoder_hidden_size"] * ratio) != c["decoder_intermediate_size"]
     ):
         raise MaekitError(
-            f"{source}: intermediate_size / hidden_size = {ratio:g} but decoder_intermediate_size / decoder_hidden_size = "
-            f"{dec_ratio:g}; maekit uses one mlp_ratio for encoder and decoder"
+            f"{source}: intermediate_size / hidden_size = {ratio:g} but decoder_intermediate_size / "
+            f"decoder_hidden_size = {dec_ratio:g}; maekit uses one mlp_ratio for encoder and decoder"
         )
     from ..config import from_dict
 

@@ -55,7 +55,8 @@ class ModelConfig:
         """Raise ValueError naming the first bad field."""
         if not 0.0 < self.mask_ratio < 1.0:  # at 0 no patch is masked and the loss is 0/0
             raise ValueError(
-                f"{prefix}mask_ratio must be in (0, 1) (the loss is taken over the masked patches), got {self.mask_ratio}"
+                f"{prefix}mask_ratio must be in (0, 1) (the loss is "
+                f"taken over the masked patches), got {self.mask_ratio}"
             )
         for name in ("patch_size", "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
             if getattr(self, name) < 1:
@@ -79,7 +80,8 @@ class ModelConfig:
             raise ValueError(f"{prefix}loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.loss == "hit_intensity" and self.norm_pix_loss:
             raise ValueError(
-                f"{prefix}loss=hit_intensity predicts pixels as they are; it cannot be combined with {prefix}norm_pix_loss=true"
+                f"{prefix}loss=hit_intensity predicts pixels as they are; "
+                f"it cannot be combined with {prefix}norm_pix_loss=true"
             )
         if self.empty_level is not None and self.in_chans is not None and len(self.empty_level) != self.in_chans:
             raise ValueError(
@@ -252,7 +254,8 @@ class MAE(nn.Module):
 
     def calibrated_hits(self, pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """hit_intensity predictions [N, L, 2*p*p*C] -> pixels [N, L, p*p*C]: per image and channel, the
-        round(sum of hit probabilities) most probable pixels of the `mask`ed patches are hits (see predictions_to_pixels)."""
+        round(sum of hit probabilities) most probable pixels of the `mask`ed patches are hits
+        (see predictions_to_pixels)."""
         logits, intensity = pred.float().chunk(2, dim=-1)
         n, L, P = logits.shape
         c = self.cfg.in_chans

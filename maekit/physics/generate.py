@@ -30,10 +30,8 @@ from .detector import CHANNEL_NAMES, CHANNEL_UNITS, ECAL_DETA, ECAL_DPHI, ENERGY
 PYTHIA_PIN = "pythia8mc==8.317.2"
 INSTALL_HINT = "install with pip install 'maekit[physics]'"
 _NEUTRINOS = (12, 14, 16)
-_INVISIBLE = (
-    *_NEUTRINOS,
-    23,
-)  # the prefilter's partons: all but neutrinos (and an undecayed Z, never there by default)
+# the prefilter's partons: all but neutrinos (and an undecayed Z, never there by default)
+_INVISIBLE = (*_NEUTRINOS, 23)
 QUARK, GLUON = 0, 1  # labels, as in the ML4SCI quark/gluon files
 
 
@@ -269,9 +267,9 @@ def _event_filter(cfg: JetGenConfig, light_quarks: bool, record: bool = False):
             self.in_a_row += 1
             if self.in_a_row >= PREFILTER_GIVE_UP:
                 raise MaekitError(
-                    f"the parton-level prefilter vetoed {self.in_a_row} events in a row: no jet gets near the pT window "
-                    f"{cfg.pt_min:g}-{cfg.pt_max:g} GeV with |y| < {cfg.abs_y_max:g} (pTHatMin {cfg.pthat:g} GeV); "
-                    "check the window and --pthat-min"
+                    f"the parton-level prefilter vetoed {self.in_a_row} events in a row: no jet gets "
+                    f"near the pT window {cfg.pt_min:g}-{cfg.pt_max:g} GeV with |y| < "
+                    f"{cfg.abs_y_max:g} (pTHatMin {cfg.pthat:g} GeV); check the window and --pthat-min"
                 )
             return True
 
@@ -422,9 +420,9 @@ def file_attrs(cfg: JetGenConfig) -> dict[str, str]:
         "channel_names": json.dumps(list(names)),
         "channel_units": json.dumps({n: CHANNEL_UNITS[n] for n in names}),
         "energy_channels": json.dumps(list(ENERGY_CHANNELS[cfg.channels])),
-        "layout": "X_jets (N, H, W, C) float32 channels-last, rows = eta, columns = phi, jet axis in pixel (H//2, W//2); "
-        "y (N,) float32 0 = quark, 1 = gluon; pt, m0 (GeV): FastJet anti-kT jet pT and mass; eta, phi: jet axis; "
-        "n_const: number of jet constituents",
+        "layout": "X_jets (N, H, W, C) float32 channels-last, rows = eta, columns = phi, jet "
+        "axis in pixel (H//2, W//2); y (N,) float32 0 = quark, 1 = gluon; pt, m0 (GeV): FastJet "
+        "anti-kT jet pT and mass; eta, phi: jet axis; n_const: number of jet constituents",
         "pixel_size": json.dumps({"eta": ECAL_DETA, "phi": ECAL_DPHI}),
         "generator": json.dumps(
             {

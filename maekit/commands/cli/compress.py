@@ -11,9 +11,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     z = sub.add_parser(
         "compress",
         help="The MAE as a lossy codec for detector images: bytes and physics fidelity vs raw and sparse storage.",
-        description="Encode images to float16 latent tokens (+ visible-patch indices) at several mask ratios, decode them, "
-        "and compare bytes per image and physics fidelity with raw float32 and a zero-suppressed sparse encoding. "
-        "Writes compress.json and compress.md.",
+        description="Encode images to float16 latent tokens (+ visible-patch indices) at several "
+        "mask ratios, decode them, and compare bytes per image and physics fidelity with raw "
+        "float32 and a zero-suppressed sparse encoding. Writes compress.json and compress.md.",
     )
     z.add_argument("run_dir", metavar="RUN_DIR", help="maekit pretraining run on float detector images")
     z.add_argument(

@@ -8,7 +8,8 @@ import argparse
 def add_parser(sub) -> argparse.ArgumentParser:
     d = sub.add_parser(
         "data",
-        help="Inspect or preview a data source (idx/CIFAR/image folder, .npy/.npz, HDF5, Parquet); pack an image folder.",
+        help="Inspect or preview a data source (idx/CIFAR/image "
+        "folder, .npy/.npz, HDF5, Parquet); pack an image folder.",
     )
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser(
@@ -35,10 +36,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     dk = dsub.add_parser(
         "pack",
         help="Decode an image folder once into a chunked uint8 HDF5 file that pretraining streams (data.pack).",
-        description="Decode every image of FOLDER (class subfolders or any tree, as data.source=folder reads it) exactly as "
-        "the folder reader does at data.image_size=SIZE, in a process pool, into OUT (images uint8 [N, C, SIZE, SIZE], labels, "
-        "class names, the folder's fingerprint). Unreadable files are skipped and listed. An interrupted pack resumes when "
-        "run again; OUT appears only when complete. Then pretrain with data.source=folder data.path=FOLDER data.pack=OUT.",
+        description="Decode every image of FOLDER (class subfolders or any tree, as data.source=folder "
+        "reads it) exactly as the folder reader does at data.image_size=SIZE, in a process pool, into OUT "
+        "(images uint8 [N, C, SIZE, SIZE], labels, class names, the folder's fingerprint). Unreadable "
+        "files are skipped and listed. An interrupted pack resumes when run again; OUT appears only when "
+        "complete. Then pretrain with data.source=folder data.path=FOLDER data.pack=OUT.",
     )
     dk.add_argument("folder", metavar="FOLDER", help="image folder")
     dk.add_argument("--out", required=True, help="HDF5 file to write (.h5)")

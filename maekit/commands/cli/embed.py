@@ -9,10 +9,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e = sub.add_parser(
         "embed",
         help="Encoder features of a data split as a .npy file (plus labels).",
-        description="Encoder features [N, D] (float32 .npy, every patch visible) of a split, and <stem>_labels.npy when "
-        "the data have labels. RUN_DIR is a maekit run or a Hugging Face ViTMAE directory; the data are the run's own "
-        "(its saved data config) with data.key=value overrides on top (required for a Hugging Face directory without "
-        "maekit metadata). Write the overrides right after RUN_DIR; options go before RUN_DIR or after the overrides.",
+        description="Encoder features [N, D] (float32 .npy, every patch visible) of a split, and "
+        "<stem>_labels.npy when the data have labels. RUN_DIR is a maekit run or a Hugging Face "
+        "ViTMAE directory; the data are the run's own (its saved data config) with data.key=value "
+        "overrides on top (required for a Hugging Face directory without maekit metadata). Write "
+        "the overrides right after RUN_DIR; options go before RUN_DIR or after the overrides.",
     )
     e.add_argument("run_dir", help="maekit run directory or Hugging Face ViTMAE directory")
     e.add_argument("overrides", nargs="*", metavar="data.key=value")

@@ -20,11 +20,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g = jsub.add_parser(
         "generate",
         help="Pythia 8 Z+jet events -> quark/gluon jet images in the ML4SCI quark/gluon HDF5 layout.",
-        description="pp -> Z(->nu nu) + jet at 14 TeV (quark jets from q g -> Z q, q = u, d, s; gluon jets from "
-        "q qbar -> Z g), anti-kT R = 0.4 (FastJet), leading jet in the pT window with |y| < 2, detector-lite images "
-        "centred on the jet (3 channels: tracks pT, ECAL, HCAL; 8: + track d0, dz, three pixel layers). Writes X_jets "
-        "(N, H, W, C) float32 channels-last, y (0 quark, 1 gluon), pt, m0, eta, phi, n_const. Same settings and seed -> "
-        "same file, whatever --workers. See docs/physics.md.",
+        description="pp -> Z(->nu nu) + jet at 14 TeV (quark jets from q g -> Z q, q = u, d, s; gluon jets "
+        "from q qbar -> Z g), anti-kT R = 0.4 (FastJet), leading jet in the pT window with |y| < 2, "
+        "detector-lite images centred on the jet (3 channels: tracks pT, ECAL, HCAL; 8: + track d0, dz, three "
+        "pixel layers). Writes X_jets (N, H, W, C) float32 channels-last, y (0 quark, 1 gluon), pt, m0, eta, "
+        "phi, n_const. Same settings and seed -> same file, whatever --workers. See docs/physics.md.",
     )
     g.add_argument("--out", required=True, help="HDF5 file to write (atomically: temporary file, then rename)")
     g.add_argument("--n", type=int, default=1000, help="number of jets (default 1000)")
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> dict:
     summary = generate(cfg, args.out, workers=workers, progress=not args.no_progress)
     print(json.dumps(summary))
     print(
-        f"{summary['n']} jets in {summary['seconds']:.1f} s ({summary['jets_per_second']:.1f} jets/s, {workers} workers): {summary['out']}"
+        f"{summary['n']} jets in {summary['seconds']:.1f} s "
+        f"({summary['jets_per_second']:.1f} jets/s, {workers} workers): {summary['out']}"
     )
     return summary

@@ -9,8 +9,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     rp = sub.add_parser(
         "report",
         help="One self-contained report.html for a run, compare or sweep directory.",
-        description="Write DIR/report.html: configuration, environment, loss curves, reconstructions, result tables, "
-        "confusion matrices and plots of a run, compare or sweep directory (images embedded; no network needed to view it).",
+        description="Write DIR/report.html: configuration, environment, loss curves, "
+        "reconstructions, result tables, confusion matrices and plots of a run, "
+        "compare or sweep directory (images embedded; no network needed to view it).",
     )
     rp.add_argument("dir", metavar="DIR")
     rp.add_argument("--out", default=None, help="HTML path (default: DIR/report.html)")
