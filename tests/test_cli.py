@@ -78,7 +78,10 @@ def test_resume_gives_identical_weights(tmp_path, tiny_pretrain_args):
     # the metrics of the resumed run match the uninterrupted one
     ma = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]  # noqa: E731
+
+    def strip(rows):  # the timings differ between runs
+        return [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]
+
     assert strip(ma) == strip(mb)
 
 
