@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (pretrain on real Fashion-MNIST, reconstruct, print where everything is)
-# and `make test`. Each sets up what it needs: a virtual environment with maekit installed, and the
+# and `make test` (ruff, then pytest). Each sets up what it needs: a virtual environment with maekit installed, and the
 # Debian package dataset-fashion-mnist when the data are not found.
 SHELL := /bin/bash
 VENV ?= .venv
@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup data browser demo test clean
+.PHONY: setup data browser demo lint test clean
 
 setup: $(VENV)/.installed
 
@@ -43,7 +43,12 @@ demo: setup data
 	@echo "demo run directory: $(DEMO_OUT)"
 	$(PY) -m maekit report $(DEMO_OUT)
 
-test: setup data browser
+# ruff (installed by the test extra; configured in pyproject.toml): lint, then the formatter's check
+lint: setup
+	$(PY) -m ruff check maekit tests benchmarks
+	$(PY) -m ruff format --check maekit tests benchmarks
+
+test: lint data browser
 	$(PY) -m pytest -q tests
 
 clean:

@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/compile.py
 """
+
 import time
 
 import torch
@@ -11,8 +12,17 @@ from maekit.models.mae import MAE, ModelConfig
 
 
 def main() -> None:
-    cfg = ModelConfig(img_size=[28, 28], in_chans=1, patch_size=4, embed_dim=192, depth=12, num_heads=3,
-                      decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4).resolved((28, 28), 1)
+    cfg = ModelConfig(
+        img_size=[28, 28],
+        in_chans=1,
+        patch_size=4,
+        embed_dim=192,
+        depth=12,
+        num_heads=3,
+        decoder_embed_dim=128,
+        decoder_depth=4,
+        decoder_num_heads=4,
+    ).resolved((28, 28), 1)
     torch.manual_seed(0)
     model = MAE(cfg)
     x = torch.randn(256, 1, 28, 28)
@@ -39,9 +49,11 @@ def main() -> None:
     step(compiled)
     compile_s = time.perf_counter() - t
     comp = timed(compiled)
-    print(f"eager {eager:.3f} s/step ({256 / eager:.0f} img/s); compiled {comp:.3f} s/step ({256 / comp:.0f} img/s); "
-          f"speed-up {eager / comp:.2f}x; compile {compile_s:.0f} s"
-          + (f"; pays back after {compile_s / (eager - comp):.0f} steps" if eager > comp else ""))
+    print(
+        f"eager {eager:.3f} s/step ({256 / eager:.0f} img/s); compiled {comp:.3f} s/step ({256 / comp:.0f} img/s); "
+        f"speed-up {eager / comp:.2f}x; compile {compile_s:.0f} s"
+        + (f"; pays back after {compile_s / (eager - comp):.0f} steps" if eager > comp else "")
+    )
 
 
 if __name__ == "__main__":

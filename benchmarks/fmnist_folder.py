@@ -17,6 +17,7 @@ Steps, each skipped when its output is complete (the same command continues an i
    maekit skips its finished pretraining and cells itself; the step is skipped once results.csv has every row.
 4. The doc, every number and sentence computed from those files, its pictures in docs/results/fmnist_folder/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,13 @@ sys.path.insert(0, str(ROOT))
 CONFIG = "configs/seeds/dog_photos_cpu.yaml"
 SIZE = 28
 SMOKE_PER_SPLIT = 300
-SMOKE = ["budgets=[100]", "seeds=[0]", "pretrain.train.epochs=1", "pretrain.train.batch_size=64",
-         "linprobe.train.epochs=5"]
+SMOKE = [
+    "budgets=[100]",
+    "seeds=[0]",
+    "pretrain.train.epochs=1",
+    "pretrain.train.batch_size=64",
+    "linprobe.train.epochs=5",
+]
 BLOCK = 1000  # pictures per task of the PNG writers
 WRAPPER = (  # `maekit ARGS`, then its own peak RSS and its largest child's (decoding workers) into $RSS_JSON
     "import json, os, resource, sys; from maekit.cli import main; rc = main(sys.argv[1:]); "
@@ -104,14 +110,20 @@ def write_pngs(png: Path, smoke: bool, workers: int) -> None:
             (png / split / name).mkdir(parents=True, exist_ok=True)
         blocks = [keep[i : i + BLOCK] for i in range(0, len(keep), BLOCK)]
         tasks = [(str(png / split), names, b, x[b], y[b]) for b in blocks]
-        print(f"1. PNG files: writing {len(keep):,} {split} pictures to {rel(png / split)} ({workers} processes)",
-              flush=True)
+        print(
+            f"1. PNG files: writing {len(keep):,} {split} pictures to {rel(png / split)} ({workers} processes)",
+            flush=True,
+        )
         t = time.perf_counter()
         with ProcessPoolExecutor(workers) as pool:
             total = sum(pool.map(_write_pngs, tasks))
         s = time.perf_counter() - t
-        record["splits"][split] = {"images": int(len(keep)), "bytes": int(total), "seconds": round(s, 2),
-                                   "images_per_s": round(len(keep) / s, 1)}
+        record["splits"][split] = {
+            "images": int(len(keep)),
+            "bytes": int(total),
+            "seconds": round(s, 2),
+            "images_per_s": round(len(keep) / s, 1),
+        }
         print(f"   {len(keep):,} files, {total / 2**20:.1f} MiB, {s:.1f} s ({len(keep) / s:,.0f} images/s)", flush=True)
     save(done, record)
 
@@ -137,14 +149,30 @@ def pack(run: Path, png: Path, split: str, workers: int) -> None:
             print(f"2. pack {split}: {e}; packing again", flush=True)
     if out.exists():  # made by hand, or stale: measure a fresh pack
         out.unlink()
-    args = ["data", "pack", rel(folder), "--out", rel(out), "--size", str(SIZE), "--workers", str(workers),
-            "--color", "L"]
+    args = [
+        "data",
+        "pack",
+        rel(folder),
+        "--out",
+        rel(out),
+        "--size",
+        str(SIZE),
+        "--workers",
+        str(workers),
+        "--color",
+        "L",
+    ]
     print(f"2. pack {split}: maekit {' '.join(args)}", flush=True)
     rss = run / f"pack_{split}.rss.json"
     t = time.perf_counter()
     # stdout echoed and kept (its summary line); stderr, with the progress bar in images/s, goes to the terminal
-    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "RSS_JSON": str(rss)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RSS_JSON": str(rss)},
+    )
     lines = []
     for line in proc.stdout:
         print("   " + line, end="", flush=True)
@@ -158,24 +186,40 @@ def pack(run: Path, png: Path, split: str, workers: int) -> None:
     peak = json.loads(rss.read_text())
     rss.unlink()
     st = out.stat()
-    save(result, {
-        "command": "maekit " + " ".join(args), "images": meta["images"], "files": meta["files"],
-        "bad": len(meta["bad"]),
-        "classes": meta["classes"], "color": meta["color"], "decoded": decoded, "decode_s": seconds,
-        "images_per_s": round(decoded / seconds, 1), "resumed": decoded < meta["files"], "wall_s": round(wall, 2),
-        "file_mib": round(st.st_size / 2**20, 2), "disk_mib": round(st.st_blocks * 512 / 2**20, 2),
-        "peak_rss_mib": round(peak["self_kb"] / 1024, 1), "peak_rss_worker_mib": round(peak["children_kb"] / 1024, 1),
-        "workers": workers,
-    })
+    save(
+        result,
+        {
+            "command": "maekit " + " ".join(args),
+            "images": meta["images"],
+            "files": meta["files"],
+            "bad": len(meta["bad"]),
+            "classes": meta["classes"],
+            "color": meta["color"],
+            "decoded": decoded,
+            "decode_s": seconds,
+            "images_per_s": round(decoded / seconds, 1),
+            "resumed": decoded < meta["files"],
+            "wall_s": round(wall, 2),
+            "file_mib": round(st.st_size / 2**20, 2),
+            "disk_mib": round(st.st_blocks * 512 / 2**20, 2),
+            "peak_rss_mib": round(peak["self_kb"] / 1024, 1),
+            "peak_rss_worker_mib": round(peak["children_kb"] / 1024, 1),
+            "workers": workers,
+        },
+    )
 
 
 # ---------------------------------------------------------------- 3. compare
 
 
 def compare_args(run: Path, png: Path, smoke: bool, threads: int | None) -> list[str]:
-    args = [f"out={rel(run / 'compare')}",
-            f"pretrain.data.path={rel(png / 'train')}", f"pretrain.data.pack={rel(pack_path(png, 'train'))}",
-            f"pretrain.data.test_path={rel(png / 'test')}", f"pretrain.data.test_pack={rel(pack_path(png, 'test'))}"]
+    args = [
+        f"out={rel(run / 'compare')}",
+        f"pretrain.data.path={rel(png / 'train')}",
+        f"pretrain.data.pack={rel(pack_path(png, 'train'))}",
+        f"pretrain.data.test_path={rel(png / 'test')}",
+        f"pretrain.data.test_pack={rel(pack_path(png, 'test'))}",
+    ]
     if smoke:
         args += SMOKE
     if threads:
@@ -229,19 +273,23 @@ def _data_lines(written: dict, packs: dict) -> list[str]:
     ]
     for s in ("train", "test"):
         p = packs[s]
-        lines.append(f"| {s} | {w[s]['images']:,} | {w[s]['bytes'] / 2**20:,.1f} | {w[s]['seconds']:,.1f} "
-                     f"| {w[s]['images_per_s']:,.0f} | {p['images']:,} | {p['decode_s']:,.1f} "
-                     f"| {p['images_per_s']:,.0f} "
-                     f"| {p['file_mib']:,.1f} | {p['peak_rss_mib']:,.0f} | {p['peak_rss_worker_mib']:,.0f} |")
+        lines.append(
+            f"| {s} | {w[s]['images']:,} | {w[s]['bytes'] / 2**20:,.1f} | {w[s]['seconds']:,.1f} "
+            f"| {w[s]['images_per_s']:,.0f} | {p['images']:,} | {p['decode_s']:,.1f} "
+            f"| {p['images_per_s']:,.0f} "
+            f"| {p['file_mib']:,.1f} | {p['peak_rss_mib']:,.0f} | {p['peak_rss_worker_mib']:,.0f} |"
+        )
     png_mib = sum(s["bytes"] for s in w.values()) / 2**20
     raw = sum(p["images"] for p in packs.values()) * SIZE * SIZE / 2**20
     packed = sum(p["file_mib"] for p in packs.values())
     classes = packs["train"]["classes"]
-    text = (f"{written['workers']} process(es) wrote the PNG files and {packs['train']['workers']} decoding "
-            f"worker(s) packed them. The {png_mib:,.1f} MiB of PNG files became {packed:,.1f} MiB of packs "
-            f"({raw:,.1f} MiB of uint8 pixels, {packs['train']['color']} at {SIZE}x{SIZE}, then labels and the "
-            f"folders' fingerprints). The {len(classes)} class folders, whose sorted names are the classes of the "
-            "labels: " + ", ".join(f"`{c}`" for c in classes) + ".")
+    text = (
+        f"{written['workers']} process(es) wrote the PNG files and {packs['train']['workers']} decoding "
+        f"worker(s) packed them. The {png_mib:,.1f} MiB of PNG files became {packed:,.1f} MiB of packs "
+        f"({raw:,.1f} MiB of uint8 pixels, {packs['train']['color']} at {SIZE}x{SIZE}, then labels and the "
+        f"folders' fingerprints). The {len(classes)} class folders, whose sorted names are the classes of the "
+        "labels: " + ", ".join(f"`{c}`" for c in classes) + "."
+    )
     if any(p["bad"] for p in packs.values()):
         text += " Unreadable files skipped: " + ", ".join(f"{s} {p['bad']}" for s, p in packs.items()) + "."
     if any(p["resumed"] for p in packs.values()):
@@ -284,7 +332,8 @@ def _pretrain_lines(pre: Path, figs: Path) -> tuple[list[str], float]:
         f"![reconstructions of test pictures]({figs.name}/reconstructions.png)",
         "",
         f"Reconstruction grids, every {t['recon_every']} epochs and after the last: "
-        + ", ".join(f"`{p.name}`" for p in grids) + f" in `{rel(pre)}`; the last is shown. "
+        + ", ".join(f"`{p.name}`" for p in grids)
+        + f" in `{rel(pre)}`; the last is shown. "
         f"Loss curves: [pretrain_loss.png]({figs.name}/pretrain_loss.png).",
         "",
     ], train_s
@@ -322,15 +371,22 @@ def _downstream_lines(cmp_dir: Path, figs: Path, classes: int) -> tuple[list[str
             lines += ["Mean test accuracy: " + "; ".join(said) + ".", ""]
     methods = dict.fromkeys(r["method"] for r in results)
     mean_s = {m: statistics.mean(r["time_s"] for r in results if r["method"] == m) for m in methods}
-    lines += ["Time per run (mean over the runs of each method; features, training and test): "
-              + ", ".join(f"{LABELS[m]} {s:.0f} s" for m, s in mean_s.items()) + ".", ""]
+    lines += [
+        "Time per run (mean over the runs of each method; features, training and test): "
+        + ", ".join(f"{LABELS[m]} {s:.0f} s" for m, s in mean_s.items())
+        + ".",
+        "",
+    ]
     cm = cmp_dir / "cells" / f"linprobe_labels{results[0]['labels']}_seed{ccfg['seeds'][0]}" / "confusion_matrix.png"
     if cm.exists():
         shutil.copy(cm, figs / "linprobe_confusion.png")
         seed = ccfg["seeds"][0]
         lines += [f"![linear probe, confusion matrix of seed {seed}]({figs.name}/linprobe_confusion.png)", ""]
-    lines += ["The same pictures through the idx reader, with fine-tuning, the ViT from scratch and the small CNN: "
-              "[fashion_mnist.md](fashion_mnist.md).", ""]
+    lines += [
+        "The same pictures through the idx reader, with fine-tuning, the ViT from scratch and the small CNN: "
+        "[fashion_mnist.md](fashion_mnist.md).",
+        "",
+    ]
     return lines, results
 
 
@@ -344,11 +400,17 @@ def write_doc(run: Path, png: Path, doc: Path, smoke: bool, command: str, cargs:
     figs = doc.parent / doc.stem
     figs.mkdir(parents=True, exist_ok=True)
     w = written["splits"]
-    lines = [f"# The \"Dog photos\" workflow on real pictures: Fashion-MNIST as "
-             f"{sum(s['images'] for s in w.values()):,} PNG files in class folders", ""]
+    lines = [
+        f'# The "Dog photos" workflow on real pictures: Fashion-MNIST as '
+        f"{sum(s['images'] for s in w.values()):,} PNG files in class folders",
+        "",
+    ]
     if smoke:
-        lines += [f"**SMOKE RUN ({' '.join(SMOKE)}, {SMOKE_PER_SPLIT} pictures per split). These numbers only "
-                  "show that the pipeline works; do not quote them.**", ""]
+        lines += [
+            f"**SMOKE RUN ({' '.join(SMOKE)}, {SMOKE_PER_SPLIT} pictures per split). These numbers only "
+            "show that the pipeline works; do not quote them.**",
+            "",
+        ]
     lines += [
         f"Generated by `{command}` from its result files in `{rel(run)}`. It writes Fashion-MNIST's idx files "
         f"(`{written['source']}`) as PNG files with Pillow, `train/<class>/NNNNN.png` and `test/<class>/NNNNN.png`, "
@@ -370,21 +432,32 @@ def write_doc(run: Path, png: Path, doc: Path, smoke: bool, command: str, cargs:
     lines += pre_lines
     down_lines, results = _downstream_lines(cmp_dir, figs, len(written["classes"]))
     lines += down_lines
-    parts = [("writing the PNG files", sum(s["seconds"] for s in w.values())),
-             ("packing: decoding and writing, both folders", sum(p["decode_s"] for p in packs.values())),
-             ("both `maekit data pack` commands, with interpreter start and folder scan",
-              sum(p["wall_s"] for p in packs.values())),
-             ("pretraining steps", train_s),
-             ("downstream runs (the sum of their times)", sum(r["time_s"] for r in results))]
+    parts = [
+        ("writing the PNG files", sum(s["seconds"] for s in w.values())),
+        ("packing: decoding and writing, both folders", sum(p["decode_s"] for p in packs.values())),
+        (
+            "both `maekit data pack` commands, with interpreter start and folder scan",
+            sum(p["wall_s"] for p in packs.values()),
+        ),
+        ("pretraining steps", train_s),
+        ("downstream runs (the sum of their times)", sum(r["time_s"] for r in results)),
+    ]
     if t_cmp:
-        parts.append(("`maekit compare`: pretraining with its evaluations and pictures, then every downstream run"
-                      + (" (its last invocation only: it continued an interrupted one)" if t_cmp["continued"] else ""),
-                      t_cmp["wall_s"]))
+        parts.append(
+            (
+                "`maekit compare`: pretraining with its evaluations and pictures, then every downstream run"
+                + (" (its last invocation only: it continued an interrupted one)" if t_cmp["continued"] else ""),
+                t_cmp["wall_s"],
+            )
+        )
     lines += ["## Time", "", "| part | minutes |", "|---|---:|", *(f"| {name} | {s / 60:.1f} |" for name, s in parts)]
     if t_cmp and not t_cmp["continued"]:
         total = sum(s["seconds"] for s in w.values()) + sum(p["wall_s"] for p in packs.values()) + t_cmp["wall_s"]
-        lines += ["", f"The study took {total / 60:.1f} min: writing the files, both `maekit data pack` commands and "
-                  "`maekit compare`."]
+        lines += [
+            "",
+            f"The study took {total / 60:.1f} min: writing the files, both `maekit data pack` commands and "
+            "`maekit compare`.",
+        ]
     lines.append("")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines))
@@ -393,8 +466,12 @@ def write_doc(run: Path, png: Path, doc: Path, smoke: bool, command: str, cargs:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_PER_SPLIT} pictures per split, 1 epoch, 1 seed, "
-                    "in its own run directory, the doc in the temporary folder")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"{SMOKE_PER_SPLIT} pictures per split, 1 epoch, 1 seed, "
+        "in its own run directory, the doc in the temporary folder",
+    )
     ap.add_argument("--doc-only", action="store_true", help="only write the doc from the result files")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing and decoding PNG files")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the maekit runs (default: all cores)")
@@ -402,8 +479,15 @@ def main() -> None:
     ap.add_argument("--doc", default=None, help="default docs/results/fmnist_folder.md (--smoke: in the temp folder)")
     args = ap.parse_args()
     run = ROOT / (args.out or ("benchmarks/runs/fmnist_folder" + ("_smoke" if args.smoke else "")))
-    doc = Path(args.doc) if args.doc else (Path(tempfile.gettempdir()) / "fmnist_folder_smoke.md" if args.smoke
-                                           else ROOT / "docs/results/fmnist_folder.md")
+    doc = (
+        Path(args.doc)
+        if args.doc
+        else (
+            Path(tempfile.gettempdir()) / "fmnist_folder_smoke.md"
+            if args.smoke
+            else ROOT / "docs/results/fmnist_folder.md"
+        )
+    )
     png = run / "png"
     run.mkdir(parents=True, exist_ok=True)
     cargs = compare_args(run, png, args.smoke, args.threads)

@@ -9,6 +9,7 @@ events that would be simulated to the end. The numbers are in docs/physics.md.
 
 Resumable: each class's records are saved to OUT/{quark,gluon}.npz when done; a second run reuses them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,11 @@ from maekit.physics import generate as G
 
 PTHATS = (300, 325, 350, 375, 400, 425, 450)
 MARGINS = [  # (low, high, dy): keep if R=0.6 jet pT >= pt_min - low, R=0.4 jet pT <= pt_max + high, |y| < y_max + dy
-    (40, 50, 0.3), (30, 40, 0.2), (20, 30, 0.2), (15, 25, 0.1), (10, 20, 0.1),
+    (40, 50, 0.3),
+    (30, 40, 0.2),
+    (20, 30, 0.2),
+    (15, 25, 0.1),
+    (10, 20, 0.1),
 ]
 
 
@@ -56,14 +61,22 @@ def analyse(out: Path, cfg: G.JetGenConfig) -> dict:
         z = np.load(out / f"{name}.npz")
         pthat, wide, lead, lead_y, pt, rap = z["rows"].T
         acc = (pt >= cfg.pt_min) & (pt <= cfg.pt_max) & (np.abs(rap) < cfg.abs_y_max)
-        c = {"events": len(pt), "jets_in_window": int(acc.sum()), "cpu_ms_per_event_unfiltered": round(1000 * float(z["cpu_seconds"]) / len(pt), 2),
-             "pthat": {}, "prefilter": {}}
+        c = {
+            "events": len(pt),
+            "jets_in_window": int(acc.sum()),
+            "cpu_ms_per_event_unfiltered": round(1000 * float(z["cpu_seconds"]) / len(pt), 2),
+            "pthat": {},
+            "prefilter": {},
+        }
         for cut in PTHATS:
             kept = pthat >= cut
-            c["pthat"][cut] = {"jets_lost_pct": round(100 * float((acc & ~kept).sum() / acc.sum()), 2), "events_pct": round(100 * float(kept.mean()), 1)}
+            c["pthat"][cut] = {
+                "jets_lost_pct": round(100 * float((acc & ~kept).sum() / acc.sum()), 2),
+                "events_pct": round(100 * float(kept.mean()), 1),
+            }
         base = pthat >= cfg.pthat
         for low, high, dy in MARGINS:
-            keep = np.array([G.prefilter_keeps(w, l, y, cfg, low, high, dy) for w, l, y in zip(wide, lead, lead_y)])
+            keep = np.array([G.prefilter_keeps(w, j, y, cfg, low, high, dy) for w, j, y in zip(wide, lead, lead_y)])
             lost = acc & base & ~keep
             c["prefilter"][f"{low}/{high}/{dy}"] = {
                 "jets_lost_pct": round(100 * float(lost.sum() / (acc & base).sum()), 2),
@@ -78,20 +91,34 @@ def analyse(out: Path, cfg: G.JetGenConfig) -> dict:
 
 def to_markdown(res: dict, events_pthat: float) -> str:
     q, g = res["classes"]["quark"], res["classes"]["gluon"]
-    lines = [f"Events generated with pTHatMin {events_pthat:g} GeV: {q['events']} quark, {g['events']} gluon; "
-             f"jets in the window: {q['jets_in_window']} quark, {g['jets_in_window']} gluon.", "",
-             "| pTHatMin (GeV) | quark jets lost % | gluon jets lost % | events kept % (quark / gluon) |", "|---|---|---|---|"]
+    lines = [
+        f"Events generated with pTHatMin {events_pthat:g} GeV: {q['events']} quark, {g['events']} gluon; "
+        f"jets in the window: {q['jets_in_window']} quark, {g['jets_in_window']} gluon.",
+        "",
+        "| pTHatMin (GeV) | quark jets lost % | gluon jets lost % | events kept % (quark / gluon) |",
+        "|---|---|---|---|",
+    ]
     for cut in PTHATS:
-        lines.append(f"| {cut} | {q['pthat'][cut]['jets_lost_pct']} | {g['pthat'][cut]['jets_lost_pct']} | "
-                     f"{q['pthat'][cut]['events_pct']} / {g['pthat'][cut]['events_pct']} |")
-    lines += ["", f"Prefilter at {G.PREFILTER_SCALE:g} GeV, with pTHatMin {res['pthat_reference']:g} GeV (margins: R = 0.6 jet pT >= pt-min - low, "
-              "R = 0.4 jet pT <= pt-max + high, |y| < abs-y-max + dy):", "",
-              "| low / high / dy | quark jets lost % | gluon jets lost % | events simulated to the end % (quark / gluon) | of which in the window % |",
-              "|---|---|---|---|---|"]
+        lines.append(
+            f"| {cut} | {q['pthat'][cut]['jets_lost_pct']} | {g['pthat'][cut]['jets_lost_pct']} | "
+            f"{q['pthat'][cut]['events_pct']} / {g['pthat'][cut]['events_pct']} |"
+        )
+    lines += [
+        "",
+        f"Prefilter at {G.PREFILTER_SCALE:g} GeV, with pTHatMin {res['pthat_reference']:g} GeV (margins: "
+        "R = 0.6 jet pT >= pt-min - low, R = 0.4 jet pT <= pt-max + high, |y| < abs-y-max + dy):",
+        "",
+        "| low / high / dy | quark jets lost % | gluon jets lost % | events "
+        "simulated to the end % (quark / gluon) | of which in the window % |",
+        "|---|---|---|---|---|",
+    ]
     for k in q["prefilter"]:
         a, b = q["prefilter"][k], g["prefilter"][k]
-        lines.append(f"| {k} | {a['jets_lost_pct']} ({a['jets_lost']}) | {b['jets_lost_pct']} ({b['jets_lost']}) | "
-                     f"{a['events_simulated_pct']} / {b['events_simulated_pct']} | {a['acceptance_of_simulated_pct']} / {b['acceptance_of_simulated_pct']} |")
+        lines.append(
+            f"| {k} | {a['jets_lost_pct']} ({a['jets_lost']}) | {b['jets_lost_pct']} "
+            f"({b['jets_lost']}) | {a['events_simulated_pct']} / {b['events_simulated_pct']} "
+            f"| {a['acceptance_of_simulated_pct']} / {b['acceptance_of_simulated_pct']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +132,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(2) as ex:
-        futs = [ex.submit(run_class, label, args.events, args.pthat_min, args.seed + label, out) for label in (G.QUARK, G.GLUON)]
+        futs = [
+            ex.submit(run_class, label, args.events, args.pthat_min, args.seed + label, out)
+            for label in (G.QUARK, G.GLUON)
+        ]
         for f in futs:
             f.result()
     res = analyse(out, G.JetGenConfig())

@@ -5,6 +5,7 @@ each, and `maekit reconstruct` for the physics metrics. Every step resumes where
     .venv/bin/python benchmarks/jets_qg.py            # everything (about 2 hours on 2 CPU cores)
     .venv/bin/python benchmarks/jets_qg.py --doc-only # rewrite the doc from the runs that exist
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ DATA = RUNS / "jets/qg_3ch_20k.h5"
 DOC = ROOT / "docs/results/jets_qg.md"
 FIGS = DOC.parent / "jets_qg"
 # tag: (mask ratio, pretraining epochs, compare methods or None for all, model.loss)
-RUNSPEC = {"m075": (0.75, 6, None, "mse"), "m060": (0.6, 6, "[finetune,linprobe,knn]", "mse"),
-           "m075_e20": (0.75, 20, "[finetune,linprobe,knn]", "mse"), "m075_hit": (0.75, 6, "[finetune,linprobe,knn]", "hit_intensity")}
+RUNSPEC = {
+    "m075": (0.75, 6, None, "mse"),
+    "m060": (0.6, 6, "[finetune,linprobe,knn]", "mse"),
+    "m075_e20": (0.75, 20, "[finetune,linprobe,knn]", "mse"),
+    "m075_hit": (0.75, 6, "[finetune,linprobe,knn]", "hit_intensity"),
+}
 MASKS = {tag: spec[0] for tag, spec in RUNSPEC.items()}
 # the hit_intensity encoder fine-tunes at the rate the plain-MSE encoder chose on validation (no grid of its own: time)
 COMPARE_EXTRA = {"m075_hit": ["finetune_lrs=[0.002]"]}
@@ -35,6 +40,8 @@ EXTRA: dict[str, tuple[str, str, list[str]]] = {}
 def label(tag: str) -> str:
     m, e, _, loss = RUNSPEC[tag]
     return f"{m}" + ("" if e == 6 else f", {e} epochs") + ("" if loss == "mse" else f", loss {loss}")
+
+
 PY = [sys.executable, "-m", "maekit"]
 
 
@@ -42,18 +49,74 @@ def steps(every: bool = False) -> list[list[str]]:
     """The commands of the study; the generation only when the file is missing (every=True: always, for the doc)."""
     out = []
     if every or not DATA.exists():
-        out.append(PY + ["jets", "generate", "--out", str(DATA.relative_to(ROOT)), "--n", "20000", "--channels", "3", "--seed", "0", "--workers", "2"])
+        out.append(
+            PY
+            + [
+                "jets",
+                "generate",
+                "--out",
+                str(DATA.relative_to(ROOT)),
+                "--n",
+                "20000",
+                "--channels",
+                "3",
+                "--seed",
+                "0",
+                "--workers",
+                "2",
+            ]
+        )
     for tag, (m, epochs, methods, loss) in RUNSPEC.items():
-        out.append(PY + ["pretrain", "-c", "configs/pretrain_jets_qg.yaml", f"out=benchmarks/runs/jets_pretrain_{tag}", f"model.mask_ratio={m}",
-                         f"train.epochs={epochs}", *([] if loss == "mse" else [f"model.loss={loss}"]), "resume=true"])
+        out.append(
+            PY
+            + [
+                "pretrain",
+                "-c",
+                "configs/pretrain_jets_qg.yaml",
+                f"out=benchmarks/runs/jets_pretrain_{tag}",
+                f"model.mask_ratio={m}",
+                f"train.epochs={epochs}",
+                *([] if loss == "mse" else [f"model.loss={loss}"]),
+                "resume=true",
+            ]
+        )
         extra = ([f"methods={methods}"] if methods else []) + COMPARE_EXTRA.get(tag, [])
-        out.append(PY + ["compare", "-c", "configs/compare_jets_qg.yaml", f"pretrained=benchmarks/runs/jets_pretrain_{tag}",
-                         f"out=benchmarks/runs/jets_compare_{tag}", *extra])
-        out.append(PY + ["reconstruct", f"benchmarks/runs/jets_pretrain_{tag}", "--split", "test", "--n", "4",
-                         "--out", f"benchmarks/runs/jets_pretrain_{tag}/recon_test.png"])
+        out.append(
+            PY
+            + [
+                "compare",
+                "-c",
+                "configs/compare_jets_qg.yaml",
+                f"pretrained=benchmarks/runs/jets_pretrain_{tag}",
+                f"out=benchmarks/runs/jets_compare_{tag}",
+                *extra,
+            ]
+        )
+        out.append(
+            PY
+            + [
+                "reconstruct",
+                f"benchmarks/runs/jets_pretrain_{tag}",
+                "--split",
+                "test",
+                "--n",
+                "4",
+                "--out",
+                f"benchmarks/runs/jets_pretrain_{tag}/recon_test.png",
+            ]
+        )
     for tag, (pre, _, overrides) in EXTRA.items():
-        out.append(PY + ["compare", "-c", "configs/compare_jets_qg.yaml", f"pretrained=benchmarks/runs/jets_pretrain_{pre}",
-                         f"out=benchmarks/runs/jets_compare_{tag}", *overrides])
+        out.append(
+            PY
+            + [
+                "compare",
+                "-c",
+                "configs/compare_jets_qg.yaml",
+                f"pretrained=benchmarks/runs/jets_pretrain_{pre}",
+                f"out=benchmarks/runs/jets_compare_{tag}",
+                *overrides,
+            ]
+        )
     out.append(PY + ["compress", "benchmarks/runs/jets_pretrain_m075", "--mask-ratios", "0,0.5,0.75,0.9"])
     return out
 
@@ -79,8 +142,10 @@ def table(rows: list[dict], tag: str) -> list[str]:
         acc = [100 * r["test_accuracy"] for r in sel]
         auc = [r["test_roc_auc"] for r in sel]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
-        out.append(f"| {tag} | {LABELS.get(m, m)} | {sel[0]['labels']} | {len(sel)} | {statistics.mean(acc):.2f} ± {sd(acc):.2f} | "
-                   f"{statistics.mean(auc):.4f} ± {sd(auc):.4f} |")
+        out.append(
+            f"| {tag} | {LABELS.get(m, m)} | {sel[0]['labels']} | {len(sel)} | "
+            f"{statistics.mean(acc):.2f} ± {sd(acc):.2f} | {statistics.mean(auc):.4f} ± {sd(auc):.4f} |"
+        )
     return out
 
 
@@ -110,8 +175,12 @@ def _summary(rows: list[dict], method: str, labels: int) -> dict | None:
         return None
     acc = [100 * r["test_accuracy"] for r in sel]
     auc = [r["test_roc_auc"] for r in sel if r["test_roc_auc"] == r["test_roc_auc"]]
-    return {"acc": statistics.mean(acc), "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0, "auc": statistics.mean(auc) if auc else float("nan"),
-            "seeds": len(sel)}
+    return {
+        "acc": statistics.mean(acc),
+        "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+        "auc": statistics.mean(auc) if auc else float("nan"),
+        "seeds": len(sel),
+    }
 
 
 def observations(recon_lines: list) -> list[str]:
@@ -129,34 +198,52 @@ def observations(recon_lines: list) -> list[str]:
         for tag in MASKS:
             ft = _summary(res.get(tag, []), "finetune", labels)
             if ft:
-                parts.append(f"mask {label(tag)}: {fmt(ft)}, {ft['acc'] - scratch['acc']:+.2f} points and "
-                             f"{ft['auc'] - scratch['auc']:+.3f} AUC against scratch")
-        out.append(f"- Fine-tuning with {labels:,} labels. ViT from scratch (own recipe): {fmt(scratch)}. MAE-pretrained: " + "; ".join(parts) + ".")
+                parts.append(
+                    f"mask {label(tag)}: {fmt(ft)}, {ft['acc'] - scratch['acc']:+.2f} points and "
+                    f"{ft['auc'] - scratch['auc']:+.3f} AUC against scratch"
+                )
+        out.append(
+            f"- Fine-tuning with {labels:,} labels. ViT from scratch (own recipe): {fmt(scratch)}. MAE-pretrained: "
+            + "; ".join(parts)
+            + "."
+        )
         cnn, pix = _summary(res["m075"], "cnn", labels), _summary(res["m075"], "pixel_knn", labels)
         if cnn:
-            out.append(f"- {labels:,} labels, the baselines a user would try first: small CNN from scratch {fmt(cnn)}"
-                       + (f"; k-NN on pixels {fmt(pix)}" if pix else "") + ".")
+            out.append(
+                f"- {labels:,} labels, the baselines a user would try first: small CNN from scratch {fmt(cnn)}"
+                + (f"; k-NN on pixels {fmt(pix)}" if pix else "")
+                + "."
+            )
         if labels == 1000 and cnn:  # issue target 2: MAE fine-tune AUC >= scratch + 0.03 and >= the CNN's
-            best = max((s for t in MASKS if (s := _summary(res.get(t, []), "finetune", labels))), key=lambda s: s["auc"])
+            best = max(
+                (s for t in MASKS if (s := _summary(res.get(t, []), "finetune", labels))), key=lambda s: s["auc"]
+            )
             met = best["auc"] >= scratch["auc"] + 0.03 and best["auc"] >= cnn["auc"]
-            out.append(f"- Target (1,000 labels: MAE fine-tune ROC-AUC at least scratch + 0.03 and at least the CNN's): "
-                       f"{'met' if met else 'missed'}: best MAE fine-tune {best['auc']:.3f}, scratch + 0.03 = {scratch['auc'] + 0.03:.3f}, "
-                       f"CNN {cnn['auc']:.3f}.")
+            out.append(
+                "- Target (1,000 labels: MAE fine-tune ROC-AUC at least scratch + 0.03 and at least "
+                f"the CNN's): {'met' if met else 'missed'}: best MAE fine-tune {best['auc']:.3f}, "
+                f"scratch + 0.03 = {scratch['auc'] + 0.03:.3f}, CNN {cnn['auc']:.3f}."
+            )
     for tag, (pre, name, _) in EXTRA.items():
         rows = res.get(tag, [])
         for labels in sorted({r["labels"] for r in rows}):
             ft, sc = _summary(rows, "finetune", labels), _summary(rows, "scratch", labels)
             if ft and sc:
                 gap = ft["acc"] - sc["acc"]
-                out.append(f"- Longer fine-tuning ({name}), {labels:,} labels: MAE {fmt(ft)} against scratch {fmt(sc)}: "
-                           f"{gap:+.2f} points, {'within' if abs(gap) <= ft['sd'] + sc['sd'] else 'outside'} the sum of the two seed spreads.")
+                out.append(
+                    f"- Longer fine-tuning ({name}), {labels:,} labels: MAE {fmt(ft)} against scratch {fmt(sc)}: "
+                    f"{gap:+.2f} points, {'within' if abs(gap) <= ft['sd'] + sc['sd'] else 'outside'} the sum of "
+                    "the two seed spreads."
+                )
     probe_tag = "m075_e20" if "m075_e20" in res else "m075"
     for method, random, what in (("linprobe", "linprobe_random", "Linear probe"), ("knn", "knn_random", "k-NN")):
         for labels in sorted({r["labels"] for r in res["m075"]}):
             mae, rnd = _summary(res.get(probe_tag, []), method, labels), _summary(res["m075"], random, labels)
             if mae and rnd:
-                out.append(f"- {what}, {labels:,} labels: MAE features (mask {label(probe_tag)}) {fmt(mae)} against a random encoder's "
-                           f"{fmt(rnd)}: {mae['acc'] - rnd['acc']:+.2f} points, {mae['auc'] - rnd['auc']:+.3f} AUC.")
+                out.append(
+                    f"- {what}, {labels:,} labels: MAE features (mask {label(probe_tag)}) {fmt(mae)} against a random "
+                    f"encoder's {fmt(rnd)}: {mae['acc'] - rnd['acc']:+.2f} points, {mae['auc'] - rnd['auc']:+.3f} AUC."
+                )
     aucs: dict[tuple, list[float]] = {}
     for tag, rows in res.items():
         for r in rows:  # one table row: pretraining x method x label budget
@@ -165,40 +252,54 @@ def observations(recon_lines: list) -> list[str]:
     is_knn = lambda m: m.startswith("knn") or m == "pixel_knn"  # noqa: E731
     knn_rows = [v for (_, m, _), v in means.items() if is_knn(m)]
     other = [v for (_, m, _), v in means.items() if not is_knn(m)]
-    out.append(f"- Mean ROC-AUC per row: {min(other):.3f}-{max(other):.3f} for the trained rows and the linear probes"
-               + (f", {min(knn_rows):.3f}-{max(knn_rows):.3f} for k-NN (on features or pixels)" if knn_rows else "")
-               + "; the public ML4SCI repositories report 0.77-0.80 for classifiers trained on such detector images.")
+    out.append(
+        f"- Mean ROC-AUC per row: {min(other):.3f}-{max(other):.3f} for the trained rows and the linear probes"
+        + (f", {min(knn_rows):.3f}-{max(knn_rows):.3f} for k-NN (on features or pixels)" if knn_rows else "")
+        + "; the public ML4SCI repositories report 0.77-0.80 for classifiers trained on such detector images."
+    )
     for name, r in recon_lines:
         ph = r["physics"]
         ch0 = ph["channels"][0]
-        out.append(f"- Reconstructions (mask {name}): total intensity relative residual {ph['total_intensity']['rel_residual']['mean']:+.3f}, "
-                   f"image jet mass {ph['jet_mass']['rel_residual']['mean']:+.3f}; {ch0} occupancy {ph['occupancy']['original'][ch0]:.4f} in the "
-                   f"original against {ph['occupancy']['recon'][ch0]:.4f} in the reconstruction"
-                   + ("." if "hit_intensity" in name else " (plain MSE regresses masked pixels to the mean)."))
+        out.append(
+            f"- Reconstructions (mask {name}): total intensity relative residual "
+            f"{ph['total_intensity']['rel_residual']['mean']:+.3f}, image jet mass "
+            f"{ph['jet_mass']['rel_residual']['mean']:+.3f}; {ch0} occupancy {ph['occupancy']['original'][ch0]:.4f} "
+            f"in the original against {ph['occupancy']['recon'][ch0]:.4f} in the reconstruction"
+            + ("." if "hit_intensity" in name else " (plain MSE regresses masked pixels to the mean).")
+        )
     hit = next((r for name, r in recon_lines if "hit_intensity" in name), None)
     if hit is not None and recon_lines:
         ph, mse_ph = hit["physics"], recon_lines[0][1]["physics"]
         ti, jm = ph["total_intensity"]["rel_residual"]["mean"], ph["jet_mass"]["rel_residual"]["mean"]
         factors = {c: ph["occupancy"]["recon"][c] / max(ph["occupancy"]["original"][c], 1e-12) for c in ph["channels"]}
         occ_ok = all(1 / 1.5 <= f <= 1.5 for f in factors.values())
-        out.append(f"- The sparse-aware objective (mask {label('m075_hit')}) against the issue's targets: total intensity {ti:+.3f} "
-                   f"({'within' if abs(ti) <= 0.10 else 'outside'} ±10 %), image jet mass {jm:+.3f} ({'within' if abs(jm) <= 0.15 else 'outside'} "
-                   f"±15 %), occupancy recon/original " + ", ".join(f"{c} x{f:.2f}" for c, f in factors.items())
-                   + f" ({'all' if occ_ok else 'not all'} within a factor 1.5); plain MSE (mask {recon_lines[0][0]}): intensity "
-                   f"{mse_ph['total_intensity']['rel_residual']['mean']:+.3f}, mass {mse_ph['jet_mass']['rel_residual']['mean']:+.3f}.")
+        out.append(
+            f"- The sparse-aware objective (mask {label('m075_hit')}) against the issue's targets: total "
+            f"intensity {ti:+.3f} ({'within' if abs(ti) <= 0.10 else 'outside'} ±10 %), image jet mass "
+            f"{jm:+.3f} ({'within' if abs(jm) <= 0.15 else 'outside'} ±15 %), occupancy recon/original "
+            + ", ".join(f"{c} x{f:.2f}" for c, f in factors.items())
+            + f" ({'all' if occ_ok else 'not all'} within a factor 1.5); plain MSE (mask "
+            f"{recon_lines[0][0]}): intensity {mse_ph['total_intensity']['rel_residual']['mean']:+.3f}, "
+            f"mass {mse_ph['jet_mass']['rel_residual']['mean']:+.3f}."
+        )
         for method in ("finetune", "linprobe"):
             a, b = _summary(res.get("m075_hit", []), method, 1000), _summary(res.get("m075", []), method, 1000)
             if a and b:
-                out.append(f"- Downstream with 1,000 labels, {method}: hit_intensity encoder {fmt(a)} against the plain-MSE encoder's "
-                           f"{fmt(b)} ({a['acc'] - b['acc']:+.2f} points, {a['auc'] - b['auc']:+.3f} AUC).")
+                out.append(
+                    f"- Downstream with 1,000 labels, {method}: hit_intensity encoder {fmt(a)} against the plain-MSE "
+                    f"encoder's {fmt(b)} ({a['acc'] - b['acc']:+.2f} points, {a['auc'] - b['auc']:+.3f} AUC)."
+                )
     comp = FIGS / "m075_compress.json"
     if comp.exists():
         rows = json.loads(comp.read_text())["rows"]
         mae = min((r for r in rows if r["mask_ratio"] is not None), key=lambda r: r["bytes_per_image"])
         sparse = next(r for r in rows if r["method"].startswith("sparse"))
-        out.append(f"- As a codec: the smallest MAE code is {mae['bytes_per_image']:,.0f} bytes per image (mask {mae['mask_ratio']:g}, mean abs "
-                   f"relative residual of the total intensity {mae['intensity_rel_residual_mean_abs']:.3f}); zero-suppressed sparse storage takes "
-                   f"{sparse['bytes_per_image']:,.0f} bytes and is exact.")
+        out.append(
+            f"- As a codec: the smallest MAE code is {mae['bytes_per_image']:,.0f} bytes per "
+            f"image (mask {mae['mask_ratio']:g}, mean abs relative residual of the total "
+            f"intensity {mae['intensity_rel_residual_mean_abs']:.3f}); zero-suppressed "
+            f"sparse storage takes {sparse['bytes_per_image']:,.0f} bytes and is exact."
+        )
     return out
 
 
@@ -215,12 +316,14 @@ def write_doc() -> None:
         *[" ".join(["maekit", *c[3:]]) for c in steps(every=True)],
         "```",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        "times are sums of the runs' own measurements (upper bounds where the cores were shared).",
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; times are sums "
+        "of the runs' own measurements (upper bounds where the cores were shared).",
         "",
         "## Data",
         "",
-        "20,000 jets from `maekit jets generate` (Pythia 8 Z(->nu nu)+jet at 14 TeV, half quark and half gluon jets, leading",
+        "20,000 jets from `maekit jets generate` (Pythia 8 Z(->nu "
+        "nu)+jet at 14 TeV, half quark and half gluon jets, leading",
         "anti-kT R=0.4 jet with pT 500-550 GeV and |y| < 2; 3 channels Tracks / ECAL / HCAL at 0.0174 x 0.0174; the",
         "generator's defaults: pTHatMin 325 GeV and the parton-level prefilter; see",
         "[docs/physics.md](../physics.md)), in the ML4SCI quark/gluon HDF5 layout. The models see the central 48 x 48",
@@ -229,7 +332,8 @@ def write_doc() -> None:
         f"methods get {budgets_text()} labelled jets (stratified, a different subset per seed).",
         "",
         "Model: ViT encoder 6 x 128 (4 heads), decoder 2 x 96, patch 8 (36 tokens), no per-patch pixel normalisation",
-        "(sparse images). The 125 x 125 x 8 seed architecture (`configs/seed_jets_125.yaml`) trains at a few images/s on",
+        "(sparse images). The 125 x 125 x 8 seed architecture "
+        "(`configs/seed_jets_125.yaml`) trains at a few images/s on",
         "this CPU and is meant for GPUs.",
         "",
     ]
@@ -244,7 +348,10 @@ def write_doc() -> None:
         if ev:
             last = ev[-1]
             mins = sum(r.get("epoch_time_s", 0) for r in ev) / 60
-            pre_lines.append(f"| {label(tag)} | {len(ev)} | {last['train_recon_loss']:.4f} | {last['val_recon_loss']:.4f} | {last['test_recon_loss']:.4f} | {mins:.0f} |")
+            pre_lines.append(
+                f"| {label(tag)} | {len(ev)} | {last['train_recon_loss']:.4f} | "
+                f"{last['val_recon_loss']:.4f} | {last['test_recon_loss']:.4f} | {mins:.0f} |"
+            )
         rec = kept(pre / "reconstruct.jsonl", f"{tag}_reconstruct.jsonl")
         if rec is not None:
             r = json.loads(rec.read_text().splitlines()[-1])
@@ -253,26 +360,53 @@ def write_doc() -> None:
             if (pre / name).exists():
                 shutil.copy(pre / name, FIGS / f"{tag}_{name}")
     if pre_lines:
-        lines += ["## Pretraining", "", "Reconstruction loss: MSE on masked patches of the normalised images, fixed masks.", "",
-                  "| pretraining (mask ratio) | epochs | train | val | test | minutes |", "|---|---|---|---|---|---|", *pre_lines, ""]
+        lines += [
+            "## Pretraining",
+            "",
+            "Reconstruction loss: MSE on masked patches of the normalised images, fixed masks.",
+            "",
+            "| pretraining (mask ratio) | epochs | train | val | test | minutes |",
+            "|---|---|---|---|---|---|",
+            *pre_lines,
+            "",
+        ]
     if recon_lines:
-        lines += ["Physics metrics of the test reconstructions (`maekit reconstruct`, all 2,000 test jets, fixed masks; units: the",
-                  "file's, GeV; the reconstruction has the visible patches pasted back):", "",
-                  "| pretraining (mask ratio) | recon loss | MSE masked: tracks / ECAL / HCAL | total intensity rel. residual | image jet mass rel. residual | occupancy tracks: original -> recon |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "Physics metrics of the test reconstructions (`maekit "
+            "reconstruct`, all 2,000 test jets, fixed masks; units: the",
+            "file's, GeV; the reconstruction has the visible patches pasted back):",
+            "",
+            "| pretraining (mask ratio) | recon loss | MSE masked: tracks / ECAL / HCAL | total intensity "
+            "rel. residual | image jet mass rel. residual | occupancy tracks: original -> recon |",
+            "|---|---|---|---|---|---|",
+        ]
         baseline = recon_lines[0][1]["physics"].get("mean_image")  # the same test jets and masks for every row
-        rows = recon_lines + ([("training mean image pasted into the masked patches (baseline)", {"physics": recon_lines[0][1]["physics"] | baseline,
-                                                                                                  "recon_loss": None})] if baseline else [])
+        rows = recon_lines + (
+            [
+                (
+                    "training mean image pasted into the masked patches (baseline)",
+                    {"physics": recon_lines[0][1]["physics"] | baseline, "recon_loss": None},
+                )
+            ]
+            if baseline
+            else []
+        )
         for m, r in rows:
             ph = r["physics"]
             mse = " / ".join(f"{v:.3g}" for v in ph["mse_masked"].values())
             ti, jm = ph["total_intensity"]["rel_residual"], ph["jet_mass"]["rel_residual"]
             ch0 = ph["channels"][0]
             loss = "" if r["recon_loss"] is None else f"{r['recon_loss']:.4f}"
-            lines.append(f"| {m} | {loss} | {mse} | {ti['mean']:+.3f} ± {ti['std']:.3f} | {jm['mean']:+.3f} ± {jm['std']:.3f} | "
-                         f"{ph['occupancy']['original'][ch0]:.4f} -> {ph['occupancy']['recon'][ch0]:.4f} |")
-        lines += ["", "The recon loss of a `hit_intensity` row is that objective's own (hit cross-entropy plus relative intensity "
-                  "error), not comparable with the MSE rows'; the physics columns are comparable across rows.", ""]
+            lines.append(
+                f"| {m} | {loss} | {mse} | {ti['mean']:+.3f} ± {ti['std']:.3f} | {jm['mean']:+.3f} ± {jm['std']:.3f} | "
+                f"{ph['occupancy']['original'][ch0]:.4f} -> {ph['occupancy']['recon'][ch0]:.4f} |"
+            )
+        lines += [
+            "",
+            "The recon loss of a `hit_intensity` row is that objective's own (hit cross-entropy plus relative "
+            "intensity error), not comparable with the MSE rows'; the physics columns are comparable across rows.",
+            "",
+        ]
     for tag in MASKS:
         for name in ("recon_test", "recon_test_channels"):
             if (FIGS / f"{tag}_{name}.png").exists():
@@ -287,25 +421,39 @@ def write_doc() -> None:
         if res is not None:
             rows_all += table(read_rows(res), name)
     if rows_all:
-        lines += [f"## Downstream, {budgets_text()} labelled jets", "",
-                  "Test accuracy and ROC-AUC on the 2,000 test jets, mean ± std over seeds. The rows that do not depend on the",
-                  "pretraining (ViT from scratch, CNN, pixel and random-encoder baselines) run once, with the first comparison.",
-                  "Each trained method (MAE fine-tune, ViT from scratch, CNN) has its own recipe and picks its learning rate",
-                  "from its own grid on the validation split (configs/compare_jets_qg.yaml); all train 15 epochs. Pretraining",
-                  "is 6 epochs unless the first column says otherwise.", "",
-                  "| pretraining mask | method | labels | seeds | accuracy % | ROC-AUC |", "|---|---|---|---|---|---|", *rows_all, ""]
+        lines += [
+            f"## Downstream, {budgets_text()} labelled jets",
+            "",
+            "Test accuracy and ROC-AUC on the 2,000 test jets, mean "
+            "± std over seeds. The rows that do not depend on the",
+            "pretraining (ViT from scratch, CNN, pixel and random-encoder "
+            "baselines) run once, with the first comparison.",
+            "Each trained method (MAE fine-tune, ViT from scratch, CNN) has its own recipe and picks its learning rate",
+            "from its own grid on the validation split "
+            "(configs/compare_jets_qg.yaml); all train 15 epochs. Pretraining",
+            "is 6 epochs unless the first column says otherwise.",
+            "",
+            "| pretraining mask | method | labels | seeds | accuracy % | ROC-AUC |",
+            "|---|---|---|---|---|---|",
+            *rows_all,
+            "",
+        ]
         md = kept(RUNS / "jets_compare_m075" / "results.md", "results_m075.md")
         if md is not None and "Learning rate" in (text := md.read_text()):  # the grid search as compare wrote it
-            lines += [text[text.index("Learning rate"):].strip(), ""]
+            lines += [text[text.index("Learning rate") :].strip(), ""]
     lines += [
         "## Reference numbers",
         "",
-        "- Energy Flow Networks (Komiske, Metodiev, Thaler 2019), the same Pythia recipe with 2 million jets and all labels:",
+        "- Energy Flow Networks (Komiske, Metodiev, Thaler 2019), "
+        "the same Pythia recipe with 2 million jets and all labels:",
         "  ROC-AUC about 0.88-0.90 for particle-level networks (EFN/PFN) and jet-image CNNs.",
-        "- ML4SCI quark/gluon detector images (public ML4SCI end-to-end repositories): classifiers from scratch reach ROC-AUC ~0.77-0.80,",
-        "  accuracy ~0.70-0.73; the seed project reports 85.5 % (MAE-pretrained, fine-tuned) vs ~70 % (no pretraining) on",
+        "- ML4SCI quark/gluon detector images (public ML4SCI end-to-end "
+        "repositories): classifiers from scratch reach ROC-AUC ~0.77-0.80,",
+        "  accuracy ~0.70-0.73; the seed project reports 85.5 % "
+        "(MAE-pretrained, fine-tuned) vs ~70 % (no pretraining) on",
         "  its Task 3d data.",
-        f"- Our runs use {budgets_text()} labels and a 2-core CPU budget, so they sit below the fully supervised numbers; the point is",
+        f"- Our runs use {budgets_text()} labels and a 2-core CPU budget, "
+        "so they sit below the fully supervised numbers; the point is",
         "  the pretrained-vs-scratch gap at equal labels and recipe.",
         "",
     ]
@@ -317,12 +465,29 @@ def write_doc() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--doc-only", action="store_true")
-    ap.add_argument("--only", nargs="*", choices=list(RUNSPEC), help="run only these pretrainings and their steps (the doc shows what exists)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        choices=list(RUNSPEC),
+        help="run only these pretrainings and their steps (the doc shows what exists)",
+    )
     args = ap.parse_args()
     if not args.doc_only:
         for cmd in steps():
-            if args.only and (tag := next((t for t in RUNSPEC if any(a.endswith(f"_{t}") or a.endswith(f"_{t}/recon_test.png") for a in cmd)), None)) \
-                    and tag not in args.only:
+            if (
+                args.only
+                and (
+                    tag := next(
+                        (
+                            t
+                            for t in RUNSPEC
+                            if any(a.endswith(f"_{t}") or a.endswith(f"_{t}/recon_test.png") for a in cmd)
+                        ),
+                        None,
+                    )
+                )
+                and tag not in args.only
+            ):
                 continue
             print("+", " ".join(cmd[2:]), flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True)

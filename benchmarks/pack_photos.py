@@ -1,4 +1,5 @@
-"""Pack a folder of photos once, then stream it: pack speed, peak memory, disk used, and pretraining streamed vs in memory.
+"""Pack a folder of photos once, then stream it: pack speed, peak memory, disk used, and pretraining streamed vs in
+memory.
 
     .venv/bin/python benchmarks/pack_photos.py [--n 300000] [--sizes 224,64] [--workers W] [--pretrain-images 3000]
                                                [--out benchmarks/runs/pack_photos]
@@ -18,6 +19,7 @@ Writes OUT/result.json and docs/results/pack_photos.md from it (headed SMOKE RUN
 At the default N that is 600,000 decodes plus writing the photos: hours of CPU on a few cores. `--n 2000
 --pretrain-images 500` checks that it works in about 15 minutes on 2 busy cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +42,8 @@ FULL_N = 300_000
 CLASSES = [f"class{i}" for i in range(10)]
 WRAPPER = (
     "import resource, sys; from maekit.cli import main; rc = main(sys.argv[1:]); "
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-    "file=sys.stderr); sys.exit(rc)"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
 )
 
 
@@ -102,9 +104,13 @@ def maekit(args: list[str]) -> dict:
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"maekit {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    line = next(l for l in proc.stderr.splitlines() if l.startswith("PEAK_RSS_KB")).split()
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(int(line[1]) / 1024, 1), "peak_rss_children_mb": round(int(line[2]) / 1024, 1),
-            "stdout": proc.stdout}
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_RSS_KB")).split()
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(int(line[1]) / 1024, 1),
+        "peak_rss_children_mb": round(int(line[2]) / 1024, 1),
+        "stdout": proc.stdout,
+    }
 
 
 def disk_mb(path: Path) -> float:
@@ -121,24 +127,56 @@ def pack(folder: Path, out: Path, size: int, workers: int) -> dict:
     t = time.perf_counter()
     packing.check(out, folder, size, "auto")
     check_s = time.perf_counter() - t
-    decode_s = float(re.search(r"decoded in ([\d.]+) s", r["stdout"]).group(1))  # the pack itself, without starting python
-    return {"images": meta["images"], "bad": len(meta["bad"]), "seconds": r["wall_s"], "decode_s": decode_s,
-            "images_per_s": round(meta["files"] / decode_s, 1),
-            "peak_rss_mb": r["peak_rss_mb"], "peak_rss_worker_mb": r["peak_rss_children_mb"], "disk_mb": disk_mb(out),
-            "check_s": round(check_s, 2), "summary": [l for l in r["stdout"].splitlines() if l.startswith("pack: ")]}
+    # the pack itself, without starting python
+    decode_s = float(re.search(r"decoded in ([\d.]+) s", r["stdout"]).group(1))
+    return {
+        "images": meta["images"],
+        "bad": len(meta["bad"]),
+        "seconds": r["wall_s"],
+        "decode_s": decode_s,
+        "images_per_s": round(meta["files"] / decode_s, 1),
+        "peak_rss_mb": r["peak_rss_mb"],
+        "peak_rss_worker_mb": r["peak_rss_children_mb"],
+        "disk_mb": disk_mb(out),
+        "check_s": round(check_s, 2),
+        "summary": [ln for ln in r["stdout"].splitlines() if ln.startswith("pack: ")],
+    }
 
 
 def pretrain(out: Path, data: list[str], size: int, threads: int) -> dict:
     if out.exists():
         shutil.rmtree(out)
-    model = [f"model.patch_size={size // 8}", "model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=64",
-             "model.decoder_depth=1", "model.decoder_num_heads=2"]
-    r = maekit(["pretrain", f"out={out}", *data, f"data.image_size={size}", *model, "train.epochs=1", "train.batch_size=64",
-                "train.eval_samples=256", "train.progress=false", f"train.threads={threads}"])
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    model = [
+        f"model.patch_size={size // 8}",
+        "model.embed_dim=64",
+        "model.depth=2",
+        "model.num_heads=2",
+        "model.decoder_embed_dim=64",
+        "model.decoder_depth=1",
+        "model.decoder_num_heads=2",
+    ]
+    r = maekit(
+        [
+            "pretrain",
+            f"out={out}",
+            *data,
+            f"data.image_size={size}",
+            *model,
+            "train.epochs=1",
+            "train.batch_size=64",
+            "train.eval_samples=256",
+            "train.progress=false",
+            f"train.threads={threads}",
+        ]
+    )
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     epoch = next(x for x in rows if "img_per_s" in x)
-    return {"epoch_images_per_s": round(epoch["img_per_s"], 1), "epoch_s": round(epoch["epoch_time_s"], 1), "wall_s": r["wall_s"],
-            "peak_rss_mb": r["peak_rss_mb"]}
+    return {
+        "epoch_images_per_s": round(epoch["img_per_s"], 1),
+        "epoch_s": round(epoch["epoch_time_s"], 1),
+        "wall_s": r["wall_s"],
+        "peak_rss_mb": r["peak_rss_mb"],
+    }
 
 
 def write_doc(res: dict, path: Path) -> None:
@@ -146,8 +184,11 @@ def write_doc(res: dict, path: Path) -> None:
     smoke = n < FULL_N
     lines = ["# Packing a folder of photos", ""]
     if smoke:
-        lines += [f"**SMOKE RUN: {n:,} photos, not the {FULL_N:,} of the issue. These numbers only show that the benchmark works; "
-                  "do not quote them.**", ""]
+        lines += [
+            f"**SMOKE RUN: {n:,} photos, not the {FULL_N:,} of the issue. These "
+            "numbers only show that the benchmark works; do not quote them.**",
+            "",
+        ]
     lines += [
         "`benchmarks/pack_photos.py` writes synthetic JPEG photos (500x375 and 375x500, quality 90), packs them with "
         "`maekit data pack` and pretrains from the packs; every number below is from its result JSON "
@@ -156,27 +197,37 @@ def write_doc(res: dict, path: Path) -> None:
         f"Machine: {res['machine']}, {res['cores']} cores, {res['memory_gb']} GB of memory available at the start; "
         f"{res['workers']} decoding worker(s). Photos: {n:,} files, {res['photos_mb']:,.0f} MB of JPEG.",
         "",
-        "| size | images | bad | command wall (s) | decode and write (s) | images/s | peak RSS main (MB) | peak RSS worker (MB) | pack on disk (MB) | folder check per run (s) |",
+        "| size | images | bad | command wall (s) | decode and write (s) | images/s | peak RSS "
+        "main (MB) | peak RSS worker (MB) | pack on disk (MB) | folder check per run (s) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s, p in res["pack"].items():
-        lines.append(f"| {s} | {p['images']:,} | {p['bad']} | {p['seconds']:,.1f} | {p['decode_s']:,.1f} | {p['images_per_s']:,.1f} | {p['peak_rss_mb']:,.0f} | "
-                     f"{p['peak_rss_worker_mb']:,.0f} | {p['disk_mb']:,.1f} | {p['check_s']:.2f} |")
+        lines.append(
+            f"| {s} | {p['images']:,} | {p['bad']} | {p['seconds']:,.1f} | "
+            f"{p['decode_s']:,.1f} | {p['images_per_s']:,.1f} | {p['peak_rss_mb']:,.0f} | "
+            f"{p['peak_rss_worker_mb']:,.0f} | {p['disk_mb']:,.1f} | {p['check_s']:.2f} |"
+        )
     lines += ["", "In memory without a pack, the folder reader would need (its own check, uint8 N x C x S x S):", ""]
     for s, m in res["in_memory_all"].items():
-        lines.append(f"- {s} px: {m['need_gb']:,.1f} GB for all {n:,} photos, {m['available_gb']:,.1f} GB available: "
-                     f"{'accepted' if m['fits'] else 'refused'}")
+        lines.append(
+            f"- {s} px: {m['need_gb']:,.1f} GB for all {n:,} photos, {m['available_gb']:,.1f} GB available: "
+            f"{'accepted' if m['fits'] else 'refused'}"
+        )
     lines += [
         "",
-        f"Pretraining, 1 epoch over the first {res['pretrain_images']:,} photos (a folder of symlinks, packed too), tiny ViT "
-        f"(2 x 64, patch size/8 = 64 tokens, batch 64, {res['threads']} threads), each run in a fresh process:",
+        f"Pretraining, 1 epoch over the first {res['pretrain_images']:,} photos (a "
+        "folder of symlinks, packed too), tiny ViT (2 x 64, patch size/8 = 64 "
+        f"tokens, batch 64, {res['threads']} threads), each run in a fresh process:",
         "",
         "| size | data | epoch images/s | epoch (s) | wall incl. start and reading (s) | peak RSS (MB) |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     for s, runs in res["pretrain"].items():
         for name, r in runs.items():
-            lines.append(f"| {s} | {name} | {r['epoch_images_per_s']:,.1f} | {r['epoch_s']:,.1f} | {r['wall_s']:,.1f} | {r['peak_rss_mb']:,.0f} |")
+            lines.append(
+                f"| {s} | {name} | {r['epoch_images_per_s']:,.1f} | "
+                f"{r['epoch_s']:,.1f} | {r['wall_s']:,.1f} | {r['peak_rss_mb']:,.0f} |"
+            )
     lines.append("")
     path.write_text("\n".join(lines))
 
@@ -190,7 +241,9 @@ def main() -> None:
     ap.add_argument("--pretrain-images", type=int, default=3000, help="photos of the pretraining comparison")
     ap.add_argument("--out", default="benchmarks/runs/pack_photos")
     ap.add_argument("--doc", default="docs/results/pack_photos.md")
-    ap.add_argument("--from-json", default=None, metavar="RESULT_JSON", help="only write the doc from an earlier result")
+    ap.add_argument(
+        "--from-json", default=None, metavar="RESULT_JSON", help="only write the doc from an earlier result"
+    )
     args = ap.parse_args()
     if args.from_json:
         write_doc(json.loads(Path(args.from_json).read_text()), ROOT / args.doc)
@@ -202,9 +255,16 @@ def main() -> None:
     photos = out / f"photos_{args.n}"
     sizes = [int(s) for s in args.sizes.split(",")]
     avail = available_memory() or 0
-    res = {"n": args.n, "command": "python benchmarks/pack_photos.py " + " ".join(sys.argv[1:]), "workers": args.workers, "threads": args.threads,
-           "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": os.cpu_count(),
-           "memory_gb": round(avail / 1e9, 1), "pretrain_images": min(args.pretrain_images, args.n)}
+    res = {
+        "n": args.n,
+        "command": "python benchmarks/pack_photos.py " + " ".join(sys.argv[1:]),
+        "workers": args.workers,
+        "threads": args.threads,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(avail / 1e9, 1),
+        "pretrain_images": min(args.pretrain_images, args.n),
+    }
     res["photos_mb"] = round(write_photos(photos, args.n, args.workers) / 2**20, 1)
     res["pack"], res["in_memory_all"], res["pretrain"] = {}, {}, {}
     small = subset(photos, out / "photos_subset", res["pretrain_images"])
@@ -212,13 +272,24 @@ def main() -> None:
         res["pack"][s] = pack(photos, out / f"photos_{args.n}_{s}.h5", s, args.workers)
         print(f"pack {s}", json.dumps(res["pack"][s]), flush=True)
         need = args.n * 3 * s * s
-        res["in_memory_all"][s] = {"need_gb": round(need / 1e9, 1), "available_gb": round(avail / 1e9, 1), "fits": bool(avail and need <= avail)}
+        res["in_memory_all"][s] = {
+            "need_gb": round(need / 1e9, 1),
+            "available_gb": round(avail / 1e9, 1),
+            "fits": bool(avail and need <= avail),
+        }
         sub = out / f"subset_{s}.h5"
         pack(small, sub, s, args.workers)
         folder = ["data.source=folder", f"data.path={small}"]
         res["pretrain"][s] = {
-            "streamed from the pack": pretrain(out / f"run_{s}_streamed", [*folder, f"data.pack={sub}", "data.stream=true", "data.memory_mb=64"], s, args.threads),
-            "pack loaded into memory": pretrain(out / f"run_{s}_pack_memory", [*folder, f"data.pack={sub}", "data.stream=false"], s, args.threads),
+            "streamed from the pack": pretrain(
+                out / f"run_{s}_streamed",
+                [*folder, f"data.pack={sub}", "data.stream=true", "data.memory_mb=64"],
+                s,
+                args.threads,
+            ),
+            "pack loaded into memory": pretrain(
+                out / f"run_{s}_pack_memory", [*folder, f"data.pack={sub}", "data.stream=false"], s, args.threads
+            ),
             "folder decoded into memory": pretrain(out / f"run_{s}_folder", folder, s, args.threads),
         }
         print(f"pretrain {s}", json.dumps(res["pretrain"][s]), flush=True)

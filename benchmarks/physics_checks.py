@@ -1,5 +1,6 @@
 """The physics checks of tests/test_physics.py on any file written by `maekit jets generate` (numbers for
 docs/physics.md). Usage: python benchmarks/physics_checks.py FILE.h5 [--limit N]"""
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,30 @@ def main() -> None:
     massive = m0 > 0  # a jet of one massless particle (e.g. a hard photon) has mass 0: no ratio
     mr = jm[massive] / m0[massive]
     out = {
-        "jets": int(n), "quark": int(q.sum()), "gluon": int(g.sum()),
-        "n_const_mean": {"quark": round(float(nc[q].mean()), 2), "gluon": round(float(nc[g].mean()), 2), "separation_sigma": round(float(sep(nc)), 1)},
-        "girth_mean": {"quark": round(float(girth[q].mean()), 4), "gluon": round(float(girth[g].mean()), 4), "separation_sigma": round(float(sep(girth)), 1)},
-        "image_pt_over_jet_pt": {"median": round(float(np.median(pr)), 4), "p5_p95": np.percentile(pr, [5, 95]).round(4).tolist(),
-                                 "within_5pct": round(float((np.abs(pr - 1) < 0.05).mean()), 4)},
-        "image_mass_over_jet_mass": {"median": round(float(np.median(mr)), 4), "p10_p90": np.percentile(mr, [10, 90]).round(4).tolist(),
-                                     "within_25pct": round(float((np.abs(mr - 1) < 0.25).mean()), 4),
-                                     "massless_jets_left_out": int((~massive).sum())},
+        "jets": int(n),
+        "quark": int(q.sum()),
+        "gluon": int(g.sum()),
+        "n_const_mean": {
+            "quark": round(float(nc[q].mean()), 2),
+            "gluon": round(float(nc[g].mean()), 2),
+            "separation_sigma": round(float(sep(nc)), 1),
+        },
+        "girth_mean": {
+            "quark": round(float(girth[q].mean()), 4),
+            "gluon": round(float(girth[g].mean()), 4),
+            "separation_sigma": round(float(sep(girth)), 1),
+        },
+        "image_pt_over_jet_pt": {
+            "median": round(float(np.median(pr)), 4),
+            "p5_p95": np.percentile(pr, [5, 95]).round(4).tolist(),
+            "within_5pct": round(float((np.abs(pr - 1) < 0.05).mean()), 4),
+        },
+        "image_mass_over_jet_mass": {
+            "median": round(float(np.median(mr)), 4),
+            "p10_p90": np.percentile(mr, [10, 90]).round(4).tolist(),
+            "within_25pct": round(float((np.abs(mr - 1) < 0.25).mean()), 4),
+            "massless_jets_left_out": int((~massive).sum()),
+        },
         "jet_mass_mean": {"quark": round(float(m0[q].mean()), 2), "gluon": round(float(m0[g].mean()), 2)},
     }
     print(json.dumps(out, indent=1))

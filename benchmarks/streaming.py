@@ -8,6 +8,7 @@ streamed with data.memory_mb=BUDGET, loaded into memory (data.stream=false), and
 (the interpreter, torch and the model alone). Peak RSS is the child's ru_maxrss. Results -> docs/streaming.md.
 The file is reused if it exists.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,15 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ["model.patch_size=25", "model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=64",
-         "model.decoder_depth=1", "model.decoder_num_heads=2"]
+MODEL = [
+    "model.patch_size=25",
+    "model.embed_dim=64",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.decoder_embed_dim=64",
+    "model.decoder_depth=1",
+    "model.decoder_num_heads=2",
+]
 
 
 def write_file(path: Path, n: int, seed: int = 0, block: int = 200) -> None:
@@ -55,15 +63,31 @@ def run_pretrain(out: Path, data: Path, extra: list[str], threads: int) -> dict:
     """`maekit pretrain` in a fresh process; its own peak RSS (ru_maxrss) and wall time."""
     if out.exists():
         shutil.rmtree(out)
-    args = ["pretrain", f"out={out}", "data.source=hdf5", f"data.path={data}", *MODEL, "train.epochs=1", "train.batch_size=64",
-            "train.eval_samples=256", "train.progress=false", f"train.threads={threads}", "data.preprocess.log1p=true", *extra]
+    args = [
+        "pretrain",
+        f"out={out}",
+        "data.source=hdf5",
+        f"data.path={data}",
+        *MODEL,
+        "train.epochs=1",
+        "train.batch_size=64",
+        "train.eval_samples=256",
+        "train.progress=false",
+        f"train.threads={threads}",
+        "data.preprocess.log1p=true",
+        *extra,
+    ]
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", WRAPPER, *args], cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"maekit {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     peak = next(int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB"))
-    return {"peak_rss_mb": round(peak / 1024, 1), "wall_s": round(wall, 1), "summary": proc.stdout.strip().splitlines()[0]}
+    return {
+        "peak_rss_mb": round(peak / 1024, 1),
+        "wall_s": round(wall, 1),
+        "summary": proc.stdout.strip().splitlines()[0],
+    }
 
 
 def reader_speed(data: Path, memory_mb: float) -> float:
@@ -71,7 +95,11 @@ def reader_speed(data: Path, memory_mb: float) -> float:
     from maekit.config import DataConfig, from_dict
     from maekit.data.loader import load_splits, step_batches
 
-    cfg = from_dict(DataConfig, {"source": "hdf5", "path": str(data), "stream": True, "memory_mb": memory_mb, "preprocess": {"log1p": True}}, "data.")
+    cfg = from_dict(
+        DataConfig,
+        {"source": "hdf5", "path": str(data), "stream": True, "memory_mb": memory_mb, "preprocess": {"log1p": True}},
+        "data.",
+    )
     s = load_splits(cfg)
     imgs = s.train.images
     t = time.perf_counter()
@@ -97,10 +125,18 @@ def main() -> None:
     if not tiny.exists():
         write_file(tiny, 200, seed=1)
     size_mb = args.images * 125 * 125 * 3 * 4 / 2**20
-    res = {"images": args.images, "data_mb": round(size_mb, 1), "memory_mb": args.memory_mb, "machine": platform.processor() or platform.machine()}
+    res = {
+        "images": args.images,
+        "data_mb": round(size_mb, 1),
+        "memory_mb": args.memory_mb,
+        "machine": platform.processor() or platform.machine(),
+    }
     res["baseline_tiny_file"] = run_pretrain(out / "run_baseline", tiny, ["data.stream=false"], args.threads)
     print("baseline_tiny_file", json.dumps(res["baseline_tiny_file"]), flush=True)
-    for name, extra in (("streamed", ["data.stream=true", f"data.memory_mb={args.memory_mb}"]), ("in_memory", ["data.stream=false"])):
+    for name, extra in (
+        ("streamed", ["data.stream=true", f"data.memory_mb={args.memory_mb}"]),
+        ("in_memory", ["data.stream=false"]),
+    ):
         res[name] = run_pretrain(out / f"run_{name}", data, extra, args.threads)
         print(name, json.dumps(res[name]), flush=True)
     res["reader_img_s"] = round(reader_speed(data, args.memory_mb), 1)

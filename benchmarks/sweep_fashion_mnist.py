@@ -5,6 +5,7 @@ The sweep resumes where it stopped (finished cells are skipped), so this can be 
     nohup nice -n 5 .venv/bin/python benchmarks/sweep_fashion_mnist.py > benchmarks/runs/sweep_fashion_mnist.log 2>&1 &
     .venv/bin/python benchmarks/sweep_fashion_mnist.py --doc-only    # the document from the finished cells
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,17 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks/runs/sweep_fashion_mnist"
 DOC = ROOT / "docs/results/sweep_fashion_mnist.md"
 FIGS = ROOT / "docs/results/figures"
-ARGS = ["sweep", "-c", "configs/sweep_fashion_mnist.yaml", "train.progress=false",
-        "--grid", "model.patch_size=2,4", "model.mask_ratio=0.75,0.85", "--then", "knn"]
+ARGS = [
+    "sweep",
+    "-c",
+    "configs/sweep_fashion_mnist.yaml",
+    "train.progress=false",
+    "--grid",
+    "model.patch_size=2,4",
+    "model.mask_ratio=0.75,0.85",
+    "--then",
+    "knn",
+]
 COMMAND = "maekit " + " ".join(ARGS)
 
 
@@ -43,21 +53,31 @@ def conclusions(rs: list[dict]) -> list[str]:
     by = {(int(r["model.patch_size"]), r["model.mask_ratio"]): r for r in rs}
     lines = []
     best = min(rs, key=lambda r: r["test_recon_loss"])
-    lines.append(f"- Lowest test reconstruction loss: patch {int(best['model.patch_size'])}, mask {best['model.mask_ratio']:g} "
-                 f"({best['test_recon_loss']:.4f}).")
+    lines.append(
+        f"- Lowest test reconstruction loss: patch {int(best['model.patch_size'])}, mask {best['model.mask_ratio']:g} "
+        f"({best['test_recon_loss']:.4f})."
+    )
     for m in (0.75, 0.85):
         if (2, m) in by and (4, m) in by:
             a, b = by[(2, m)]["test_recon_loss"], by[(4, m)]["test_recon_loss"]
-            lines.append(f"- Mask {m:g}: patch 2 {'lower' if a < b else 'higher'} than patch 4 ({a:.4f} vs {b:.4f}, {100 * (a - b) / b:+.1f} %).")
+            lines.append(
+                f"- Mask {m:g}: patch 2 {'lower' if a < b else 'higher'} than "
+                f"patch 4 ({a:.4f} vs {b:.4f}, {100 * (a - b) / b:+.1f} %)."
+            )
     for p in (2, 4):
         if (p, 0.75) in by and (p, 0.85) in by:
             a, b = by[(p, 0.75)]["test_recon_loss"], by[(p, 0.85)]["test_recon_loss"]
-            lines.append(f"- Patch {p}: mask 0.75 {'lower' if a < b else 'higher'} than mask 0.85 ({a:.4f} vs {b:.4f}).")
+            lines.append(
+                f"- Patch {p}: mask 0.75 {'lower' if a < b else 'higher'} than mask 0.85 ({a:.4f} vs {b:.4f})."
+            )
     if all("knn_test_accuracy" in r for r in rs):
         k = max(rs, key=lambda r: r["knn_test_accuracy"])
-        lines.append(f"- Best k-NN test accuracy (600 labels): patch {int(k['model.patch_size'])}, mask {k['model.mask_ratio']:g} "
-                     f"({100 * k['knn_test_accuracy']:.2f} %); the range is {100 * min(r['knn_test_accuracy'] for r in rs):.2f}-"
-                     f"{100 * max(r['knn_test_accuracy'] for r in rs):.2f} %.")
+        lines.append(
+            f"- Best k-NN test accuracy (600 labels): patch {int(k['model.patch_size'])}, mask "
+            f"{k['model.mask_ratio']:g} ({100 * k['knn_test_accuracy']:.2f} %); the range is "
+            f"{100 * min(r['knn_test_accuracy'] for r in rs):.2f}-{100 * max(r['knn_test_accuracy'] for r in rs):.2f} "
+            "%."
+        )
     return lines
 
 
@@ -66,21 +86,33 @@ def write_doc() -> None:
     if not rs:
         sys.exit(f"no finished cell in {OUT} yet")
     FIGS.mkdir(parents=True, exist_ok=True)
-    figures = {"loss_curves.png": "sweep_loss_curves.png", "reconstructions.png": "sweep_reconstructions.png",
-               "heatmap_test_recon_loss.png": "sweep_heatmap_test_recon_loss.png",
-               "heatmap_knn_test_accuracy.png": "sweep_heatmap_knn_test_accuracy.png"}
+    figures = {
+        "loss_curves.png": "sweep_loss_curves.png",
+        "reconstructions.png": "sweep_reconstructions.png",
+        "heatmap_test_recon_loss.png": "sweep_heatmap_test_recon_loss.png",
+        "heatmap_knn_test_accuracy.png": "sweep_heatmap_knn_test_accuracy.png",
+    }
     for src, dst in figures.items():
         if (OUT / src).exists():
             shutil.copy(OUT / src, FIGS / dst)
     envs = [json.loads((OUT / "cells" / r["cell"] / "pretrain" / "run.json").read_text()).get("env", {}) for r in rs]
     env = envs[0]
     wall = sum(r["wall_s"] for r in rs)
-    table = ["| patch | mask | train recon loss | test recon loss | k-NN test acc. (600 labels) | params (M) | MFLOPs / image | train img/s | wall (min) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    table = [
+        "| patch | mask | train recon loss | test recon loss | k-NN test acc. "
+        "(600 labels) | params (M) | MFLOPs / image | train img/s | wall (min) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rs:
-        table.append(f"| {int(r['model.patch_size'])} | {r['model.mask_ratio']:g} | {r['train_recon_loss']:.4f} | {r['test_recon_loss']:.4f} | "
-                     f"{100 * r['knn_test_accuracy']:.2f} % | {r['params_m']:.3f} | {r['mflops_per_image']:.1f} | {r['img_per_s']:.0f} | {r['wall_s'] / 60:.1f} |")
+        table.append(
+            f"| {int(r['model.patch_size'])} | {r['model.mask_ratio']:g} | {r['train_recon_loss']:.4f} "
+            f"| {r['test_recon_loss']:.4f} | {100 * r['knn_test_accuracy']:.2f} % | {r['params_m']:.3f} "
+            f"| {r['mflops_per_image']:.1f} | {r['img_per_s']:.0f} | {r['wall_s'] / 60:.1f} |"
+        )
     done = len(rs)
+    over = " (over the budget)" if wall > 45 * 60 else ""
+    dirty = str(env.get("git_commit", "")).endswith("+dirty")
+    changes = " (+dirty: with uncommitted changes, among them this sweep code before its first commit)" if dirty else ""
     text = f"""# Fashion-MNIST: patch size x mask ratio
 
 The seed project's experiment (patch 2 and 4 x mask ratio 0.75 and 0.85, loss curves and reconstructions pasted
@@ -97,12 +129,13 @@ Budget: planned for at most ~45 minutes of wall time on 2 CPU cores, so this is 
 recipe: encoder 4 x 96 (4 heads), decoder 1 x 64, **1 epoch** over the 54,000 unlabelled training images (210 steps
 of 256), plain-pixel loss (norm_pix_loss off, so losses of both patch sizes are on the same scale), then weighted
 20-NN on the frozen encoder's cls token with 600 labelled images (60 per class), on the 10,000 test images.
-Measured: {done} of 4 cells, **{wall / 60:.0f} minutes** of wall time in total{' (over the budget)' if wall > 45 * 60 else ''}: the 2 cores were
+Measured: {done} of 4 cells, **{wall / 60:.0f} minutes** of wall time in total{over}: the 2 cores were
 shared with other jobs (test suites, other benchmarks) throughout, so images/s and wall times are pessimistic and
 only roughly comparable between cells (an idle machine would be faster; not measured here). A first attempt with
 2 epochs and a 2-layer decoder was stopped after 2 minutes, when its speed showed it would not fit the budget.
-Machine: {platform.machine()}, {env.get('cpu', '?')}, {env.get('torch_threads', '?')} threads, torch {env.get('torch', torch.__version__)}, Python {env.get('python', '?')};
-maekit at commit {env.get('git_commit', '?')} when the first cell started{' (+dirty: with uncommitted changes, among them this sweep code before its first commit)' if str(env.get('git_commit', '')).endswith('+dirty') else ''}.
+Machine: {platform.machine()}, {env.get("cpu", "?")}, {env.get("torch_threads", "?")} threads, \
+torch {env.get("torch", torch.__version__)}, Python {env.get("python", "?")};
+maekit at commit {env.get("git_commit", "?")} when the first cell started{changes}.
 
 {chr(10).join(table)}
 

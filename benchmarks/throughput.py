@@ -6,6 +6,7 @@ data pipeline's images/s. One configuration per subprocess (for its own peak RSS
                                                          # hand-kept sections after the generated part)
     .venv/bin/python benchmarks/throughput.py --only a   # one configuration, printed only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,44 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CONFIGS = {
-    "a": dict(title="Fashion-MNIST 28x28x1, patch 4, ViT-Tiny (192 x 12, 3 heads), decoder 128 x 4", img=28, chans=1, patch=4,
-              arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4), batch=128, steps=4),
-    "b": dict(title="32x32x3, patch 4, same model", img=32, chans=3, patch=4,
-              arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4), batch=128, steps=4),
-    "f": dict(title="Fashion-MNIST recipe (configs/fashion_mnist_long.yaml): mae-small (128 x 6, 4 heads), decoder 96 x 2, patch 4, norm_pix_loss",
-              img=28, chans=1, patch=4, norm_pix_loss=True,
-              arch=dict(embed_dim=128, depth=6, num_heads=4, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=4), batch=256, steps=4),
-    "c": dict(title="jets 125x125x8, patch 5, seed model (256 x 12, 4 heads; decoder 128 x 8, 8 heads)", img=125, chans=8, patch=5,
-              arch=dict(embed_dim=256, depth=12, num_heads=4, decoder_embed_dim=128, decoder_depth=8, decoder_num_heads=8), batch=16, steps=2),
+    "a": dict(
+        title="Fashion-MNIST 28x28x1, patch 4, ViT-Tiny (192 x 12, 3 heads), decoder 128 x 4",
+        img=28,
+        chans=1,
+        patch=4,
+        arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4),
+        batch=128,
+        steps=4,
+    ),
+    "b": dict(
+        title="32x32x3, patch 4, same model",
+        img=32,
+        chans=3,
+        patch=4,
+        arch=dict(embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=4),
+        batch=128,
+        steps=4,
+    ),
+    "f": dict(
+        title="Fashion-MNIST recipe (configs/fashion_mnist_long.yaml): "
+        "mae-small (128 x 6, 4 heads), decoder 96 x 2, patch 4, norm_pix_loss",
+        img=28,
+        chans=1,
+        patch=4,
+        norm_pix_loss=True,
+        arch=dict(embed_dim=128, depth=6, num_heads=4, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=4),
+        batch=256,
+        steps=4,
+    ),
+    "c": dict(
+        title="jets 125x125x8, patch 5, seed model (256 x 12, 4 heads; decoder 128 x 8, 8 heads)",
+        img=125,
+        chans=8,
+        patch=5,
+        arch=dict(embed_dim=256, depth=12, num_heads=4, decoder_embed_dim=128, decoder_depth=8, decoder_num_heads=8),
+        batch=16,
+        steps=2,
+    ),
 }
 
 
@@ -45,12 +75,19 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
 
 
 def build(cfg: dict):
-    from maekit.interop.hf import hf_config, to_hf_state
-    from maekit.models.mae import MAE, ModelConfig
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-    mcfg = ModelConfig(img_size=[cfg["img"], cfg["img"]], in_chans=cfg["chans"], patch_size=cfg["patch"], mask_ratio=0.75,
-                       norm_pix_loss=cfg.get("norm_pix_loss", False), **cfg["arch"])
+    from maekit.interop.hf import hf_config, to_hf_state
+    from maekit.models.mae import MAE, ModelConfig
+
+    mcfg = ModelConfig(
+        img_size=[cfg["img"], cfg["img"]],
+        in_chans=cfg["chans"],
+        patch_size=cfg["patch"],
+        mask_ratio=0.75,
+        norm_pix_loss=cfg.get("norm_pix_loss", False),
+        **cfg["arch"],
+    )
     ours = MAE(mcfg)
     hf = ViTMAEForPreTraining(ViTMAEConfig(**hf_config(mcfg), attn_implementation="sdpa"))
     hf.load_state_dict(to_hf_state(ours.state_dict(), mcfg), strict=False)
@@ -157,10 +194,16 @@ def one_config(key: str) -> dict:
     pipe = 5 * 256 / (time.perf_counter() - t)
     res = {n: {"median": statistics.median(v), "min": min(v), "max": max(v)} for n, v in times.items()}
     return {
-        "key": key, "title": cfg["title"], "batch": cfg["batch"], "img_s": res,
+        "key": key,
+        "title": cfg["title"],
+        "batch": cfg["batch"],
+        "img_s": res,
         "ratio": res["maekit"]["median"] / res["transformers"]["median"],
         "partial_ratio": res["maekit partial"]["median"] / res["transformers"]["median"],
-        "split": {"standard": time_split(ours, x, opts["maekit"]), "partial": time_split(partial, x, opts["maekit partial"])},
+        "split": {
+            "standard": time_split(ours, x, opts["maekit"]),
+            "partial": time_split(partial, x, opts["maekit partial"]),
+        },
         "gflop_per_img": flops / cfg["batch"] / 1e9,
         "gflops_achieved": flops / cfg["batch"] * res["maekit"]["median"] / 1e9,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -179,7 +222,9 @@ def main() -> None:
     keys = [args.only] if args.only else list(CONFIGS)
     results = []
     for k in keys:
-        out = subprocess.run([sys.executable, __file__, "--only", k, "--child"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--only", k, "--child"], capture_output=True, text=True, check=True
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     from maekit.engine.train import resolve_precision
@@ -191,49 +236,87 @@ def main() -> None:
     lines = [
         "# Performance",
         "",
-        "Generated by `.venv/bin/python benchmarks/throughput.py` (one process per configuration; maekit, transformers'",
-        "ViTMAEForPreTraining and maekit with partial decoding alternating, 3 repeats; images/s of full training steps:",
+        "Generated by `.venv/bin/python benchmarks/throughput.py` "
+        "(one process per configuration; maekit, transformers'",
+        "ViTMAEForPreTraining and maekit with partial decoding "
+        "alternating, 3 repeats; images/s of full training steps:",
         "forward, backward, AdamW; fp32; SDPA attention in all; the same weights).",
-        f"CPU: {cpu_name()}, flags {' '.join(flags) or '(none of ' + ', '.join(SPEED_FLAGS) + ')'}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Measured matmul peak: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s. "
-        f"`train.precision: auto` picks **{auto}** here ({'native bf16 found' if auto == 'bf16' else 'no avx512_bf16 / amx_bf16 flag: bf16 would be emulated'}).",
+        f"CPU: {cpu_name()}, flags {' '.join(flags) or '(none of ' + ', '.join(SPEED_FLAGS) + ')'}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Measured matmul peak: fp32 "
+        f"{fp32:.0f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s. `train.precision: auto` picks **{auto}** here "
+        f"({'native bf16 found' if auto == 'bf16' else 'no avx512_bf16 / amx_bf16 flag: bf16 would be emulated'}).",
         "",
-        f"Partial decoding (`model.decoder_keep: {PARTIAL_KEEP}`): the decoder sees the visible tokens and a random {PARTIAL_KEEP:g} "
-        "of the masked ones, and the loss is taken over those (CrossMAE's partial reconstruction, arXiv 2401.14391).",
+        f"Partial decoding (`model.decoder_keep: {PARTIAL_KEEP}`): the decoder sees the "
+        f"visible tokens and a random {PARTIAL_KEEP:g} of the masked ones, and the loss "
+        "is taken over those (CrossMAE's partial reconstruction, arXiv 2401.14391).",
         "",
-        "| config | batch | maekit img/s (min-max) | transformers img/s (min-max) | ratio | maekit partial img/s | ratio | GFLOP/img | achieved GFLOP/s (% of fp32 peak) | peak RSS MB | data pipeline img/s |",
+        "| config | batch | maekit img/s (min-max) | transformers img/s (min-max) | ratio | maekit partial "
+        "img/s | ratio | GFLOP/img | achieved GFLOP/s (% of fp32 peak) | peak RSS MB | data pipeline img/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         m, h, p = r["img_s"]["maekit"], r["img_s"]["transformers"], r["img_s"]["maekit partial"]
         lines.append(
             f"| ({r['key']}) {r['title']} | {r['batch']} | {m['median']:.1f} ({m['min']:.1f}-{m['max']:.1f}) | "
-            f"{h['median']:.1f} ({h['min']:.1f}-{h['max']:.1f}) | {r['ratio']:.2f}x | {p['median']:.1f} | {r['partial_ratio']:.2f}x | "
-            f"{r['gflop_per_img']:.2f} | {r['gflops_achieved']:.0f} ({100 * r['gflops_achieved'] / fp32:.0f}%) | "
-            f"{r['peak_rss_mb']:.0f} | {r['pipeline_img_s']:.0f} |"
+            f"{h['median']:.1f} ({h['min']:.1f}-{h['max']:.1f}) | {r['ratio']:.2f}x | {p['median']:.1f} | "
+            f"{r['partial_ratio']:.2f}x | {r['gflop_per_img']:.2f} | {r['gflops_achieved']:.0f} "
+            f"({100 * r['gflops_achieved'] / fp32:.0f}%) | {r['peak_rss_mb']:.0f} | {r['pipeline_img_s']:.0f} |"
         )
     stages = ["data", "encoder forward", "decoder forward", "loss", "backward", "optimizer"]
-    lines += ["", "## Where a step's time goes (torch.profiler, ms per step, median of 3)", "",
-              "| config | decoding | " + " | ".join(stages) + " | total |", "|---|---|" + "---:|" * (len(stages) + 1)]
+    lines += [
+        "",
+        "## Where a step's time goes (torch.profiler, ms per step, median of 3)",
+        "",
+        "| config | decoding | " + " | ".join(stages) + " | total |",
+        "|---|---|" + "---:|" * (len(stages) + 1),
+    ]
     for r in results:
         for kind, split in r["split"].items():
-            lines.append(f"| ({r['key']}) | {kind} | " + " | ".join(f"{split.get(s, 0.0):.0f}" for s in stages)
-                         + f" | {sum(split.values()):.0f} |")
+            lines.append(
+                f"| ({r['key']}) | {kind} | "
+                + " | ".join(f"{split.get(s, 0.0):.0f}" for s in stages)
+                + f" | {sum(split.values()):.0f} |"
+            )
     fast = auto == "bf16"
-    lines += ["", "## Targets (issue: time to quality, target 3)", "",
-              f"This CPU {'has' if fast else 'has no'} fast bf16, so the standard step must reach "
-              f"{'1.3' if fast else '1.0'}x transformers on (a) and (c), and the structural option 2x on (c):", ""]
+    lines += [
+        "",
+        "## Targets (issue: time to quality, target 3)",
+        "",
+        f"This CPU {'has' if fast else 'has no'} fast bf16, so the standard step must reach "
+        f"{'1.3' if fast else '1.0'}x transformers on (a) and (c), and the structural option 2x on (c):",
+        "",
+    ]
     need = 1.3 if fast else 1.0
     for r in results:
         if r["key"] in ("a", "c"):
-            lines.append(f"- ({r['key']}) standard {r['ratio']:.2f}x: {'met' if r['ratio'] >= need else 'missed'}; "
-                         f"partial decoding {r['partial_ratio']:.2f}x" + (f": {'met' if r['partial_ratio'] >= 2 else 'missed'} (target 2x)" if r["key"] == "c" else ""))
-    lines += ["", "torch.compile on configuration (a): `.venv/bin/python benchmarks/compile.py` (not part of this table).", ""]
+            lines.append(
+                f"- ({r['key']}) standard {r['ratio']:.2f}x: {'met' if r['ratio'] >= need else 'missed'}; "
+                f"partial decoding {r['partial_ratio']:.2f}x"
+                + (f": {'met' if r['partial_ratio'] >= 2 else 'missed'} (target 2x)" if r["key"] == "c" else "")
+            )
+    lines += [
+        "",
+        "torch.compile on configuration (a): `.venv/bin/python benchmarks/compile.py` (not part of this table).",
+        "",
+    ]
     if not args.only:
         (ROOT / "docs" / "performance.md").write_text("\n".join(lines) + "\n")
-        (ROOT / "docs" / "results" / "throughput.json").write_text(json.dumps(
-            {"cpu": cpu_name(), "cpu_flags": flags, "threads": torch.get_num_threads(), "torch": torch.__version__,
-             "precision_auto": auto, "fp32_gflops": fp32, "bf16_gflops": bf16, "configs": results}, indent=1) + "\n")
+        (ROOT / "docs" / "results" / "throughput.json").write_text(
+            json.dumps(
+                {
+                    "cpu": cpu_name(),
+                    "cpu_flags": flags,
+                    "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                    "precision_auto": auto,
+                    "fp32_gflops": fp32,
+                    "bf16_gflops": bf16,
+                    "configs": results,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     print("\n".join(lines))
 
 

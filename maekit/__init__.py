@@ -2,6 +2,7 @@
 
 The Python API (maekit/api.py) is re-exported here and imported on first use, so `import maekit` stays light:
 maekit.pretrain, maekit.load, maekit.finetune, maekit.linprobe, maekit.knn, maekit.compare, maekit.Run."""
+
 from .version import __version__
 
 API = ("pretrain", "load", "finetune", "linprobe", "knn", "compare", "Run")

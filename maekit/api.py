@@ -9,10 +9,9 @@
 A config is a YAML path, a dict with the YAML's nesting, or the command's config dataclass; `overrides` is a dict of
 dotted keys (`{"train.epochs": 3}`) or a list of `key=value` strings as on the command line.
 """
+
 from __future__ import annotations
 
-import dataclasses
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,57 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .commands.common import fixed_noise, load_run
-from .config import (CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, from_dict, read_yaml, set_keys,
-                     to_dict)
+from .commands.common import fixed_noise, load_run, resolve
 from .data.transforms import eval_batch_size, normalize
-from .engine.rundir import default_out, read_metrics
+from .engine.rundir import read_metrics
 from .errors import MaekitError
 from .models.mae import MAE
-
-CONFIGS = {"pretrain": PretrainConfig, "linprobe": LinprobeConfig, "finetune": FinetuneConfig, "knn": KnnConfig, "compare": CompareConfig}
-
-
-def resolve(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
-    """(validated config dataclass, run directory) of a config-driven command, as the command line builds them:
-    a resumed run keeps its saved configuration, with only the overrides on top."""
-    cls = CONFIGS[command]
-    name = None
-    if config is None:
-        data: dict = {}
-    elif isinstance(config, (str, Path)):
-        data, name = read_yaml(config), config
-    elif isinstance(config, dict):
-        data = json.loads(json.dumps(config, default=str))  # a deep copy of plain values
-    elif dataclasses.is_dataclass(config) and isinstance(config, cls):
-        data = to_dict(config)
-    else:
-        raise MaekitError(f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}")
-    dotted = _dotted(overrides)
-    data = set_keys(data, dotted)
-    out = Path(data["out"]) if data.get("out") else default_out(name, command)
-    saved, info = out / "config.yaml", out / "run.json"
-    if data.get("resume") and info.exists() and command != "compare":
-        kind = json.loads(info.read_text()).get("kind")
-        if kind != command:
-            raise MaekitError(f"{out} holds a {kind!r} run, not a {command!r} run; cannot resume it as {command}")
-    if data.get("resume") and saved.exists() and command != "compare":
-        # a resumed run keeps its own configuration; only the overrides apply on top
-        # (stop_after belongs to the invocation that set it, not to the run)
-        data = set_keys(read_yaml(saved), [("train.stop_after", 0), ("resume", True), *dotted])
-    cfg = from_dict(cls, data)
-    cfg.validate()
-    return cfg, out
-
-
-def _dotted(overrides: dict | list[str] | None) -> list[tuple[str, Any]]:
-    if overrides is None:
-        return []
-    if isinstance(overrides, dict):
-        return list(overrides.items())
-    from .config import parse_override
-
-    return [(".".join(path), value) for path, value in map(parse_override, overrides)]
 
 
 def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
@@ -122,7 +75,10 @@ class Run:
 
     def __repr__(self) -> str:
         c = self._loaded.model_cfg
-        return f"maekit.Run({str(self.path)!r}: {c.in_chans}x{c.img_size[0]}x{c.img_size[1]}, patch {c.patch_size}, encoder {c.depth} x {c.embed_dim})"
+        return (
+            f"maekit.Run({str(self.path)!r}: {c.in_chans}x{c.img_size[0]}x{c.img_size[1]}, "
+            f"patch {c.patch_size}, encoder {c.depth} x {c.embed_dim})"
+        )
 
     @property
     def config(self) -> dict:
@@ -150,15 +106,18 @@ class Run:
 
     def as_batch(self, images) -> torch.Tensor:
         """uint8 or float images (numpy or torch) in [N, H, W], [N, H, W, C] or [N, C, H, W] -> [N, C, H, W]."""
-        x = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))  # a copy: inputs stay untouched
+        # a copy: inputs stay untouched
+        x = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))
         c, (h, w) = self._loaded.model_cfg.in_chans, self._loaded.model_cfg.img_size
         if x.ndim == 3 and c == 1:
             x = x.unsqueeze(1)
         elif x.ndim == 4 and x.shape[1:] != (c, h, w) and x.shape[1:] == (h, w, c):
             x = x.permute(0, 3, 1, 2)
         if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
-            raise MaekitError(f"images of shape {tuple(x.shape)} do not fit this encoder, which takes {c} channel(s) of {h}x{w} "
-                              f"([N, {h}, {w}]{' ' if c == 1 else ''}, [N, {h}, {w}, {c}] or [N, {c}, {h}, {w}])")
+            raise MaekitError(
+                f"images of shape {tuple(x.shape)} do not fit this encoder, which takes {c} channel(s) of {h}x{w} "
+                f"([N, {h}, {w}]{' ' if c == 1 else ''}, [N, {h}, {w}, {c}] or [N, {c}, {h}, {w}])"
+            )
         if x.dtype != torch.uint8 and not x.is_floating_point():
             raise MaekitError(f"images must be uint8 (0-255) or float, got {x.dtype}")
         return x.contiguous()
@@ -172,7 +131,10 @@ class Run:
         x = self.as_batch(images)
         b = batch_size or eval_batch_size(x)
         enc = self.encoder
-        parts = [enc.pool(enc.forward_features(normalize(x[i : i + b], self.mean, self.std)), pool) for i in range(0, len(x), b)]
+        parts = [
+            enc.pool(enc.forward_features(normalize(x[i : i + b], self.mean, self.std)), pool)
+            for i in range(0, len(x), b)
+        ]
         return torch.cat(parts).float().numpy() if parts else np.zeros((0, enc.embed_dim), np.float32)
 
     @torch.no_grad()
@@ -186,5 +148,7 @@ class Run:
         x = normalize(self.as_batch(images), self.mean, self.std)
         noise = fixed_noise(len(x), self.model.num_patches, seed)
         loss, pred, mask = self.model(x, ratio, noise=noise)
-        pixels = self.model.predictions_to_pixels(x, pred, mask) * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
+        pixels = self.model.predictions_to_pixels(x, pred, mask) * self.std.view(1, -1, 1, 1) + self.mean.view(
+            1, -1, 1, 1
+        )
         return {"reconstruction": pixels.float().numpy(), "mask": mask.numpy(), "loss": float(loss)}

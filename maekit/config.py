@@ -3,6 +3,7 @@
 Loaded from YAML with the same nesting and overridden on the command line as `key.sub=value` (values parsed
 as YAML). Unknown keys and values of the wrong type are errors naming the key.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,7 +68,9 @@ class DataConfig:
 
     source: Literal["idx", "cifar", "folder", "npy", "hdf5", "parquet"] = "idx"
     name: str = "fashion_mnist"  # idx: fashion_mnist | mnist | kmnist (for locating the files)
-    path: str | None = None  # idx/cifar: folder (idx default: $MAEKIT_DATA, then the Debian package); else file or folder
+    path: str | None = (
+        None  # idx/cifar: folder (idx default: $MAEKIT_DATA, then the Debian package); else file or folder
+    )
     test_path: str | None = None  # a separate test file/folder of the same format; else a seeded split of `path`
     test_fraction: float = 0.1  # seeded test split when the source has no test set of its own
     val_fraction: float = 0.1  # seeded held-out part of the training data, for model selection
@@ -100,13 +103,22 @@ class DataConfig:
         if self.channels is not None and (not self.channels or min(self.channels) < 0):
             raise MaekitError(f"{prefix}channels must list channel indices >= 0, got {self.channels}")
         if self.crop is not None and (self.crop < 1 or self.source not in ("hdf5", "parquet", "npy")):
-            raise MaekitError(f"{prefix}crop must be >= 1 and is for hdf5/parquet/npy sources (folders: data.image_size), got {self.crop} with source {self.source}")
+            raise MaekitError(
+                f"{prefix}crop must be >= 1 and is for hdf5/parquet/npy sources "
+                f"(folders: data.image_size), got {self.crop} with source {self.source}"
+            )
         if (self.pack or self.test_pack) and self.source != "folder":
-            raise MaekitError(f"{prefix}pack and {prefix}test_pack are packs of image folders (data.source=folder), got source {self.source}")
+            raise MaekitError(
+                f"{prefix}pack and {prefix}test_pack are packs of image "
+                f"folders (data.source=folder), got source {self.source}"
+            )
         if self.test_pack and not self.test_path:
             raise MaekitError(f"{prefix}test_pack is the pack of {prefix}test_path, which is not set")
         if self.pack and self.test_path and not self.test_pack:
-            raise MaekitError(f"{prefix}test_path {self.test_path} needs its own pack with {prefix}pack set: pack it and set {prefix}test_pack")
+            raise MaekitError(
+                f"{prefix}test_path {self.test_path} needs its own pack "
+                f"with {prefix}pack set: pack it and set {prefix}test_pack"
+            )
         if self.test_pack and not self.pack:
             raise MaekitError(f"{prefix}test_pack needs {prefix}pack (the pack of {prefix}path) too")
         if self.image_size is not None and self.image_size < 1:
@@ -151,7 +163,9 @@ class TrainConfig:
     accum_steps: int = 1
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where it is fast (CUDA, AVX-512 BF16/AMX CPUs), else fp32; fp16 only on CUDA
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = (
+        "auto"  # auto: bf16 where it is fast (CUDA, AVX-512 BF16/AMX CPUs), else fp32; fp16 only on CUDA
+    )
     threads: int | None = None  # torch CPU threads; default: all cores
     log_every: int = 20  # steps between train-loss lines in metrics.jsonl
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
@@ -314,7 +328,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Set dotted keys in a nested dict (a copy); sub-dicts are created as needed."""
-    return set_keys(data, [(".".join(path), value) for path, value in map(parse_override, overrides)], [f"override {t!r}" for t in overrides])
+    return set_keys(
+        data,
+        [(".".join(path), value) for path, value in map(parse_override, overrides)],
+        [f"override {t!r}" for t in overrides],
+    )
 
 
 def set_keys(data: dict, items: list[tuple], labels: list[str] | None = None) -> dict:
@@ -464,7 +482,9 @@ class LinprobeConfig(DownstreamConfig):
     """Frozen encoder; a BatchNorm (no affine) + linear head, or a small MLP, on cached features."""
 
     pool: Literal["cls", "mean"] = "cls"
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-2, weight_decay=0.0, warmup_epochs=5, clip_grad=None))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-2, weight_decay=0.0, warmup_epochs=5, clip_grad=None)
+    )
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, batch_size=256, eval_every=5))
 
 
@@ -472,7 +492,11 @@ class LinprobeConfig(DownstreamConfig):
 class FinetuneConfig(DownstreamConfig):
     """Whole encoder trained with a lower learning rate, layer-wise LR decay, warmup + cosine."""
 
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1e-3, weight_decay=0.05, warmup_epochs=5, layer_decay=0.75, min_lr=1e-6))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            base_lr=1e-3, weight_decay=0.05, warmup_epochs=5, layer_decay=0.75, min_lr=1e-6
+        )
+    )
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=50, batch_size=64, eval_every=5))
     label_smoothing: float = 0.1
     arch: Literal["vit", "cnn"] = "vit"  # cnn: the small supervised CNN baseline (models/cnn.py), from scratch only
@@ -488,18 +512,24 @@ class FinetuneConfig(DownstreamConfig):
         if not 0.0 <= self.patch_dropout < 1.0:
             raise MaekitError(f"patch_dropout must be in [0, 1) (0 = off), got {self.patch_dropout}")
         if self.arch == "cnn" and self.patch_dropout > 0:
-            raise MaekitError(f"patch_dropout drops ViT patch tokens; arch=cnn has none (got patch_dropout={self.patch_dropout})")
+            raise MaekitError(
+                f"patch_dropout drops ViT patch tokens; arch=cnn has none (got patch_dropout={self.patch_dropout})"
+            )
         if self.cnn_width < 1:
             raise MaekitError(f"cnn_width must be >= 1, got {self.cnn_width}")
         if self.arch == "cnn" and self.pretrained is not None:
-            raise MaekitError(f"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained={self.pretrained}")
+            raise MaekitError(
+                f"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained={self.pretrained}"
+            )
 
 
 @dataclass
 class ScratchConfig(FinetuneConfig):
     """The from-scratch ViT's own recipe: no layer decay (it would starve the early layers of a random encoder)."""
 
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=4e-3, weight_decay=0.05, warmup_epochs=5, min_lr=1e-6))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(base_lr=4e-3, weight_decay=0.05, warmup_epochs=5, min_lr=1e-6)
+    )
 
 
 @dataclass
@@ -507,7 +537,9 @@ class CnnConfig(FinetuneConfig):
     """The small supervised CNN baseline, trained from scratch with its own learning rate."""
 
     arch: Literal["vit", "cnn"] = "cnn"
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=1.2e-2, weight_decay=0.05, warmup_epochs=5, min_lr=1e-6))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(base_lr=1.2e-2, weight_decay=0.05, warmup_epochs=5, min_lr=1e-6)
+    )
 
 
 @dataclass
@@ -530,7 +562,18 @@ class CompareConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     budgets: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = field(default_factory=lambda: ["finetune", "scratch", "cnn", "pixel_knn", "linprobe", "linprobe_random", "knn", "knn_random"])
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "finetune",
+            "scratch",
+            "cnn",
+            "pixel_knn",
+            "linprobe",
+            "linprobe_random",
+            "knn",
+            "knn_random",
+        ]
+    )
     linprobe: LinprobeConfig = field(default_factory=LinprobeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
@@ -556,7 +599,9 @@ class CompareConfig:
         if not self.seeds:
             raise MaekitError("seeds must list at least one seed")
         if self.finetune_epochs is not None and len(self.finetune_epochs) != len(self.budgets):
-            raise MaekitError(f"finetune_epochs must have one entry per budget ({len(self.budgets)}), got {self.finetune_epochs}")
+            raise MaekitError(
+                f"finetune_epochs must have one entry per budget ({len(self.budgets)}), got {self.finetune_epochs}"
+            )
         for name in ("finetune_lrs", "scratch_lrs", "cnn_lrs"):
             lrs = getattr(self, name)
             if lrs is not None and (not lrs or any(x <= 0 for x in lrs)):

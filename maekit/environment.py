@@ -1,5 +1,6 @@
 """What a run ran on: Python, torch and maekit versions, the git commit of the maekit source, CPU / GPU,
 threads. Recorded in run.json (and sweep.json) when a run starts; shown by `maekit report`."""
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,12 @@ def git_commit(path: Path | None = None) -> str | None:
         head = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -78,7 +84,9 @@ def environment() -> dict[str, Any]:
 
     from .version import __version__
 
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -1,5 +1,6 @@
 """Files that are never half-written: write to a temporary file, fsync, then rename over the target (keeping the
 previous version as `<name>.prev<suffix>` when asked). Every file maekit writes goes through here."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Classification metrics on tensors: accuracy, ROC-AUC (binary, macro one-vs-rest), confusion matrix."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Pictures: loss curves (read from metrics.jsonl) and reconstruction grids. matplotlib, Agg backend."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .files import atomic_write_bytes  # noqa: E402
 from .engine.rundir import read_metrics  # noqa: E402
+from .files import atomic_write_bytes  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> None:
@@ -22,17 +23,34 @@ def save_figure(fig, path: Path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def loss_curves(run_dir: Path, out: Path, keys: tuple[str, ...] = ("train_recon_loss", "val_recon_loss", "test_recon_loss"), title: str = "MAE reconstruction loss") -> None:
+def loss_curves(
+    run_dir: Path,
+    out: Path,
+    keys: tuple[str, ...] = ("train_recon_loss", "val_recon_loss", "test_recon_loss"),
+    title: str = "MAE reconstruction loss",
+) -> None:
     """Per-step training loss and per-epoch evaluation losses against optimiser step."""
     rows = read_metrics(run_dir)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     steps = [r for r in rows if "train_loss" in r]
     if steps:
-        ax.plot([r["step"] for r in steps], [r["train_loss"] for r in steps], lw=0.8, alpha=0.6, label="train loss (augmented, per step)")
+        ax.plot(
+            [r["step"] for r in steps],
+            [r["train_loss"] for r in steps],
+            lw=0.8,
+            alpha=0.6,
+            label="train loss (augmented, per step)",
+        )
     for k in keys:
         pts = [r for r in rows if k in r]
         if pts:
-            ax.plot([r["step"] for r in pts], [r[k] for r in pts], marker="o", ms=3, label=k.replace("_", " ") + " (fixed masks)")
+            ax.plot(
+                [r["step"] for r in pts],
+                [r[k] for r in pts],
+                marker="o",
+                ms=3,
+                label=k.replace("_", " ") + " (fixed masks)",
+            )
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title(title)
@@ -78,7 +96,15 @@ def confusion(cm: np.ndarray, class_names: list[str] | None, out: Path, title: s
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color="white" if frac[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                str(int(cm[i, j])),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if frac[i, j] > 0.6 else "black",
+            )
     ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
     ax.set_xlabel("predicted")
@@ -99,7 +125,13 @@ def training_curves(run_dir: Path, out: Path, title: str = "") -> None:
         a1.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], marker="o", ms=3, label="val loss")
         a2.plot([r["epoch"] + 1 for r in ev], [r["val_accuracy"] for r in ev], marker="o", ms=3, label="val accuracy")
         if "train_accuracy" in ev[0]:
-            a2.plot([r["epoch"] + 1 for r in ev], [r["train_accuracy"] for r in ev], marker="o", ms=3, label="train accuracy")
+            a2.plot(
+                [r["epoch"] + 1 for r in ev],
+                [r["train_accuracy"] for r in ev],
+                marker="o",
+                ms=3,
+                label="train accuracy",
+            )
     a1.set_xlabel("optimiser step")
     a1.set_ylabel("cross-entropy")
     a2.set_xlabel("epoch")
@@ -117,7 +149,14 @@ def accuracy_vs_labels(rows: list[dict], out: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in sorted({r["method"] for r in rows}):
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["labels"])
-        ax.errorbar([r["labels"] for r in pts], [100 * r["mean"] for r in pts], yerr=[100 * r["std"] for r in pts], marker="o", capsize=3, label=method)
+        ax.errorbar(
+            [r["labels"] for r in pts],
+            [100 * r["mean"] for r in pts],
+            yerr=[100 * r["std"] for r in pts],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("labelled training images")
     ax.set_ylabel("test accuracy (%)")
@@ -127,13 +166,27 @@ def accuracy_vs_labels(rows: list[dict], out: Path, title: str = "") -> None:
     save_figure(fig, out)
 
 
-def heatmap(values: np.ndarray, row_labels: list[str], col_labels: list[str], out: Path, title: str = "", xlabel: str = "", ylabel: str = "", fmt: str = "{:.4g}") -> None:
+def heatmap(
+    values: np.ndarray,
+    row_labels: list[str],
+    col_labels: list[str],
+    out: Path,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    fmt: str = "{:.4g}",
+) -> None:
     """values [R, C] (NaN = not run yet) as a coloured grid with the numbers written in."""
     r, c = values.shape
     fig, ax = plt.subplots(figsize=(1.8 + 1.1 * c, 1.0 + 0.55 * r))
     finite = values[np.isfinite(values)]
-    ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto",
-              vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 1)
+    ax.imshow(
+        np.ma.masked_invalid(values),
+        cmap="viridis",
+        aspect="auto",
+        vmin=finite.min() if finite.size else 0,
+        vmax=finite.max() if finite.size else 1,
+    )
     lo, hi = (finite.min(), finite.max()) if finite.size else (0, 1)
     for i in range(r):
         for j in range(c):
@@ -149,7 +202,9 @@ def heatmap(values: np.ndarray, row_labels: list[str], col_labels: list[str], ou
     save_figure(fig, out)
 
 
-def overlaid_loss_curves(runs: list[tuple[str, Path]], out: Path, eval_key: str = "test_recon_loss", title: str = "") -> None:
+def overlaid_loss_curves(
+    runs: list[tuple[str, Path]], out: Path, eval_key: str = "test_recon_loss", title: str = ""
+) -> None:
     """Several pretraining runs on one figure: training loss per logged step (left) and `eval_key` per epoch
     (right), against epochs so that runs with different steps per epoch line up."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -162,7 +217,13 @@ def overlaid_loss_curves(runs: list[tuple[str, Path]], out: Path, eval_key: str 
         tr = [r for r in rows if "train_loss" in r]
         line = a2.plot([r["epoch"] + 1 for r in ev], [r[eval_key] for r in ev], marker="o", ms=3, label=label)[0]
         if tr:
-            a1.plot([r["step"] / spe for r in tr], [r["train_loss"] for r in tr], lw=0.9, color=line.get_color(), label=label)
+            a1.plot(
+                [r["step"] / spe for r in tr],
+                [r["train_loss"] for r in tr],
+                lw=0.9,
+                color=line.get_color(),
+                label=label,
+            )
     a1.set_xlabel("epoch")
     a1.set_ylabel("training loss (augmented, per logged step)")
     a2.set_xlabel("epoch")
@@ -205,8 +266,11 @@ def sample_grid(images, out: Path, title: str = "", channel_names: list[str] | N
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if log and positive.size:
-                    im = ax.imshow(np.where(ch[i] > 0, ch[i], np.nan), cmap="viridis",
-                                   norm=LogNorm(vmin=max(positive.min(), positive.max() * 1e-6), vmax=positive.max()))
+                    im = ax.imshow(
+                        np.where(ch[i] > 0, ch[i], np.nan),
+                        cmap="viridis",
+                        norm=LogNorm(vmin=max(positive.min(), positive.max() * 1e-6), vmax=positive.max()),
+                    )
                     ax.set_facecolor("black")
                 else:
                     im = ax.imshow(ch[i], cmap="viridis", vmin=ch.min(), vmax=max(ch.max(), ch.min() + 1e-12))

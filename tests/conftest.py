@@ -1,5 +1,6 @@
 """Shared fixtures: a small subset of the real Fashion-MNIST (from Debian's dataset-fashion-mnist) written
 as idx files, and tiny model overrides so every test runs in seconds on 2 CPU cores."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,8 +16,13 @@ from maekit.data import idx
 FMNIST = Path(os.environ.get("MAEKIT_TEST_FMNIST", "/usr/share/datasets/fashion-mnist"))
 
 TINY = [
-    "model.patch_size=7", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
-    "model.decoder_embed_dim=32", "model.decoder_depth=1", "model.decoder_num_heads=2",
+    "model.patch_size=7",
+    "model.embed_dim=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.decoder_embed_dim=32",
+    "model.decoder_depth=1",
+    "model.decoder_num_heads=2",
 ]
 
 torch.set_num_threads(int(os.environ.get("MAEKIT_TEST_THREADS", "2")))
@@ -62,4 +68,11 @@ def fmnist_small(tmp_path_factory, fmnist_full) -> Path:
 
 @pytest.fixture
 def tiny_pretrain_args(fmnist_small) -> list[str]:
-    return [f"data.path={fmnist_small}", *TINY, "train.batch_size=64", "train.eval_samples=64", "train.progress=false", "train.log_every=2"]
+    return [
+        f"data.path={fmnist_small}",
+        *TINY,
+        "train.batch_size=64",
+        "train.eval_samples=64",
+        "train.progress=false",
+        "train.log_every=2",
+    ]

@@ -1,4 +1,5 @@
 """The Python API: the same functions as the command line, on a tiny run over real Fashion-MNIST images."""
+
 import json
 
 import numpy as np
@@ -21,8 +22,12 @@ def _dotted(args: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def api_run(tmp_path_factory, fmnist_small):
     out = tmp_path_factory.mktemp("api") / "run"
-    overrides = _dotted([f"data.path={fmnist_small}", *TINY, "train.batch_size=64", "train.eval_samples=64", "train.progress=false"])
-    return maekit.pretrain({"model": {"mask_ratio": 0.75}, "train": {"epochs": 1}}, overrides={**overrides, "out": str(out)})
+    overrides = _dotted(
+        [f"data.path={fmnist_small}", *TINY, "train.batch_size=64", "train.eval_samples=64", "train.progress=false"]
+    )
+    return maekit.pretrain(
+        {"model": {"mask_ratio": 0.75}, "train": {"epochs": 1}}, overrides={**overrides, "out": str(out)}
+    )
 
 
 def test_pretrain_from_a_dict_with_overrides_returns_the_loaded_run(api_run):
@@ -64,13 +69,29 @@ def test_reconstruct_is_seeded_and_on_the_input_scale(api_run, fmnist_small):
 
 
 def test_finetune_and_knn_through_the_api_match_the_cli(api_run, fmnist_small, tmp_path):
-    common = {"data.path": str(fmnist_small), "labels": 100, "train.progress": False, "train.eval_samples": 64, "train.batch_size": 32}
+    common = {
+        "data.path": str(fmnist_small),
+        "labels": 100,
+        "train.progress": False,
+        "train.eval_samples": 64,
+        "train.batch_size": 32,
+    }
     res = maekit.knn({"pretrained": str(api_run.path)}, overrides={**common, "out": str(tmp_path / "k1")})
-    assert main(["knn", f"pretrained={api_run.path}", f"out={tmp_path / 'k2'}", *[f"{k}={v}" for k, v in common.items()]]) == 0
+    assert (
+        main(["knn", f"pretrained={api_run.path}", f"out={tmp_path / 'k2'}", *[f"{k}={v}" for k, v in common.items()]])
+        == 0
+    )
     cli = json.loads((tmp_path / "k2" / "result.json").read_text())
     assert res["test_accuracy"] == cli["test_accuracy"] and res["val_accuracy"] == cli["val_accuracy"]
-    ft = maekit.finetune(None, [f"pretrained={api_run.path}", f"out={tmp_path / 'ft'}", "train.epochs=1",
-                                *[f"{k}={v}" for k, v in common.items()]])
+    ft = maekit.finetune(
+        None,
+        [
+            f"pretrained={api_run.path}",
+            f"out={tmp_path / 'ft'}",
+            "train.epochs=1",
+            *[f"{k}={v}" for k, v in common.items()],
+        ],
+    )
     assert ft["method"] == "finetune" and ft["labels"] == 100
 
 

@@ -1,5 +1,5 @@
-"""The layering of docs/architecture.md (the design's "imports only go down this list"), checked on the source text with `ast`
-(nothing is imported): imports only go down the layers, and no module uses another maekit module's private
+"""The layering of docs/architecture.md (the design's "imports only go down this list"), checked on the source text
+with `ast` (nothing is imported): imports only go down the layers, and no module uses another maekit module's private
 (`_name`) names. Imports inside functions count, and so do `__import__`/`importlib.import_module` calls
 whose module name starts with a literal "maekit.".
 
@@ -22,9 +22,10 @@ layer. A unit that is missing here fails the test, so a new module gets a place 
 | 6     | physics                  | detector geometry, jet generator, physics metrics; its pictures use plots   |
 | 7     | commands                 | one file per user-facing command; they may import each other's public names |
 | 8     | api                      | the Python face: calls commands                                             |
-| 9     | cli                      | the argparse face: dispatches through api.run_command                       |
+| 9     | cli                      | the argparse face: each command of commands/cli registers and runs itself   |
 | 10    | maekit (root), __main__  | the package root re-exports api lazily; `python -m maekit` runs cli         |
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,17 +38,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "maekit"
 
 LAYERS: dict[str, int] = {
-    "models": 0, "errors": 0, "version": 0,
-    "files": 1, "environment": 1,
+    "models": 0,
+    "errors": 0,
+    "version": 0,
+    "files": 1,
+    "environment": 1,
     "config": 2,
     "data": 3,
     "engine": 4,
-    "plots": 5, "metrics": 5, "interop": 5,
+    "plots": 5,
+    "metrics": 5,
+    "interop": 5,
     "physics": 6,
     "commands": 7,
     "api": 8,
     "cli": 9,
-    "maekit": 10, "__main__": 10,
+    "maekit": 10,
+    "__main__": 10,
 }
 
 
@@ -147,8 +154,11 @@ def private(name: str | None) -> bool:
 
 
 def private_violations(imports: list[Import]) -> list[str]:
-    return [f"{i.file}:{i.line} uses the private name {i.name!r} of {i.module}"
-            for i in imports if private(i.name) and i.module != i.importer]
+    return [
+        f"{i.file}:{i.line} uses the private name {i.name!r} of {i.module}"
+        for i in imports
+        if private(i.name) and i.module != i.importer
+    ]
 
 
 def layer_violations(imports: list[Import], layers: dict[str, int] = LAYERS) -> list[str]:
@@ -158,8 +168,10 @@ def layer_violations(imports: list[Import], layers: dict[str, int] = LAYERS) -> 
         if src == dst or i.attribute:  # the import that bound the module is checked itself
             continue
         if layers[dst] >= layers[src]:
-            out.append(f"{i.file}:{i.line} imports {i.module} ({dst}, layer {layers[dst]}) from {src} "
-                       f"(layer {layers[src]}): imports only go down the layers (tests/test_architecture.py)")
+            out.append(
+                f"{i.file}:{i.line} imports {i.module} ({dst}, layer {layers[dst]}) from {src} "
+                f"(layer {layers[src]}): imports only go down the layers (tests/test_architecture.py)"
+            )
     return out
 
 
@@ -175,6 +187,7 @@ def test_every_unit_has_a_layer():
 
 def test_the_scan_sees_the_imports_it_must():
     """The collector is not vacuous: an import of each kind is found."""
+
     def seen(importer: str, module: str) -> bool:
         return any(i.importer == importer and i.module == module for i in IMPORTS)
 
@@ -196,22 +209,33 @@ def test_imports_only_go_down_the_layers():
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("code, expect", [
-    ("from .engine.dist import _helper\n", "maekit/plots.py:1 uses the private name '_helper' of maekit.engine.dist"),
-    ("def f():\n    from .engine import dist\n    return dist._helper\n",
-     "maekit/plots.py:3 uses the private name '_helper' of maekit.engine.dist"),
-    ("def f():\n    import maekit.commands.common\n",
-     "maekit/plots.py:2 imports maekit.commands.common (commands, layer 7) from plots (layer 5)"),
-    ("from . import api\n", "maekit/plots.py:1 imports maekit.api (api, layer 8) from plots (layer 5)"),
-])
+@pytest.mark.parametrize(
+    "code, expect",
+    [
+        (
+            "from .engine.dist import _helper\n",
+            "maekit/plots.py:1 uses the private name '_helper' of maekit.engine.dist",
+        ),
+        (
+            "def f():\n    from .engine import dist\n    return dist._helper\n",
+            "maekit/plots.py:3 uses the private name '_helper' of maekit.engine.dist",
+        ),
+        (
+            "def f():\n    import maekit.commands.common\n",
+            "maekit/plots.py:2 imports maekit.commands.common (commands, layer 7) from plots (layer 5)",
+        ),
+        ("from . import api\n", "maekit/plots.py:1 imports maekit.api (api, layer 8) from plots (layer 5)"),
+    ],
+)
 def test_the_checks_report_a_violation(tmp_path, code, expect):
     """A copy of the package with one bad line in plots.py: the report names the file, the line and the module."""
     pkg = tmp_path / "maekit"
     for p in PKG.rglob("*.py"):
         q = pkg / p.relative_to(PKG)
         q.parent.mkdir(parents=True, exist_ok=True)
-        q.write_text(code if p.name == "plots.py" and p.parent == PKG else p.read_text(encoding="utf-8"),
-                     encoding="utf-8")
+        q.write_text(
+            code if p.name == "plots.py" and p.parent == PKG else p.read_text(encoding="utf-8"), encoding="utf-8"
+        )
     imports, _ = collect(pkg)
     bad = private_violations(imports) + layer_violations(imports)
     assert any(b.startswith(expect) for b in bad), bad

@@ -1,6 +1,7 @@
 """The cell runner that compare and sweep share (maekit/commands/cells.py): which run directories are skipped,
 resumed, restarted or refused, when a pretraining counts as finished, and the tables. No training: the run
 directories are made by hand, as the commands leave them."""
+
 import dataclasses
 import json
 
@@ -32,7 +33,9 @@ def test_a_finished_cell_is_skipped_and_kept(tmp_path):
     assert cells.prepare(d, cfg, resumable=False, check_recipe=True) is None
     assert json.loads((d / "result.json").read_text()) == {"test_accuracy": 0.5}  # untouched
     # a finished cell of another recipe is refused, not skipped and not deleted
-    with pytest.raises(MaekitError, match=r"knn_labels60_seed0 was run with another recipe \(knn_k 20 -> 5\); remove that cell"):
+    with pytest.raises(
+        MaekitError, match=r"knn_labels60_seed0 was run with another recipe \(knn_k 20 -> 5\); remove that cell"
+    ):
         cells.prepare(d, dataclasses.replace(cfg, knn_k=5), resumable=False, check_recipe=True)
     assert (d / "result.json").exists()
     # a sweep does not compare the cell's recipe (its own directory-level check does): skipped
@@ -63,8 +66,11 @@ def test_an_interrupted_trained_cell_resumes_and_others_restart(tmp_path):
 def test_a_resumable_cell_of_another_recipe_is_refused(tmp_path):
     cfg = FinetuneConfig(labels=60)
     d = saved_run(tmp_path / "finetune_labels60_seed0", cfg, checkpoint=True)
-    changed = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, base_lr=0.002),
-                                  train=dataclasses.replace(cfg.train, epochs=cfg.train.epochs + 2))
+    changed = dataclasses.replace(
+        cfg,
+        optim=dataclasses.replace(cfg.optim, base_lr=0.002),
+        train=dataclasses.replace(cfg.train, epochs=cfg.train.epochs + 2),
+    )
     with pytest.raises(MaekitError) as e:
         cells.prepare(d, changed, resumable=True, check_recipe=True)
     assert f"(optim.base_lr 0.001 -> 0.002, train.epochs {cfg.train.epochs} -> {cfg.train.epochs + 2})" in str(e.value)
@@ -77,8 +83,16 @@ def test_a_resumable_cell_of_another_recipe_is_refused(tmp_path):
 
 
 def metrics_rows(path, epochs, val=True):
-    rows = [{"step": 2 * (e + 1), "epoch": e, "img_per_s": 1.0, "epoch_time_s": 1.0,
-             **({"train_recon_loss": 1.0, "val_recon_loss": 1.0, "test_recon_loss": 1.0} if val else {})} for e in range(epochs)]
+    rows = [
+        {
+            "step": 2 * (e + 1),
+            "epoch": e,
+            "img_per_s": 1.0,
+            "epoch_time_s": 1.0,
+            **({"train_recon_loss": 1.0, "val_recon_loss": 1.0, "test_recon_loss": 1.0} if val else {}),
+        }
+        for e in range(epochs)
+    ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -98,15 +112,25 @@ def test_pretraining_finished_is_one_rule(tmp_path):
     metrics_rows(pre, 2, val=False)
     assert not cells.pretraining_finished(pre, 2)  # the last epoch was never evaluated
     # compare and sweep use this rule for their pretraining directories
-    assert cells.prepare(pre, FinetuneConfig(), resumable=True, finished=lambda p: cells.pretraining_finished(p, 2)).resume is False
+    assert (
+        cells.prepare(pre, FinetuneConfig(), resumable=True, finished=lambda p: cells.pretraining_finished(p, 2)).resume
+        is False
+    )
 
 
 def test_names_and_tables(tmp_path):
-    assert cells.cell_name([("finetune", ""), ("labels", "600"), ("seed", "0"), ("lr", "0.016")]) == "finetune_labels600_seed0_lr0.016"
+    assert (
+        cells.cell_name([("finetune", ""), ("labels", "600"), ("seed", "0"), ("lr", "0.016")])
+        == "finetune_labels600_seed0_lr0.016"
+    )
     assert cells.cell_dir(tmp_path, "a") == tmp_path / "cells" / "a"
     assert cells.name_part("[0.2, 1.0]") == "0.2-1.0" and cells.name_part("///") == "x"
     cells.write_csv(tmp_path / "t.csv", ["cell", "acc"], [{"cell": "a", "acc": 0.5, "other": 1}, {"cell": "b"}])
     assert (tmp_path / "t.csv").read_text().splitlines() == ["cell,acc", "a,0.5", "b,"]
-    assert cells.read_csv(tmp_path / "t.csv") == (["cell", "acc"], [{"cell": "a", "acc": "0.5"}, {"cell": "b", "acc": ""}])
-    assert cells.markdown_table(["key", "loss"], [False, True], [["a", cells.fmt(0.25, "{:.2f}")], ["b", cells.fmt(float("nan"), "{:.2f}")]]) == [
-        "| key | loss |", "|---|---:|", "| a | 0.25 |", "| b | - |"]
+    assert cells.read_csv(tmp_path / "t.csv") == (
+        ["cell", "acc"],
+        [{"cell": "a", "acc": "0.5"}, {"cell": "b", "acc": ""}],
+    )
+    assert cells.markdown_table(
+        ["key", "loss"], [False, True], [["a", cells.fmt(0.25, "{:.2f}")], ["b", cells.fmt(float("nan"), "{:.2f}")]]
+    ) == ["| key | loss |", "|---|---:|", "| a | 0.25 |", "| b | - |"]

@@ -1,4 +1,5 @@
 """End-to-end runs of the CLI on a small subset of the real Fashion-MNIST with a tiny model."""
+
 import json
 import subprocess
 import sys
@@ -15,9 +16,19 @@ from conftest import TINY, assert_picture, write_idx
 
 def test_pretrain_and_reconstruct_smoke(tmp_path, tiny_pretrain_args, capsys):
     out = tmp_path / "run"
-    assert main(["pretrain", "-c", "configs/fashion_mnist.yaml", f"out={out}", "train.epochs=2", *tiny_pretrain_args]) == 0
-    for f in ("config.yaml", "run.json", "metrics.jsonl", "loss.png", "recon_epoch001.png", "recon_epoch002.png",
-              "checkpoints/best.safetensors", "checkpoints/last.safetensors"):
+    assert (
+        main(["pretrain", "-c", "configs/fashion_mnist.yaml", f"out={out}", "train.epochs=2", *tiny_pretrain_args]) == 0
+    )
+    for f in (
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "loss.png",
+        "recon_epoch001.png",
+        "recon_epoch002.png",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.safetensors",
+    ):
         assert (out / f).exists(), f
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -25,7 +36,9 @@ def test_pretrain_and_reconstruct_smoke(tmp_path, tiny_pretrain_args, capsys):
     assert len(epochs) == 2 and all(r["train_recon_loss"] > 0 and r["img_per_s"] > 0 for r in epochs)
     assert any("lr" in r and "train_loss" in r for r in rows)
     _, meta = checkpoint.load(out / "checkpoints" / "last.safetensors")
-    assert meta["model_config"]["in_chans"] == 1 and len(meta["data"]["mean"]) == 1 and meta["train_state"]["step"] == 16
+    assert (
+        meta["model_config"]["in_chans"] == 1 and len(meta["data"]["mean"]) == 1 and meta["train_state"]["step"] == 16
+    )
     capsys.readouterr()
     assert main(["reconstruct", str(out), "--split", "test", "--n", "4", "--seed", "3"]) == 0
     first = capsys.readouterr().out
@@ -65,7 +78,10 @@ def test_resume_gives_identical_weights(tmp_path, tiny_pretrain_args):
     # the metrics of the resumed run match the uninterrupted one
     ma = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]  # noqa: E731
+
+    def strip(rows):  # the timings differ between runs
+        return [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]
+
     assert strip(ma) == strip(mb)
 
 
@@ -97,8 +113,12 @@ def test_corrupt_idx_file_subprocess(tmp_path, fmnist_small):
         (bad / f.name).write_bytes(f.read_bytes())
     raw = (bad / "train-images-idx3-ubyte.gz").read_bytes()
     (bad / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
-    r = subprocess.run([sys.executable, "-m", "maekit", "pretrain", f"data.path={bad}", f"out={tmp_path / 'o'}", *TINY],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "maekit", "pretrain", f"data.path={bad}", f"out={tmp_path / 'o'}", *TINY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "train-images-idx3-ubyte.gz is unreadable or corrupt" in r.stderr

@@ -1,4 +1,5 @@
 """maekit compress: MAE latent code vs raw and sparse storage of detector images, with fidelity numbers."""
+
 import json
 
 import numpy as np
@@ -15,9 +16,25 @@ def jets_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compress")
     formats.write_qg_hdf5(tmp / "jets.h5", n=40, size=20)
     run = tmp / "pre"
-    assert main(["pretrain", f"out={run}", "data.source=hdf5", f"data.path={tmp / 'jets.h5'}", *TINY, "model.patch_size=5",
-                 "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1",
-                 "data.preprocess.zero_suppress=1e-3", "data.preprocess.log1p=true"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                f"out={run}",
+                "data.source=hdf5",
+                f"data.path={tmp / 'jets.h5'}",
+                *TINY,
+                "model.patch_size=5",
+                "train.batch_size=8",
+                "train.eval_samples=8",
+                "train.progress=false",
+                "train.epochs=1",
+                "data.preprocess.zero_suppress=1e-3",
+                "data.preprocess.log1p=true",
+            ]
+        )
+        == 0
+    )
     return tmp, run
 
 
@@ -54,8 +71,8 @@ def test_compress_counts_the_patches_the_encoder_keeps(jets_run):
     # 16 patches at mask 0.9: the encoder keeps int(16 * (1 - 0.9)) = 1, not 16 - int(16 * 0.9) = 2
     import torch
 
-    from maekit.models.mae import MAE
     from maekit.commands.common import load_run
+    from maekit.models.mae import MAE
 
     tmp, run = jets_run
     loaded = load_run(run, "best")

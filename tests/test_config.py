@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 
 from maekit.config import (
-    CompareConfig, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, from_dict, load_config, read_yaml,
+    CompareConfig,
+    FinetuneConfig,
+    KnnConfig,
+    LinprobeConfig,
+    PretrainConfig,
+    from_dict,
+    load_config,
+    read_yaml,
 )
 from maekit.errors import MaekitError
 
@@ -12,7 +19,13 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))  # 
 
 def test_there_are_shipped_configs():
     names = {p.name for p in CONFIGS}
-    assert {"fashion_mnist.yaml", "mnist.yaml", "seed_jets_125.yaml", "seed_base8.yaml", "vit_tiny_fashion_mnist.yaml"} <= names
+    assert {
+        "fashion_mnist.yaml",
+        "mnist.yaml",
+        "seed_jets_125.yaml",
+        "seed_base8.yaml",
+        "vit_tiny_fashion_mnist.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -32,8 +45,14 @@ def test_every_shipped_yaml_validates(path):
 
 def test_every_seed_project_has_a_config_and_a_documented_workflow():
     seeds = {p.name for p in CONFIGS if p.parent.name == "seeds"}
-    assert {"e2e_mae_jets.yaml", "task3d_8ch_pretrain.yaml", "task3d_8ch_downstream.yaml", "cifar10_mae.yaml",
-            "mnist_assignment.yaml", "dog_photos.yaml"} <= seeds
+    assert {
+        "e2e_mae_jets.yaml",
+        "task3d_8ch_pretrain.yaml",
+        "task3d_8ch_downstream.yaml",
+        "cifar10_mae.yaml",
+        "mnist_assignment.yaml",
+        "dog_photos.yaml",
+    } <= seeds
     doc = (Path(__file__).parent.parent / "docs" / "seeds.md").read_text()
     assert all(f"configs/seeds/{name}" in doc for name in seeds)
 
@@ -41,7 +60,11 @@ def test_every_seed_project_has_a_config_and_a_documented_workflow():
 def test_yaml_and_dotted_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: {preset: vit-tiny, patch_size: 7}\ntrain: {epochs: 3}\n")
-    cfg = load_config(PretrainConfig, f, ["model.mask_ratio=0.6", "train.epochs=5", "optim.lr=1e-4", "data.augment.hflip=false", "init=none"])
+    cfg = load_config(
+        PretrainConfig,
+        f,
+        ["model.mask_ratio=0.6", "train.epochs=5", "optim.lr=1e-4", "data.augment.hflip=false", "init=none"],
+    )
     assert cfg.model.embed_dim == 192 and cfg.model.depth == 12  # from the preset
     assert cfg.model.patch_size == 7 and cfg.model.mask_ratio == 0.6
     assert cfg.train.epochs == 5 and cfg.optim.lr == pytest.approx(1e-4)
@@ -72,7 +95,10 @@ def test_partial_section_keeps_command_defaults():
         ("model.norm_pix_loss=maybe", "config key 'model.norm_pix_loss' expects bool"),
         ("model.mask_ratio=1.0", r"model.mask_ratio must be in \(0, 1\)"),
         ("model.mask_ratio=-0.1", r"model.mask_ratio must be in \(0, 1\)"),
-        ("model.mask_ratio=0", r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0.0"),
+        (
+            "model.mask_ratio=0",
+            r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0.0",
+        ),
         ("model.preset=vit-huge", "unknown preset 'vit-huge'"),
         ("train.precision=fp8", "config key 'train.precision' must be one of"),
         ("model.img_size=30", "img_size 30x30 is not divisible by model.patch_size=4"),

@@ -1,5 +1,6 @@
 """Data sources: every format from files written the way their producers write them, splits, streaming,
 preprocessing, normalisation statistics, and the `maekit data` commands."""
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,12 @@ def test_layout_detection_and_override(tmp_path):
         f["images"] = np.zeros((6, 4, 16, 4), dtype=np.float32)
     with pytest.raises(MaekitError, match=r"cannot tell the channel axis of shape \[6, 4, 16, 4\]; set data.layout"):
         load_splits(cfg(source="hdf5", path=str(tmp_path / "amb.h5")))
-    assert load_splits(cfg(source="hdf5", path=str(tmp_path / "amb.h5"), layout="nchw", test_fraction=0.2)).image_size == (16, 4)
-    assert load_splits(cfg(source="hdf5", path=str(tmp_path / "amb.h5"), layout="nhwc", test_fraction=0.2)).image_size == (4, 16)
+    assert load_splits(
+        cfg(source="hdf5", path=str(tmp_path / "amb.h5"), layout="nchw", test_fraction=0.2)
+    ).image_size == (16, 4)
+    assert load_splits(
+        cfg(source="hdf5", path=str(tmp_path / "amb.h5"), layout="nhwc", test_fraction=0.2)
+    ).image_size == (4, 16)
 
 
 @pytest.mark.parametrize("key", ["X_jets", "X_jets_LR"])
@@ -152,7 +157,9 @@ def test_cifar_refuses_other_pickles(tmp_path, fmnist_full):
             return (print, ("pwned",))
 
     (tmp_path / "c" / "data_batch_3").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
-    with pytest.raises(MaekitError, match=r"data_batch_3: not a CIFAR batch \(refusing to load (__builtin__|builtins).print\)"):
+    with pytest.raises(
+        MaekitError, match=r"data_batch_3: not a CIFAR batch \(refusing to load (__builtin__|builtins).print\)"
+    ):
         load_splits(cfg(source="cifar", path=str(tmp_path / "c")))
 
 
@@ -192,7 +199,9 @@ def test_folder_pixels_match_the_files(tmp_path, fmnist_full):
 
 
 def test_preprocessing():
-    pre = from_dict(PreprocessConfig, {"zero_suppress": 1e-3, "scale": [2.0, 0.5], "log1p": True, "clip": [0, 2]}, prefix="p.")
+    pre = from_dict(
+        PreprocessConfig, {"zero_suppress": 1e-3, "scale": [2.0, 0.5], "log1p": True, "clip": [0, 2]}, prefix="p."
+    )
     x = np.array([[[[5e-4, 1.0]], [[3.0, 100.0]]]], dtype=np.float32)  # [1, 2, 1, 2]
     y = preparer(pre, "f", 2)(x, 0, 1)
     want = np.clip(np.log1p(np.array([[[[0.0, 2.0]], [[1.5, 50.0]]]])), 0, 2)
@@ -204,7 +213,9 @@ def test_preprocessing():
 def test_stats_match_direct_computation(tmp_path):
     x = formats.write_qg_hdf5(tmp_path / "qg.h5", n=40, size=20)
     for stream in (False, True):
-        s = load_splits(cfg(source="hdf5", path=str(tmp_path / "qg.h5"), stream=stream, memory_mb=0.01, preprocess={"log1p": True}))
+        s = load_splits(
+            cfg(source="hdf5", path=str(tmp_path / "qg.h5"), stream=stream, memory_mb=0.01, preprocess={"log1p": True})
+        )
         ref = np.log1p(x[s.rows["train"]].astype(np.float64))
         assert np.allclose(s.mean.numpy(), ref.mean(axis=(0, 1, 2)), rtol=1e-5)
         assert np.allclose(s.std.numpy(), ref.std(axis=(0, 1, 2)), rtol=1e-4)
@@ -234,11 +245,18 @@ def test_streamed_epoch_visits_every_image_once(tmp_path, world):
     s = StreamedImages(r, rows, preparer(c.preprocess, r.where, 3), cache_bytes=0)
     units = (s.chunk_of, s.buffer_units)
     for epoch in range(2):
-        seen = torch.cat([step_batches(64, 8 // world, epoch, 0, rank, world, units).flatten() for rank in range(world)])
+        seen = torch.cat(
+            [step_batches(64, 8 // world, epoch, 0, rank, world, units).flatten() for rank in range(world)]
+        )
         assert sorted(seen.tolist()) == list(range(64))
         one = step_batches(64, 8, epoch, 0, 0, 1, units)
         # the same order whatever the number of processes, and the read units come in shuffled order
-        assert torch.equal(torch.cat([step_batches(64, 8 // world, epoch, 0, rk, world, units) for rk in range(world)], dim=1).sort(dim=1).values, one.sort(dim=1).values)
+        assert torch.equal(
+            torch.cat([step_batches(64, 8 // world, epoch, 0, rk, world, units) for rk in range(world)], dim=1)
+            .sort(dim=1)
+            .values,
+            one.sort(dim=1).values,
+        )
     first = step_batches(64, 8, 0, 0, 0, 1, units).flatten()
     second = step_batches(64, 8, 1, 0, 0, 1, units).flatten()
     assert not torch.equal(first, second)
@@ -252,10 +270,30 @@ def test_streamed_epoch_visits_every_image_once(tmp_path, world):
 def test_pretrain_streamed_from_hdf5_then_finetune_on_a_labelled_file(tmp_path):
     formats.write_task3d_hdf5(tmp_path / "unlabelled.h5", n=48, size=20, labelled=False)
     formats.write_task3d_hdf5(tmp_path / "labelled.h5", n=40, size=20, labelled=True, seed=3)
-    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
+    small = [
+        *TINY,
+        "model.patch_size=5",
+        "train.batch_size=8",
+        "train.eval_samples=8",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     pre = tmp_path / "pre"
-    assert main(["pretrain", f"out={pre}", "data.source=hdf5", f"data.path={tmp_path / 'unlabelled.h5'}", "data.stream=true",
-                 "data.memory_mb=0.05", "data.preprocess.log1p=true", *small]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                f"out={pre}",
+                "data.source=hdf5",
+                f"data.path={tmp_path / 'unlabelled.h5'}",
+                "data.stream=true",
+                "data.memory_mb=0.05",
+                "data.preprocess.log1p=true",
+                *small,
+            ]
+        )
+        == 0
+    )
     z = np.load(pre / "splits.npz")
     assert sorted(np.concatenate([z["train_rows"], z["val_rows"], z["test_rows"]]).tolist()) == list(range(48))
     meta = json.loads((pre / "run.json").read_text())
@@ -267,10 +305,26 @@ def test_pretrain_streamed_from_hdf5_then_finetune_on_a_labelled_file(tmp_path):
     pp = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
     run, back = load_run(pre, "best"), load_run(tmp_path / "hf", "best")
     assert pp["do_rescale"] is False and pp["image_mean"] == pytest.approx(run.meta["data"]["mean"])
-    assert back.meta["data"]["mean"] == pytest.approx(run.meta["data"]["mean"]) and back.meta["data"]["dtype"] == "float32"
+    assert (
+        back.meta["data"]["mean"] == pytest.approx(run.meta["data"]["mean"]) and back.meta["data"]["dtype"] == "float32"
+    )
     ft = tmp_path / "ft"
-    assert main(["finetune", f"pretrained={pre}", f"out={ft}", "data.source=hdf5", f"data.path={tmp_path / 'labelled.h5'}",
-                 "data.preprocess.log1p=true", "train.batch_size=8", "train.progress=false", "train.epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                f"pretrained={pre}",
+                f"out={ft}",
+                "data.source=hdf5",
+                f"data.path={tmp_path / 'labelled.h5'}",
+                "data.preprocess.log1p=true",
+                "train.batch_size=8",
+                "train.progress=false",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
     assert json.loads((ft / "result.json").read_text())["test_images"] == 4
     zf = np.load(ft / "splits.npz")
     assert str(zf["train_source"]) == f"{(tmp_path / 'labelled.h5').resolve()}: jet" and len(zf["test_rows"]) == 4
@@ -279,7 +333,14 @@ def test_pretrain_streamed_from_hdf5_then_finetune_on_a_labelled_file(tmp_path):
 def test_a_test_split_of_pretraining_images_is_refused(tmp_path, capsys):
     """The file cuts its own test split: a downstream run with another split_seed would test on pretraining images."""
     formats.write_task3d_hdf5(tmp_path / "t.h5", n=40, size=20, labelled=True)
-    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
+    small = [
+        *TINY,
+        "model.patch_size=5",
+        "train.batch_size=8",
+        "train.eval_samples=8",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     data = ["data.source=hdf5", f"data.path={tmp_path / 't.h5'}", "data.test_fraction=0.25"]
     pre = tmp_path / "pre"
     assert main(["pretrain", f"out={pre}", *data, *small]) == 0
@@ -290,10 +351,13 @@ def test_a_test_split_of_pretraining_images_is_refused(tmp_path, capsys):
     seen = set(np.load(pre / "splits.npz")["train_rows"].tolist())
     other = load_splits(DataConfig(source="hdf5", path=str(tmp_path / "t.h5"), test_fraction=0.25, split_seed=1))
     overlap = len(seen & set(other.rows["test"].tolist()))
-    assert overlap > 0 and re.search(rf"{overlap} of the 10 test images \(.*t.h5: jet\) were pretraining images of .*pre "
-                                     r"\(pretrained with data.path=.*t.h5, test_path=None, split_seed=0, test_fraction=0.25; "
-                                     r"this run has data.path=.*t.h5, test_path=None, split_seed=1, test_fraction=0.25\); "
-                                     r"use the pretraining's split settings, or pass allow_test_overlap=true", err), err
+    assert overlap > 0 and re.search(
+        rf"{overlap} of the 10 test images \(.*t.h5: jet\) were pretraining images of .*pre "
+        r"\(pretrained with data.path=.*t.h5, test_path=None, split_seed=0, test_fraction=0.25; "
+        r"this run has data.path=.*t.h5, test_path=None, split_seed=1, test_fraction=0.25\); "
+        r"use the pretraining's split settings, or pass allow_test_overlap=true",
+        err,
+    ), err
     assert not (tmp_path / "other_seed").exists()  # refused before any output
     # the pretraining's own split, or an explicit override, runs
     assert main([*knn, f"out={tmp_path / 'same_split'}"]) == 0
@@ -302,20 +366,46 @@ def test_a_test_split_of_pretraining_images_is_refused(tmp_path, capsys):
 
 def test_channel_count_against_the_checkpoint(tmp_path, capsys):
     formats.write_task3d_hdf5(tmp_path / "t.h5", n=32, size=20, labelled=True)
-    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
+    small = [
+        *TINY,
+        "model.patch_size=5",
+        "train.batch_size=8",
+        "train.eval_samples=8",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     pre = tmp_path / "pre"
     assert main(["pretrain", f"out={pre}", "data.source=hdf5", f"data.path={tmp_path / 't.h5'}", *small]) == 0
     capsys.readouterr()
-    assert main(["finetune", f"pretrained={pre}", f"out={tmp_path / 'ft'}", "data.source=hdf5", f"data.path={tmp_path / 't.h5'}",
-                 "data.channels=[0,1,2]", "train.progress=false"]) == 2
-    assert re.search(r"encoder .*pre expects 8 channels of 20x20, but data .*t.h5: jet have 3 of 20x20", capsys.readouterr().err)
+    assert (
+        main(
+            [
+                "finetune",
+                f"pretrained={pre}",
+                f"out={tmp_path / 'ft'}",
+                "data.source=hdf5",
+                f"data.path={tmp_path / 't.h5'}",
+                "data.channels=[0,1,2]",
+                "train.progress=false",
+            ]
+        )
+        == 2
+    )
+    assert re.search(
+        r"encoder .*pre expects 8 channels of 20x20, but data .*t.h5: jet have 3 of 20x20", capsys.readouterr().err
+    )
 
 
 def test_data_inspect_and_preview(tmp_path, capsys):
     formats.write_qg_hdf5(tmp_path / "qg.h5", n=12, size=32)
     assert main(["data", "inspect", str(tmp_path / "qg.h5"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["source"] == "hdf5" and info["key"] == "X_jets" and info["layout"] == "nhwc" and info["shape"] == [3, 32, 32]
+    assert (
+        info["source"] == "hdf5"
+        and info["key"] == "X_jets"
+        and info["layout"] == "nhwc"
+        and info["shape"] == [3, 32, 32]
+    )
     assert info["labels"] == {"0": 6, "1": 6} or info["labels"] == {0: 6, 1: 6}
     assert all(0 < c["nonzero"] < 0.2 for c in info["channels"])  # sparse
     assert main(["data", "inspect", str(tmp_path / "qg.h5"), "channel_names=[ECAL,HCAL,Tracks]"]) == 0
@@ -332,19 +422,28 @@ def test_hostile_sizes_are_refused_before_allocation(tmp_path):
     HDF5 file that would not fit in memory is refused with stream=false (and streams by default)."""
     import h5py
 
-    import formats
     from maekit.environment import available_memory
     from maekit.errors import MaekitError
 
-    formats.write_image_folder(tmp_path / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1]))
+    import formats
+
+    formats.write_image_folder(
+        tmp_path / "photos", np.full((4, 1, 20, 20), 128, dtype=np.uint8), np.array([0, 1, 0, 1])
+    )
     formats.write_png_header(tmp_path / "photos" / "class0" / "huge.png", 20_000, 20_000)
-    with pytest.raises(MaekitError, match=r"huge.png: image over Pillow's decompression-bomb limit \(Image size \(400000000 pixels\) exceeds"):
+    with pytest.raises(
+        MaekitError,
+        match=r"huge.png: image over Pillow's decompression-bomb limit \(Image size \(400000000 pixels\) exceeds",
+    ):
         load_splits(DataConfig(source="folder", path=str(tmp_path / "photos")))
     n = int(available_memory() // (20 * 20 * 4)) + 1  # one image more than memory holds
     with h5py.File(tmp_path / "big.h5", "w") as f:
         f.create_dataset("X_jets", shape=(n, 20, 20), dtype="f4", chunks=(1, 20, 20))
-    with pytest.raises(MaekitError, match=r"big.h5: X_jets: the images need [\d.]+ GiB in memory \(data.stream=false\), more than the "
-                                          r"[\d.]+ GiB available; set data.stream=true to read them in blocks"):
+    with pytest.raises(
+        MaekitError,
+        match=r"big.h5: X_jets: the images need [\d.]+ GiB in memory \(data.stream=false\), more than the "
+        r"[\d.]+ GiB available; set data.stream=true to read them in blocks",
+    ):
         load_splits(DataConfig(source="hdf5", path=str(tmp_path / "big.h5"), stream=False))
 
 
@@ -387,13 +486,19 @@ def test_pack_holds_the_folder_readers_pixels_labels_and_class_names(tmp_path, c
     assert np.array_equal(f["labels"], y) and json.loads(f["attr:class_names"]) == classes == ["cat", "dog", "eel"]
     # a run reads the pack in place of the folder: same splits, same images, same labels and class names
     plain = load_splits(cfg(source="folder", path=str(tmp_path / "photos"), image_size=24))
-    packed = load_splits(cfg(source="folder", path=str(tmp_path / "photos"), image_size=24, pack=str(tmp_path / "p.h5"), stream=True))
+    packed = load_splits(
+        cfg(source="folder", path=str(tmp_path / "photos"), image_size=24, pack=str(tmp_path / "p.h5"), stream=True)
+    )
     assert packed.train.streamed and packed.class_names == plain.class_names
     assert torch.equal(all_images(packed), all_images(plain)) and np.array_equal(rows_of(packed), rows_of(plain))
     assert torch.equal(packed.train.labels, plain.train.labels) and torch.equal(packed.test.labels, plain.test.labels)
     assert "skipped 1 unreadable image(s)" in capsys.readouterr().out
-    with pytest.raises(MaekitError, match=r"broken.jpg: cannot decode the image \(1 unreadable file\(s\) in .*photos\)"):
-        load_splits(cfg(source="folder", path=str(tmp_path / "photos"), pack=str(tmp_path / "p.h5"), on_bad_image="error"))
+    with pytest.raises(
+        MaekitError, match=r"broken.jpg: cannot decode the image \(1 unreadable file\(s\) in .*photos\)"
+    ):
+        load_splits(
+            cfg(source="folder", path=str(tmp_path / "photos"), pack=str(tmp_path / "p.h5"), on_bad_image="error")
+        )
 
 
 def test_pack_resumes_after_an_interruption_and_gives_the_same_file(tmp_path, monkeypatch, capsys):
@@ -432,8 +537,11 @@ def test_pack_refuses_a_changed_folder_and_another_size(tmp_path, capsys):
     paths = _photos(tmp_path / "photos")
     pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 24, workers=1, progress=False)
     c = dict(source="folder", path=str(tmp_path / "photos"), pack=str(tmp_path / "p.h5"))
-    with pytest.raises(MaekitError, match=r"p.h5: packed at 24x24 pixels, expected 20x20 \(data.image_size\); re-pack with "
-                       r"`maekit data pack .*photos --out .*p.h5 --size 20 --force`"):
+    with pytest.raises(
+        MaekitError,
+        match=r"p.h5: packed at 24x24 pixels, expected 20x20 \(data.image_size\); re-pack with "
+        r"`maekit data pack .*photos --out .*p.h5 --size 20 --force`",
+    ):
         load_splits(cfg(**c, image_size=20))
     with pytest.raises(MaekitError, match=r"p.h5: packed at 24x24 pixels, expected 20x20 \(--size\)"):
         pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 20, workers=1, progress=False)
@@ -442,8 +550,11 @@ def test_pack_refuses_a_changed_folder_and_another_size(tmp_path, capsys):
     size = paths[3].stat().st_size
     paths[3].write_bytes(paths[3].read_bytes() + b"\0")
     (tmp_path / "photos" / "cat" / "new.png").write_bytes(paths[0].read_bytes())
-    with pytest.raises(MaekitError, match=rf"p.h5: .*photos changed since it was packed \(cat/003.png changed \({size:,} -> {size + 1:,} "
-                       r"bytes\), and 1 more file\(s\) differ\); expected the 31 image files as packed; re-pack with"):
+    with pytest.raises(
+        MaekitError,
+        match=rf"p.h5: .*photos changed since it was packed \(cat/003.png changed \({size:,} -> {size + 1:,} "
+        r"bytes\), and 1 more file\(s\) differ\); expected the 31 image files as packed; re-pack with",
+    ):
         load_splits(cfg(**c))
     meta = pack.pack_folder(tmp_path / "photos", tmp_path / "p.h5", 24, workers=1, force=True, progress=False)
     assert meta["files"] == 32 and len(load_splits(cfg(**c)).train) > 0  # re-packed on request, then accepted
@@ -455,11 +566,31 @@ def test_pretrain_on_a_packed_folder(tmp_path, capsys):
     assert main(["data", "pack", str(tmp_path / "photos"), "--out", str(pk), "--size", "28", "--workers", "2"]) == 0
     assert f"data.pack={pk}" in capsys.readouterr().out
     pre = tmp_path / "pre"
-    assert main(["pretrain", f"out={pre}", "data.source=folder", f"data.path={tmp_path / 'photos'}", f"data.pack={pk}",
-                 "data.image_size=28", "data.stream=true", "data.memory_mb=0.05", *TINY, "train.batch_size=8",
-                 "train.eval_samples=8", "train.progress=false", "train.epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                f"out={pre}",
+                "data.source=folder",
+                f"data.path={tmp_path / 'photos'}",
+                f"data.pack={pk}",
+                "data.image_size=28",
+                "data.stream=true",
+                "data.memory_mb=0.05",
+                *TINY,
+                "train.batch_size=8",
+                "train.eval_samples=8",
+                "train.progress=false",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
     z = np.load(pre / "splits.npz")
-    assert str(z["train_source"]) == f"{pk.resolve()}: images" and len(z["train_rows"]) + len(z["val_rows"]) + len(z["test_rows"]) == 40
+    assert (
+        str(z["train_source"]) == f"{pk.resolve()}: images"
+        and len(z["train_rows"]) + len(z["val_rows"]) + len(z["test_rows"]) == 40
+    )
     epochs = [r for r in map(json.loads, (pre / "metrics.jsonl").read_text().splitlines()) if "test_recon_loss" in r]
     assert len(epochs) == 1 and all(0 < r["train_recon_loss"] < 10 and r["img_per_s"] > 0 for r in epochs)
     assert (pre / "checkpoints" / "best.safetensors").exists()
@@ -473,10 +604,30 @@ def test_reconstruction_grid_of_class_folders_shows_every_class(tmp_path, monkey
     _photos(tmp_path / "test", n=30)
     shown = []
     monkeypatch.setattr(pretrain, "write_recon_grid", lambda model, images, *a, **k: shown.append(images.clone()))
-    c = ["data.source=folder", f"data.path={tmp_path / 'train'}", f"data.test_path={tmp_path / 'test'}", "data.image_size=14"]
-    assert main(["pretrain", f"out={tmp_path / 'pre'}", *c, *TINY, "train.batch_size=4", "train.eval_samples=64",
-                 "train.progress=false", "train.epochs=1"]) == 0
-    test = load_splits(cfg(source="folder", path=str(tmp_path / "train"), test_path=str(tmp_path / "test"), image_size=14)).test
+    c = [
+        "data.source=folder",
+        f"data.path={tmp_path / 'train'}",
+        f"data.test_path={tmp_path / 'test'}",
+        "data.image_size=14",
+    ]
+    assert (
+        main(
+            [
+                "pretrain",
+                f"out={tmp_path / 'pre'}",
+                *c,
+                *TINY,
+                "train.batch_size=4",
+                "train.eval_samples=64",
+                "train.progress=false",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
+    test = load_splits(
+        cfg(source="folder", path=str(tmp_path / "train"), test_path=str(tmp_path / "test"), image_size=14)
+    ).test
     assert len(shown) == 1 and len(shown[0]) == 8
     rows = [next(i for i in range(len(test)) if torch.equal(test.images[i], x)) for x in shown[0]]
     assert set(test.labels[rows].tolist()) == {0, 1, 2}

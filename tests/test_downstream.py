@@ -1,4 +1,5 @@
 """Linear probe, fine-tune, k-NN and compare on a tiny pretrained run over real Fashion-MNIST images."""
+
 import csv
 import dataclasses
 import json
@@ -19,13 +20,26 @@ from conftest import TINY, assert_picture
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory, fmnist_small):
     out = tmp_path_factory.mktemp("pre") / "run"
-    args = [f"data.path={fmnist_small}", *TINY, "train.batch_size=64", "train.eval_samples=64", "train.progress=false", "train.epochs=1"]
+    args = [
+        f"data.path={fmnist_small}",
+        *TINY,
+        "train.batch_size=64",
+        "train.eval_samples=64",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     assert main(["pretrain", f"out={out}", *args]) == 0
     return out
 
 
 def down_args(fmnist_small, **kw):
-    base = {"data.path": fmnist_small, "train.progress": "false", "train.eval_samples": 100, "labels": 100, "train.batch_size": 32}
+    base = {
+        "data.path": fmnist_small,
+        "train.progress": "false",
+        "train.eval_samples": 100,
+        "labels": 100,
+        "train.batch_size": 32,
+    }
     return [f"{k}={v}" for k, v in (base | kw).items()]
 
 
@@ -34,7 +48,9 @@ def test_roc_auc_against_hand_computed_values():
     assert roc_auc_binary(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
     # a tie between a positive and a negative counts one half
     assert roc_auc_binary(torch.tensor([0.5, 0.5, 0.9]), torch.tensor([0, 1, 1])) == pytest.approx(0.75)
-    assert roc_auc_binary(torch.tensor([0.1, 0.2]), torch.tensor([1, 1])) != roc_auc_binary(torch.tensor([0.1, 0.2]), torch.tensor([1, 1]))
+    assert roc_auc_binary(torch.tensor([0.1, 0.2]), torch.tensor([1, 1])) != roc_auc_binary(
+        torch.tensor([0.1, 0.2]), torch.tensor([1, 1])
+    )
     probs = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
     labels = torch.tensor([0, 1, 2, 1])
     # class 0: pos {0.8} vs neg {0.2, 0.1, 0.6} -> 1; class 1: pos {0.7, 0.3} vs neg {0.1, 0.2} -> 1; class 2: 1
@@ -56,7 +72,9 @@ def test_label_subsets_are_stratified_and_reproducible():
 
 def test_knn_scores_vote_with_neighbours():
     bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-    scores = knn_scores(bank, torch.tensor([0, 0, 1]), torch.tensor([[1.0, 0.05], [0.05, 1.0]]), 2, k=1, temperature=0.1)
+    scores = knn_scores(
+        bank, torch.tensor([0, 0, 1]), torch.tensor([[1.0, 0.05], [0.05, 1.0]]), 2, k=1, temperature=0.1
+    )
     assert scores.argmax(1).tolist() == [0, 1] and torch.allclose(scores.sum(1), torch.ones(2))
 
 
@@ -69,13 +87,25 @@ def test_linprobe_leaves_the_encoder_unchanged(tmp_path, fmnist_small, pretraine
         return seen["encoder"]
 
     monkeypatch.setattr(linprobe, "build_encoder", spy)
-    assert main(["linprobe", f"pretrained={pretrained_run}", f"out={tmp_path / 'lp'}", "train.epochs=3", *down_args(fmnist_small)]) == 0
+    assert (
+        main(
+            [
+                "linprobe",
+                f"pretrained={pretrained_run}",
+                f"out={tmp_path / 'lp'}",
+                "train.epochs=3",
+                *down_args(fmnist_small),
+            ]
+        )
+        == 0
+    )
     tensors, _ = checkpoint.load(pretrained_run / "checkpoints" / "best.safetensors")
     for name, value in seen["encoder"].state_dict().items():
         if not name.startswith("head"):
             assert torch.equal(value, tensors["model.encoder." + name]), name
     result = json.loads((tmp_path / "lp" / "result.json").read_text())
-    # above chance (0.1, whose spread over 300 images is 0.017): labels and images stay paired through features, head and test
+    # above chance (0.1, whose spread over 300 images is 0.017): labels and images stay paired through features, head
+    # and test
     assert result["labels"] == 100 and result["test_accuracy"] > 0.15 and result["test_images"] == 300
     assert_picture(tmp_path / "lp" / "confusion_matrix.png")
     assert_picture(tmp_path / "lp" / "curves.png")
@@ -99,23 +129,54 @@ def test_scratch_and_pretrained_differ_only_in_initial_weights_and_recipe(pretra
 
 
 def test_finetune_and_knn_cli(tmp_path, fmnist_small, pretrained_run):
-    assert main(["finetune", f"pretrained={pretrained_run}", f"out={tmp_path / 'ft'}", "train.epochs=2", "train.eval_every=1", *down_args(fmnist_small)]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                f"pretrained={pretrained_run}",
+                f"out={tmp_path / 'ft'}",
+                "train.epochs=2",
+                "train.eval_every=1",
+                *down_args(fmnist_small),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert sum("val_accuracy" in r for r in rows) == 2
     assert main(["knn", "pretrained=none", f"out={tmp_path / 'knn'}", *TINY, *down_args(fmnist_small)]) == 0
-    assert json.loads((tmp_path / "knn" / "result.json").read_text())["test_accuracy"] > 0.3  # pixels-ish features on 10 classes
+    # pixels-ish features on 10 classes
+    assert json.loads((tmp_path / "knn" / "result.json").read_text())["test_accuracy"] > 0.3
 
 
 def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkeypatch, capsys):
     out = tmp_path / "cmp"
-    args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]", "seeds=[0, 1]",
-            "methods=[finetune, scratch, linprobe, knn]", "finetune.train.epochs=1", "scratch.train.epochs=1", "linprobe.train.epochs=2",
-            *[f"{m}.train.{k}" for m in ("finetune", "scratch", "linprobe", "knn") for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
+    args = [
+        "compare",
+        f"pretrained={pretrained_run}",
+        f"out={out}",
+        f"pretrain.data.path={fmnist_small}",
+        "budgets=[60]",
+        "seeds=[0, 1]",
+        "methods=[finetune, scratch, linprobe, knn]",
+        "finetune.train.epochs=1",
+        "scratch.train.epochs=1",
+        "linprobe.train.epochs=2",
+        *[
+            f"{m}.train.{k}"
+            for m in ("finetune", "scratch", "linprobe", "knn")
+            for k in ("progress=false", "eval_samples=64", "batch_size=32")
+        ],
+    ]
     assert main(args) == 0
     csv_rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(csv_rows) == 1 + 2 * 4
     md = (out / "results.md").read_text()
-    assert "fine-tune (MAE-pretrained)" in md and "from scratch" in md and "fine-tune minus ViT from scratch (own recipe)" in md
+    assert (
+        "fine-tune (MAE-pretrained)" in md
+        and "from scratch" in md
+        and "fine-tune minus ViT from scratch (own recipe)" in md
+    )
     assert_picture(out / "accuracy_vs_labels.png")
 
     def boom(*a, **k):
@@ -135,27 +196,51 @@ def test_compare_smoke_and_resume(tmp_path, fmnist_small, pretrained_run, monkey
     # another recipe on the same directory: refused, naming what changed, and nothing is lost
     assert main([*args, "finetune.train.epochs=3", "finetune.optim.base_lr=0.002"]) == 2
     err = capsys.readouterr().err
-    assert "finetune_labels60_seed0 was run with another recipe (optim.base_lr 0.001 -> 0.002, train.epochs 1 -> 3)" in err
+    assert (
+        "finetune_labels60_seed0 was run with another recipe (optim.base_lr 0.001 -> 0.002, train.epochs 1 -> 3)" in err
+    )
     assert (out / "results.csv").read_text().strip().splitlines() == csv_rows
     assert yaml.safe_load((out / "config.yaml").read_text())["finetune"]["train"]["epochs"] == 1  # still what ran
 
 
 def test_compare_chooses_the_learning_rate_on_validation(tmp_path, fmnist_small, pretrained_run):
     out = tmp_path / "cmp"
-    args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]",
-            "seeds=[0, 1]", "methods=[finetune, scratch]", "finetune_lrs=[1.0e-3, 1.0e-2]", "scratch_lrs=[1.0e-3, 1.0e-2]",
-            *[f"{m}.train.{k}" for m in ("finetune", "scratch") for k in ("epochs=2", "eval_every=1", "progress=false", "eval_samples=64", "batch_size=32")]]
+    args = [
+        "compare",
+        f"pretrained={pretrained_run}",
+        f"out={out}",
+        f"pretrain.data.path={fmnist_small}",
+        "budgets=[60]",
+        "seeds=[0, 1]",
+        "methods=[finetune, scratch]",
+        "finetune_lrs=[1.0e-3, 1.0e-2]",
+        "scratch_lrs=[1.0e-3, 1.0e-2]",
+        *[
+            f"{m}.train.{k}"
+            for m in ("finetune", "scratch")
+            for k in ("epochs=2", "eval_every=1", "progress=false", "eval_samples=64", "batch_size=32")
+        ],
+    ]
     assert main(args) == 0
     cells = sorted(p.name for p in (out / "cells").iterdir())
     # the first seed tries both rates; the second seed runs only the chosen one
-    assert {"finetune_labels60_seed0_lr0.001", "finetune_labels60_seed0_lr0.01", "scratch_labels60_seed0_lr0.001", "scratch_labels60_seed0_lr0.01"} <= set(cells)
+    assert {
+        "finetune_labels60_seed0_lr0.001",
+        "finetune_labels60_seed0_lr0.01",
+        "scratch_labels60_seed0_lr0.001",
+        "scratch_labels60_seed0_lr0.01",
+    } <= set(cells)
     assert len(cells) == 6
     for method in ("finetune", "scratch"):
-        trials = {lr: json.loads((out / "cells" / f"{method}_labels60_seed0{sfx}" / "result.json").read_text())
-                  for lr, sfx in ((1e-3, "_lr0.001"), (1e-2, "_lr0.01"))}
+        trials = {
+            lr: json.loads((out / "cells" / f"{method}_labels60_seed0{sfx}" / "result.json").read_text())
+            for lr, sfx in ((1e-3, "_lr0.001"), (1e-2, "_lr0.01"))
+        }
         chosen = max(trials, key=lambda k: trials[k]["val_accuracy"])
         seed1 = [c for c in cells if c.startswith(f"{method}_labels60_seed1")]
-        assert len(seed1) == 1 and json.loads((out / "cells" / seed1[0] / "result.json").read_text())["base_lr"] == chosen
+        assert (
+            len(seed1) == 1 and json.loads((out / "cells" / seed1[0] / "result.json").read_text())["base_lr"] == chosen
+        )
     assert "chosen on the validation split" in (out / "results.md").read_text()
     assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + 4
 
@@ -171,15 +256,31 @@ def test_compare_grid_rate_replaces_an_absolute_lr(tmp_path, fmnist_small, pretr
     def fake(c, out, method):  # records the rate a cell would train at; a result without training
         ran[out.name] = peak_lr(c.optim, c.train.batch_size)
         out.mkdir(parents=True, exist_ok=True)
-        return {"method": method, "labels": 60, "seed": c.train.seed, "test_accuracy": 0.5, "test_roc_auc": 0.5,
-                "val_accuracy": 0.5 + c.optim.base_lr}
+        return {
+            "method": method,
+            "labels": 60,
+            "seed": c.train.seed,
+            "test_accuracy": 0.5,
+            "test_roc_auc": 0.5,
+            "val_accuracy": 0.5 + c.optim.base_lr,
+        }
 
     monkeypatch.setattr(finetune, "run", fake)
-    base = ["compare", f"pretrained={pretrained_run}", f"pretrain.data.path={fmnist_small}", "budgets=[60]",
-            "seeds=[0]", "methods=[finetune]", "finetune.optim.lr=1.0e-5", "finetune.train.batch_size=32"]
+    base = [
+        "compare",
+        f"pretrained={pretrained_run}",
+        f"pretrain.data.path={fmnist_small}",
+        "budgets=[60]",
+        "seeds=[0]",
+        "methods=[finetune]",
+        "finetune.optim.lr=1.0e-5",
+        "finetune.train.batch_size=32",
+    ]
     assert main([*base, f"out={tmp_path / 'grid'}", "finetune_lrs=[1.0e-3, 1.0e-2]"]) == 0
-    assert ran == {"finetune_labels60_seed0_lr0.001": pytest.approx(1e-3 * 32 / 256),
-                   "finetune_labels60_seed0_lr0.01": pytest.approx(1e-2 * 32 / 256)}
+    assert ran == {
+        "finetune_labels60_seed0_lr0.001": pytest.approx(1e-3 * 32 / 256),
+        "finetune_labels60_seed0_lr0.01": pytest.approx(1e-2 * 32 / 256),
+    }
     row = next(csv.DictReader((tmp_path / "grid" / "results.csv").open()))
     assert (row["base_lr"], row["lr"]) == ("0.01", "")
     ran.clear()
@@ -191,9 +292,19 @@ def test_compare_grid_rate_replaces_an_absolute_lr(tmp_path, fmnist_small, pretr
 
 def test_cnn_and_pixel_knn_rows_in_compare(tmp_path, fmnist_small, pretrained_run):
     out = tmp_path / "cmp"
-    args = ["compare", f"pretrained={pretrained_run}", f"out={out}", f"pretrain.data.path={fmnist_small}", "budgets=[60]", "seeds=[0]",
-            "methods=[cnn, pixel_knn]", "cnn_lrs=[4.0e-3, 3.2e-2]", "cnn.train.epochs=2", "cnn.cnn_width=8",
-            *[f"{m}.train.{k}" for m in ("cnn", "knn") for k in ("progress=false", "eval_samples=64", "batch_size=32")]]
+    args = [
+        "compare",
+        f"pretrained={pretrained_run}",
+        f"out={out}",
+        f"pretrain.data.path={fmnist_small}",
+        "budgets=[60]",
+        "seeds=[0]",
+        "methods=[cnn, pixel_knn]",
+        "cnn_lrs=[4.0e-3, 3.2e-2]",
+        "cnn.train.epochs=2",
+        "cnn.cnn_width=8",
+        *[f"{m}.train.{k}" for m in ("cnn", "knn") for k in ("progress=false", "eval_samples=64", "batch_size=32")],
+    ]
     assert main(args) == 0
     cells = sorted(p.name for p in (out / "cells").iterdir())
     assert cells == ["cnn_labels60_seed0_lr0.004", "cnn_labels60_seed0_lr0.032", "pixel_knn_labels60_seed0"]
@@ -247,17 +358,39 @@ def test_training_curves_are_drawn_on_evaluated_epochs_only(tmp_path, fmnist_sma
     monkeypatch.setattr(plots, "training_curves", lambda *a, **k: (drawn.append(a[0]), real(*a, **k)))
     for cmd in ("linprobe", "finetune"):
         out = tmp_path / cmd
-        args = [f"pretrained={pretrained_run}", f"out={out}", "train.epochs=4", "train.eval_every=2", *down_args(fmnist_small)]
+        args = [
+            f"pretrained={pretrained_run}",
+            f"out={out}",
+            "train.epochs=4",
+            "train.eval_every=2",
+            *down_args(fmnist_small),
+        ]
         assert main([cmd, *args]) == 0
         assert drawn.count(out) == 2  # after the evaluations of epochs 2 and 4
         assert_picture(out / "curves.png")
 
 
 def test_linprobe_schedule_counts_accumulation(tmp_path, fmnist_small, pretrained_run):
-    # 100 labels, batch 16 x 2 accumulation: 3 optimiser steps per epoch, so 12 in 4 epochs and the cosine ends at min_lr
+    # 100 labels, batch 16 x 2 accumulation: 3 optimiser steps per epoch, so 12 in 4 epochs and the cosine ends at
+    # min_lr
     out = tmp_path / "lp"
-    assert main(["linprobe", f"pretrained={pretrained_run}", f"out={out}", "train.epochs=4", "train.accum_steps=2", "train.log_every=1",
-                 "optim.lr=0.01", "optim.min_lr=0.0001", "optim.warmup_epochs=1", *down_args(fmnist_small, **{"train.batch_size": 16})]) == 0
+    assert (
+        main(
+            [
+                "linprobe",
+                f"pretrained={pretrained_run}",
+                f"out={out}",
+                "train.epochs=4",
+                "train.accum_steps=2",
+                "train.log_every=1",
+                "optim.lr=0.01",
+                "optim.min_lr=0.0001",
+                "optim.warmup_epochs=1",
+                *down_args(fmnist_small, **{"train.batch_size": 16}),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in rows if "lr" in r]
     assert len(lrs) == 12 and max(lrs) == pytest.approx(0.01)
@@ -272,7 +405,9 @@ def test_undefined_roc_auc_reads_n_a(tmp_path, capsys):
     result = downstream.finish(RunDir(tmp_path / "lp"), "linprobe", logits, labels, None, {})
     out = capsys.readouterr().out
     assert "ROC-AUC n/a (one class in the test split)" in out and "nan" not in out.lower()
-    saved = json.loads((tmp_path / "lp" / "result.json").read_text(), parse_constant=lambda c: pytest.fail(f"result.json holds {c}"))
+    saved = json.loads(
+        (tmp_path / "lp" / "result.json").read_text(), parse_constant=lambda c: pytest.fail(f"result.json holds {c}")
+    )
     assert saved["test_roc_auc"] is None and saved["test_roc_auc_note"] == "one class in the test split"
     cells = [{**result, "labels": 3, "seed": s, "test_accuracy": 0.5 + s / 10, "val_accuracy": 0.5} for s in range(2)]
     compare.write_tables(cells, tmp_path, "pre")
@@ -280,21 +415,41 @@ def test_undefined_roc_auc_reads_n_a(tmp_path, capsys):
     assert "| n/a (one class in the test split) |" in md and "nan" not in md.lower()
 
 
-def test_finetune_reads_the_test_split_once_after_choosing_on_validation(tmp_path, fmnist_small, pretrained_run, monkeypatch):
+def test_finetune_reads_the_test_split_once_after_choosing_on_validation(
+    tmp_path, fmnist_small, pretrained_run, monkeypatch
+):
     """Every evaluation before the end uses the validation images; the 300 test images are predicted once, last,
     with the best checkpoint; and layer decay reaches the optimiser (the patch embedding's LR is decay^(depth+1)
     of the head's)."""
     seen, opts = [], []
     real_predict, real_opt = finetune.predict, finetune.build_optimizer
-    monkeypatch.setattr(finetune, "predict", lambda model, images, *a, **k: seen.append(len(images)) or real_predict(model, images, *a, **k))
+    monkeypatch.setattr(
+        finetune,
+        "predict",
+        lambda model, images, *a, **k: seen.append(len(images)) or real_predict(model, images, *a, **k),
+    )
     monkeypatch.setattr(finetune, "build_optimizer", lambda *a, **k: opts.append(real_opt(*a, **k)) or opts[-1])
-    assert main(["finetune", f"pretrained={pretrained_run}", f"out={tmp_path / 'ft'}", "train.epochs=3", "train.eval_every=1",
-                 "optim.layer_decay=0.5", *down_args(fmnist_small)]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                f"pretrained={pretrained_run}",
+                f"out={tmp_path / 'ft'}",
+                "train.epochs=3",
+                "train.eval_every=1",
+                "optim.layer_decay=0.5",
+                *down_args(fmnist_small),
+            ]
+        )
+        == 0
+    )
     assert seen == [60, 60, 60, 300]  # the 60 validation images each epoch, then the 300 test images once
     lrs = {tuple(p.shape): g["lr"] for g in opts[0].param_groups for p in g["params"]}
     head_lr = lrs[(10, 32)]  # the classifier head (TINY: width 32, 10 classes)
-    assert head_lr > 0 and lrs[(32, 1, 7, 7)] == pytest.approx(head_lr * 0.5 ** (2 + 1))  # patch embedding, TINY depth 2
-    assert lrs[(32 * 4, 32)] == pytest.approx(head_lr * 0.5 ** 2) or lrs[(32 * 4, 32)] == pytest.approx(head_lr * 0.5)  # MLP fc1 of a block
+    # patch embedding, TINY depth 2
+    assert head_lr > 0 and lrs[(32, 1, 7, 7)] == pytest.approx(head_lr * 0.5 ** (2 + 1))
+    # MLP fc1 of a block
+    assert lrs[(32 * 4, 32)] == pytest.approx(head_lr * 0.5**2) or lrs[(32 * 4, 32)] == pytest.approx(head_lr * 0.5)
     result = json.loads((tmp_path / "ft" / "result.json").read_text())
     rows = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     best = max((r for r in rows if "val_accuracy" in r), key=lambda r: r["val_accuracy"])
@@ -306,9 +461,15 @@ def test_knn_bank_holds_only_the_labelled_training_images(tmp_path, fmnist_small
 
     banks = []
     real = knn.knn_scores
-    monkeypatch.setattr(knn, "knn_scores", lambda bank, labels, *a, **k: banks.append((bank.shape[0], labels.clone())) or real(bank, labels, *a, **k))
+    monkeypatch.setattr(
+        knn,
+        "knn_scores",
+        lambda bank, labels, *a, **k: banks.append((bank.shape[0], labels.clone())) or real(bank, labels, *a, **k),
+    )
     assert main(["knn", f"pretrained={pretrained_run}", f"out={tmp_path / 'knn'}", *down_args(fmnist_small)]) == 0
-    setup = downstream.prepare_setup(load_config(knn.KnnConfig, None, [f"pretrained={pretrained_run}", *down_args(fmnist_small)]))
+    setup = downstream.prepare_setup(
+        load_config(knn.KnnConfig, None, [f"pretrained={pretrained_run}", *down_args(fmnist_small)])
+    )
     assert len(banks) == 2  # validation, then test
     for size, labels in banks:
         assert size == 100 and torch.equal(labels, setup.labelled.labels)

@@ -12,8 +12,19 @@ from maekit.models.vit import ViT
 
 
 def tiny_mae() -> MAE:
-    return MAE(ModelConfig(img_size=[28, 28], in_chans=1, patch_size=7, embed_dim=32, depth=3, num_heads=2,
-                           decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2))
+    return MAE(
+        ModelConfig(
+            img_size=[28, 28],
+            in_chans=1,
+            patch_size=7,
+            embed_dim=32,
+            depth=3,
+            num_heads=2,
+            decoder_embed_dim=16,
+            decoder_depth=1,
+            decoder_num_heads=2,
+        )
+    )
 
 
 def test_no_weight_decay_on_norms_biases_and_tokens():
@@ -21,12 +32,25 @@ def test_no_weight_decay_on_norms_biases_and_tokens():
     decayed = sorted(n for g in groups if g["weight_decay"] == 0.05 for n in g["names"])
     free = sorted(n for g in groups if g["weight_decay"] == 0.0 for n in g["names"])
     # exactly the weight matrices (and the patch projection) decay: listed by name, as the MAE reference does
-    blocks = [f"{pre}.{i}.{w}.weight" for pre, n in (("encoder.blocks", 3), ("decoder_blocks", 1)) for i in range(n)
-              for w in ("attn.proj", "attn.qkv", "mlp.fc1", "mlp.fc2")]
-    assert decayed == sorted(blocks + ["decoder_embed.weight", "decoder_pred.weight", "encoder.patch_embed.proj.weight"])
-    assert {"encoder.cls_token", "mask_token", "encoder.norm.weight", "encoder.blocks.0.norm1.weight", "encoder.patch_embed.proj.bias",
-            "decoder_pred.bias"} <= set(free)
-    assert len(decayed) + len(free) == len(list(tiny_mae().parameters())) and not any("pos_embed" in n for n in free)  # a fixed buffer
+    blocks = [
+        f"{pre}.{i}.{w}.weight"
+        for pre, n in (("encoder.blocks", 3), ("decoder_blocks", 1))
+        for i in range(n)
+        for w in ("attn.proj", "attn.qkv", "mlp.fc1", "mlp.fc2")
+    ]
+    assert decayed == sorted(
+        blocks + ["decoder_embed.weight", "decoder_pred.weight", "encoder.patch_embed.proj.weight"]
+    )
+    assert {
+        "encoder.cls_token",
+        "mask_token",
+        "encoder.norm.weight",
+        "encoder.blocks.0.norm1.weight",
+        "encoder.patch_embed.proj.bias",
+        "decoder_pred.bias",
+    } <= set(free)
+    # a fixed buffer
+    assert len(decayed) + len(free) == len(list(tiny_mae().parameters())) and not any("pos_embed" in n for n in free)
 
 
 def test_warmup_then_cosine():
@@ -113,8 +137,19 @@ def test_pickle_is_refused(tmp_path):
 
 def test_architecture_mismatch_is_a_clear_error():
     a = tiny_mae()
-    b = MAE(ModelConfig(img_size=[28, 28], in_chans=1, patch_size=7, embed_dim=64, depth=3, num_heads=2,
-                        decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2))
+    b = MAE(
+        ModelConfig(
+            img_size=[28, 28],
+            in_chans=1,
+            patch_size=7,
+            embed_dim=64,
+            depth=3,
+            num_heads=2,
+            decoder_embed_dim=16,
+            decoder_depth=1,
+            decoder_num_heads=2,
+        )
+    )
     with pytest.raises(MaekitError, match="does not fit this architecture .*shape mismatch"):
         checkpoint.load_weights(b, a.state_dict(), "run/x")
 
@@ -158,7 +193,10 @@ def test_precision_auto_is_recorded_in_run_json(tmp_path, tiny_pretrain_args):
     from maekit.cli import main
     from maekit.engine.train import resolve_precision
 
-    assert main(["pretrain", f"out={tmp_path / 'r'}", *tiny_pretrain_args, "train.epochs=1", "train.stop_after=1"]) in (0, 130)
+    assert main(["pretrain", f"out={tmp_path / 'r'}", *tiny_pretrain_args, "train.epochs=1", "train.stop_after=1"]) in (
+        0,
+        130,
+    )
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert info["precision"] == resolve_precision("auto", torch.device("cpu")) and info["precision"] in ("fp32", "bf16")
     assert "cpu_flags" in info["env"]
@@ -184,6 +222,8 @@ def test_every_header_length_loads_the_file_itself(tmp_path):
 def test_epoch_lines_without_evaluation_have_no_empty_field(tmp_path, tiny_pretrain_args, capsys):
     from maekit.cli import main
 
-    assert main(["pretrain", f"out={tmp_path / 'run'}", *tiny_pretrain_args, "train.epochs=2", "train.eval_every=2"]) == 0
+    assert (
+        main(["pretrain", f"out={tmp_path / 'run'}", *tiny_pretrain_args, "train.epochs=2", "train.eval_every=2"]) == 0
+    )
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("pretrain epoch ")]
     assert len(lines) == 2 and ": ," not in lines[0] and lines[0].endswith("img/s") and "val_recon_loss" in lines[1]

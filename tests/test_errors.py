@@ -1,5 +1,6 @@
 """Every documented bad input (docs/errors.md) gets its one-line message, exit status 2, no traceback, and
 leaves earlier outputs alone. Each case here is a row of the table in docs/errors.md (checked below)."""
+
 import gzip
 import os
 import re
@@ -49,7 +50,9 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
     if name == "idx-huge-header":  # a gzip idx file whose header claims 10^9 images: refused before reading on
         bad = copy_data(data, tmp / "bad")
         with gzip.open(bad / "train-images-idx3-ubyte.gz", "wb") as f:
-            f.write(bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (10**9, 28, 28)) + bytes(784 * 4))
+            f.write(
+                bytes([0, 0, 0x08, 3]) + b"".join(int(d).to_bytes(4, "big") for d in (10**9, 28, 28)) + bytes(784 * 4)
+            )
         return ["pretrain", out, *base, f"data.path={bad}"]
     if name == "label-count-mismatch":
         bad = copy_data(data, tmp / "bad")
@@ -120,7 +123,14 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
     if name == "compare-unknown-method":
         return ["compare", out, "methods=[finetune, svm]"]
     if name == "compare-changed-recipe":
-        cmp = [f"pretrained={pretrained}", f"pretrain.data.path={data}", "budgets=[60]", "seeds=[0]", "methods=[knn]", "knn.train.progress=false"]
+        cmp = [
+            f"pretrained={pretrained}",
+            f"pretrain.data.path={data}",
+            "budgets=[60]",
+            "seeds=[0]",
+            "methods=[knn]",
+            "knn.train.progress=false",
+        ]
         assert main(["compare", out, *cmp]) == 0
         return ["compare", out, *cmp, "knn.knn_k=5"]
     if name == "cnn-with-pretrained":
@@ -143,8 +153,25 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
     if name == "jets-bad-window":
         return ["jets", "generate", "--out", str(tmp / "jets.h5"), "--pt-min", "600", "--pt-max", "500"]
     if name == "jets-unreachable-window":  # (the test lowers the give-up count from 50,000 to 300)
-        return ["jets", "generate", "--out", str(tmp / "jets.h5"), "--n", "2", "--size", "15", "--workers", "1",
-                "--pt-min", "3000", "--pt-max", "3050", "--pthat-min", "200", "--no-progress"]
+        return [
+            "jets",
+            "generate",
+            "--out",
+            str(tmp / "jets.h5"),
+            "--n",
+            "2",
+            "--size",
+            "15",
+            "--workers",
+            "1",
+            "--pt-min",
+            "3000",
+            "--pt-max",
+            "3050",
+            "--pthat-min",
+            "200",
+            "--no-progress",
+        ]
     if name == "test-images-pretrained":
         # an npz cuts its own test split: another split_seed downstream tests on images the encoder was pretrained on
         from maekit.data import idx
@@ -169,7 +196,14 @@ def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str
 
     h5 = tmp / "jets.h5"
     formats.write_qg_hdf5(h5, n=12, size=20)
-    small = [*TINY, "model.patch_size=5", "train.batch_size=4", "train.eval_samples=4", "train.progress=false", "train.epochs=1"]
+    small = [
+        *TINY,
+        "model.patch_size=5",
+        "train.batch_size=4",
+        "train.eval_samples=4",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     jets = ["data.source=hdf5", f"data.path={h5}", *small]
     if name == "hdf5-missing-key":
         return ["pretrain", out, *jets, "data.images_key=images"]
@@ -252,7 +286,9 @@ def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str
         import pickle
 
         folder = tmp / "cifar-10-batches-py"
-        formats.write_cifar(folder, np.zeros((70, 3, 32, 32), dtype=np.uint8), np.zeros(70, dtype=np.int64), per_batch=12, test=10)
+        formats.write_cifar(
+            folder, np.zeros((70, 3, 32, 32), dtype=np.uint8), np.zeros(70, dtype=np.int64), per_batch=12, test=10
+        )
 
         class Evil:
             def __reduce__(self):
@@ -268,89 +304,126 @@ def data_case_args(name: str, tmp: Path, out: str, pretrained: Path) -> list[str
 
 CASES = {
     "missing-data-path": r"data.path .*nowhere does not exist",
-    "data-not-found": r"kmnist idx files not found in .*; or put the four idx files in a folder and set data.path=FOLDER or MAEKIT_DATA",
-    "unknown-dataset": r"data.name 'cifar11' is not a known idx dataset \(known: fashion_mnist, mnist, kmnist\); set data.path",
-    "unsupported-source": r"config key 'data.source' must be one of 'idx' \| 'cifar' \| 'folder' \| 'npy' \| 'hdf5' \| 'parquet', got 'tfrecord'",
+    "data-not-found": r"kmnist idx files not found in .*; or put the "
+    r"four idx files in a folder and set data.path=FOLDER or MAEKIT_DATA",
+    "unknown-dataset": r"data.name 'cifar11' is not a known idx "
+    r"dataset \(known: fashion_mnist, mnist, kmnist\); set data.path",
+    "unsupported-source": r"config key 'data.source' must be one of 'idx' \| "
+    r"'cifar' \| 'folder' \| 'npy' \| 'hdf5' \| 'parquet', got 'tfrecord'",
     "corrupt-idx": r"idx file .*train-images-idx3-ubyte.gz is unreadable or corrupt",
-    "truncated-idx": r"idx file .*t10k-labels-idx1-ubyte is truncated or corrupt: shape \(300,\) needs 308 bytes, file has 301",
-    "label-count-mismatch": r"idx file .*train-labels-idx1-ubyte.gz holds \(10,\) labels; expected one per image of .*train-images-idx3-ubyte.gz \(600\)",
+    "truncated-idx": r"idx file .*t10k-labels-idx1-ubyte is truncated "
+    r"or corrupt: shape \(300,\) needs 308 bytes, file has 301",
+    "label-count-mismatch": r"idx file .*train-labels-idx1-ubyte.gz holds \(10,\) "
+    r"labels; expected one per image of .*train-images-idx3-ubyte.gz \(600\)",
     "patch-not-dividing": r"model.img_size 28x28 is not divisible by model.patch_size=5",
-    "mask-ratio-out-of-range": r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 1.2",
+    "mask-ratio-out-of-range": r"model.mask_ratio must be in \(0, "
+    r"1\) \(the loss is taken over the masked patches\), got 1.2",
     "mask-ratio-zero": r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
-    "hit-intensity-with-norm-pix": r"model.loss=hit_intensity predicts pixels as they are; it cannot be combined with model.norm_pix_loss=true",
+    "hit-intensity-with-norm-pix": r"model.loss=hit_intensity predicts pixels "
+    r"as they are; it cannot be combined with model.norm_pix_loss=true",
     "heads-not-dividing": r"model.embed_dim=36 is not divisible by model.num_heads=5",
     "unknown-key": r"unknown config key 'train.epoch' \(known here: epochs, ",
     "wrong-type": r"config key 'train.batch_size' expects int, got 'big'",
-    "bad-choice": r"config key 'optim.schedule' must be one of 'cosine' \| 'cosine_restarts' \| 'constant', got 'linear'",
+    "bad-choice": r"config key 'optim.schedule' must be one of "
+    r"'cosine' \| 'cosine_restarts' \| 'constant', got 'linear'",
     "unknown-preset": r"config key 'model.preset': unknown preset 'vit-giant' \(known: ",
     "config-not-found": r"config file .*missing.yaml not found",
     "config-not-yaml": r"config file .*bad.yaml is not valid YAML",
-    "batch-larger-than-data": r"540 training images are fewer than one global batch \(4096 x 1 accumulation x 1 processes\); lower train.batch_size",
-    "out-dir-not-empty": r"run directory .*out already holds files; pass resume=true to continue it or choose another out=DIR",
+    "batch-larger-than-data": r"540 training images are fewer than one global "
+    r"batch \(4096 x 1 accumulation x 1 processes\); lower train.batch_size",
+    "out-dir-not-empty": r"run directory .*out already holds files; "
+    r"pass resume=true to continue it or choose another out=DIR",
     "resume-not-a-run": r".*out is not a maekit run directory \(no run.json\); cannot resume it",
     "resume-other-kind": r".* holds a 'pretrain' run, not a 'finetune' run; cannot resume it as finetune",
     "pretrained-missing": r"pretrained path .*nope does not exist \(expected a maekit run directory",
     "pretrained-not-a-run": r".*plain is not a maekit run directory with a checkpoint",
-    "pickle-checkpoint": r"checkpoint .*best.safetensors is a pickle/torch.save file; maekit only loads safetensors checkpoints and never unpickles",
+    "pickle-checkpoint": r"checkpoint .*best.safetensors is a pickle/torch.save "
+    r"file; maekit only loads safetensors checkpoints and never unpickles",
     "too-many-labels": r"labels=100000 asks for 100000 labelled images but the training split has 540",
     "negative-labels": r"labels must be a positive fraction \(<= 1\) or count \(> 1\), got -5",
     "reconstruct-bad-mask": r"--mask-ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 1.5",
     "reconstruct-zero-mask": r"--mask-ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
     "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
     "compare-unknown-method": r"methods: unknown method 'svm' \(known: finetune, scratch, cnn, pixel_knn, linprobe, ",
-    "compare-changed-recipe": r".*cells/knn_labels60_seed0 was run with another recipe \(knn_k 20 -> 5\); remove that cell directory to rerun it, or use another out=DIR",
+    "compare-changed-recipe": r".*cells/knn_labels60_seed0 was run with another recipe "
+    r"\(knn_k 20 -> 5\); remove that cell directory to rerun it, or use another out=DIR",
     "cnn-with-pretrained": r"arch=cnn is the supervised CNN baseline and trains from scratch; got pretrained=.*pre",
     "pixel-knn-with-pretrained": r"features=pixels uses no encoder; got pretrained=.*pre",
     "negative-mixup": r"mixup and cutmix must be >= 0 \(0 = off\), got -0.5 and 0.0",
     "patch-dropout-out-of-range": r"patch_dropout must be in \[0, 1\) \(0 = off\), got 1.0",
     "decoder-keep-out-of-range": r"model.decoder_keep must be in \(0, 1\], got 0.0",
     "batch-size-zero": r"train.batch_size must be >= 1, got 0",
-    "hdf5-missing-key": r".*jets.h5: no image dataset key 'images' \(the file has: X_jets, m0, pt, y\); set data.images_key",
-    "hdf5-wrong-rank": r".*jets.h5: X_jets: expected images of rank 3 \[N,H,W\] or 4 \[N,H,W,C\]/\[N,C,H,W\], got shape \[12, 400\]",
+    "hdf5-missing-key": r".*jets.h5: no image dataset key 'images' "
+    r"\(the file has: X_jets, m0, pt, y\); set data.images_key",
+    "hdf5-wrong-rank": r".*jets.h5: X_jets: expected images of rank 3 "
+    r"\[N,H,W\] or 4 \[N,H,W,C\]/\[N,C,H,W\], got shape \[12, 400\]",
     "hdf5-nan": r".*jets.h5: X_jets: image 7 holds NaN or Inf values; expected finite numbers",
     "hdf5-label-mismatch": r".*jets.h5: y: 9 labels for 12 images; expected one label per image",
     "hdf5-truncated": r".*jets.h5: not a readable HDF5 file \(",
     "hdf5-empty": r".*jets.h5: X_jets: the training data hold no images",
     "parquet-truncated": r".*jets.parquet: not a readable Parquet file \(",
-    "channels-vs-config": r"data .*jets.h5: X_jets have 3 channels of 20x20 but the model expects 8 of 20x20 \(model.in_chans / model.img_size\)",
+    "channels-vs-config": r"data .*jets.h5: X_jets have 3 channels of 20x20 "
+    r"but the model expects 8 of 20x20 \(model.in_chans / model.img_size\)",
     "channels-vs-checkpoint": r"encoder .*pre expects 1 channels of 28x28, but data .*jets.h5: X_jets have 3 of 20x20",
-    "channel-out-of-range": r".*jets.h5: X_jets: data.channels \[0, 9\] asks for channel 9 but the images have 3 channels \(0..2\)",
+    "channel-out-of-range": r".*jets.h5: X_jets: data.channels \[0, "
+    r"9\] asks for channel 9 but the images have 3 channels \(0..2\)",
     "scale-count": r"data.preprocess.scale lists 2 factors, the images have 3 channels",
     "test-path-conflict": r".*top.h5 has its own test split; remove data.test_path",
     "source-needs-path": r"data.path is required for data.source=hdf5",
     "empty-folder": r".*photos: no image files found \(looked for .bmp, ",
-    "image-bomb": r".*huge.png: image over Pillow's decompression-bomb limit \(10000x10000 = 100,000,000 pixels, limit 89,478,485\); "
-                  r"refusing to decode it \(remove or shrink the file\)",
-    "hdf5-huge-shape": r".*huge.h5: X_jets: the dataset declares shape \[1000000000000, 20, 20\]; indexing its 1,000,000,000,000 images "
-                       r"needs 44703.5 GiB, more than the [\d.]+ GiB of memory available; the file is corrupt or too large for this machine",
-    "idx-huge-header": r"idx file .*train-images-idx3-ubyte.gz declares shape \(1000000000, 28, 28\) \(784,000,000,016 bytes\), more than "
-                       r"the [\d,]+ bytes of memory available; its header is corrupt or it is not an idx file",
-    "bad-image": r".*cut.png: cannot decode the image \(1 unreadable file\(s\) in .*photos\); set data.on_bad_image=skip to skip them",
-    "pack-missing": r"data.pack .*nowhere.h5 does not exist; make it once with `maekit data pack .*photos --out .*nowhere.h5 --size N`",
+    "image-bomb": r".*huge.png: image over Pillow's decompression-bomb limit \(10000x10000 = "
+    r"100,000,000 pixels, limit 89,478,485\); refusing to decode it \(remove or shrink the file\)",
+    "hdf5-huge-shape": r".*huge.h5: X_jets: the dataset declares shape \[1000000000000, "
+    r"20, 20\]; indexing its 1,000,000,000,000 images needs 44703.5 GiB, more than the "
+    r"[\d.]+ GiB of memory available; the file is corrupt or too large for this machine",
+    "idx-huge-header": r"idx file .*train-images-idx3-ubyte.gz declares shape \(1000000000, 28, 28\) \(784,000,000,016 "
+    r"bytes\), more than the [\d,]+ bytes of memory available; its header is corrupt or it is not an idx file",
+    "bad-image": r".*cut.png: cannot decode the image \(1 unreadable "
+    r"file\(s\) in .*photos\); set data.on_bad_image=skip to skip them",
+    "pack-missing": r"data.pack .*nowhere.h5 does not exist; make it "
+    r"once with `maekit data pack .*photos --out .*nowhere.h5 --size N`",
     "pack-other-size": r".*photos.h5: packed at 20x20 pixels, expected 16x16 \(data.image_size\); re-pack with "
-                       r"`maekit data pack .*photos --out .*photos.h5 --size 16 --force`",
-    "pack-folder-changed": r".*photos.h5: .*photos changed since it was packed \(class1/0001.png changed \([\d,]+ -> [\d,]+ bytes\)\); "
-                           r"expected the 4 image files as packed; re-pack with `maekit data pack .*photos --out .*photos.h5 --size 20 --force`",
-    "pack-test-path-unpacked": r"data.test_path .*photos needs its own pack with data.pack set: pack it and set data.test_pack",
-    "cifar-pickle": r".*data_batch_1: not a CIFAR batch \(refusing to load (posix|os).system\); only pickled dicts of arrays are accepted",
+    r"`maekit data pack .*photos --out .*photos.h5 --size 16 --force`",
+    "pack-folder-changed": r".*photos.h5: .*photos changed since it was packed "
+    r"\(class1/0001.png changed \([\d,]+ -> [\d,]+ bytes\)\); expected the 4 image files as "
+    r"packed; re-pack with `maekit data pack .*photos --out .*photos.h5 --size 20 --force`",
+    "pack-test-path-unpacked": r"data.test_path .*photos needs its "
+    r"own pack with data.pack set: pack it and set data.test_pack",
+    "cifar-pickle": r".*data_batch_1: not a CIFAR batch \(refusing to "
+    r"load (posix|os).system\); only pickled dicts of arrays are accepted",
     "sweep-bad-grid": r"--grid item 'model.patch_size' must look like key.sub=value1,value2",
     "sweep-one-cell": r"--grid needs at least one key with two or more values, e.g. --grid model.mask_ratio=0.75,0.85",
     "report-not-a-run": r".*plain is not a maekit run, compare or sweep directory \(no run.json\)",
     "jets-bad-window": r"need 0 < --pt-min < --pt-max, got 600 and 500",
-    "jets-unreachable-window": r"the parton-level prefilter vetoed 300 events in a row: no jet gets near the pT window 3000-3050 GeV "
-                               r"with \|y\| < 2 \(pTHatMin 200 GeV\); check the window and --pthat-min",
-    "test-images-pretrained": r"\d+ of the 20 test images \(.*f.npz: images\) were pretraining images of .*pre \(pretrained with "
-                              r"data.path=.*f.npz, test_path=None, split_seed=0, test_fraction=0.1; this run has data.path=.*f.npz, "
-                              r"test_path=None, split_seed=1, test_fraction=0.1\); use the pretraining's split settings, or pass allow_test_overlap=true",
-    "unsupported-file": r".*jets.csv: unsupported file type \(expected .h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder\)",
+    "jets-unreachable-window": r"the parton-level prefilter vetoed 300 events in a row: no jet gets near "
+    r"the pT window 3000-3050 GeV with \|y\| < 2 \(pTHatMin 200 GeV\); check the window and --pthat-min",
+    "test-images-pretrained": r"\d+ of the 20 test images \(.*f.npz: images\) were pretraining "
+    r"images of .*pre \(pretrained with data.path=.*f.npz, test_path=None, split_seed=0, "
+    r"test_fraction=0.1; this run has data.path=.*f.npz, test_path=None, split_seed=1, "
+    r"test_fraction=0.1\); use the pretraining's split settings, or pass allow_test_overlap=true",
+    "unsupported-file": r".*jets.csv: unsupported file type \(expected "
+    r".h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder\)",
 }
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, fmnist_small):
     out = tmp_path_factory.mktemp("errs") / "pre"
-    assert main(["pretrain", f"out={out}", f"data.path={fmnist_small}", *TINY, "train.progress=false", "train.epochs=1",
-                 "train.eval_samples=64", "train.batch_size=64"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                f"out={out}",
+                f"data.path={fmnist_small}",
+                *TINY,
+                "train.progress=false",
+                "train.epochs=1",
+                "train.eval_samples=64",
+                "train.batch_size=64",
+            ]
+        )
+        == 0
+    )
     return out
 
 

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from maekit.data import idx
-from maekit.data.loader import step_batches
 from maekit.config import DataConfig
-from maekit.data.loader import load_splits
+from maekit.data import idx
+from maekit.data.loader import load_splits, step_batches
 from maekit.errors import MaekitError
 
 from conftest import write_idx
@@ -30,7 +29,9 @@ def test_corrupt_and_truncated_files(tmp_path):
     write_idx(good, arr)
     raw = good.read_bytes()
     (tmp_path / "trunc").write_bytes(raw[:-3])
-    with pytest.raises(MaekitError, match=r"trunc is truncated or corrupt: shape \(4, 2, 2\) needs 32 bytes, file has 29"):
+    with pytest.raises(
+        MaekitError, match=r"trunc is truncated or corrupt: shape \(4, 2, 2\) needs 32 bytes, file has 29"
+    ):
         idx.read_idx(tmp_path / "trunc")
     (tmp_path / "header").write_bytes(b"\x01\x02" + raw[2:])
     with pytest.raises(MaekitError, match="header is corrupt: bad header"):
@@ -88,6 +89,8 @@ def test_a_gzip_idx_file_is_never_read_past_its_header(tmp_path, monkeypatch):
         return real_read(self, size)
 
     monkeypatch.setattr(gzip.GzipFile, "read", counting_read)
-    with pytest.raises(MaekitError, match=r"bomb-idx1-ubyte.gz is truncated or corrupt: shape \(10,\) needs 18 bytes, file has more"):
+    with pytest.raises(
+        MaekitError, match=r"bomb-idx1-ubyte.gz is truncated or corrupt: shape \(10,\) needs 18 bytes, file has more"
+    ):
         idx.read_idx(path)
     assert -1 not in asked and sum(asked) <= 18 + 1

@@ -1,5 +1,6 @@
 """Hugging Face transformers ViTMAE interop: export, import, numerical equality, CLI export / embed, errors.
 Tiny models only; no network (everything is loaded from local directories)."""
+
 import dataclasses
 import json
 
@@ -9,8 +10,8 @@ import torch
 from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
 from maekit.cli import main
-from maekit.config import DataConfig
 from maekit.commands.common import load_run
+from maekit.config import DataConfig
 from maekit.data.loader import load_splits
 from maekit.data.transforms import normalize
 from maekit.engine import checkpoint
@@ -24,8 +25,18 @@ THREADS = ["train.threads=1"]
 
 
 def tiny_cfg(**kw) -> ModelConfig:
-    base = dict(img_size=[28, 28], in_chans=1, patch_size=7, embed_dim=32, depth=2, num_heads=2,
-                decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, norm_eps=1e-6)
+    base = dict(
+        img_size=[28, 28],
+        in_chans=1,
+        patch_size=7,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        norm_eps=1e-6,
+    )
     return ModelConfig(**(base | kw))
 
 
@@ -78,7 +89,9 @@ def test_export_matches_transformers(tmp_path, channels, norm_pix):
     proc = ViTImageProcessor.from_pretrained(out)
     assert list(proc.image_mean) == mean and list(proc.image_std) == std
     imgs = torch.randint(0, 256, (3, channels, 28, 28), dtype=torch.uint8)
-    pv = proc(images=[im.numpy() for im in imgs], return_tensors="pt", input_data_format="channels_first")["pixel_values"]
+    pv = proc(images=[im.numpy() for im in imgs], return_tensors="pt", input_data_format="channels_first")[
+        "pixel_values"
+    ]
     assert (pv - normalize(imgs, torch.tensor(mean), torch.tensor(std))).abs().max().item() <= 1e-6
 
 
@@ -93,9 +106,21 @@ def test_round_trips_are_bitwise(tmp_path):
     assert meta["data"]["mean"] == [0.5] and meta["data"]["std"] == [0.25]
 
     # HF (a model saved by transformers itself, with its own weight names) -> maekit -> HF
-    hcfg = ViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, decoder_hidden_size=16,
-                        decoder_num_hidden_layers=2, decoder_num_attention_heads=2, decoder_intermediate_size=32, image_size=28,
-                        patch_size=7, num_channels=3, norm_pix_loss=True, mask_ratio=0.5)
+    hcfg = ViTMAEConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+        image_size=28,
+        patch_size=7,
+        num_channels=3,
+        norm_pix_loss=True,
+        mask_ratio=0.5,
+    )
     torch.manual_seed(0)
     original = ViTMAEForPreTraining(hcfg).eval()
     with torch.no_grad():
@@ -104,8 +129,18 @@ def test_round_trips_are_bitwise(tmp_path):
     original.save_pretrained(tmp_path / "native")
     with pytest.warns(UserWarning, match="no preprocessor_config.json"):
         cfg3, state3, meta3 = hf.load_hf_vitmae(tmp_path / "native")  # mean zeros, std ones
-    assert (cfg3.embed_dim, cfg3.decoder_embed_dim, cfg3.mlp_ratio, cfg3.norm_eps, cfg3.in_chans) == (32, 16, 2.0, 1e-12, 3)
-    assert meta3["data"]["mean"] == [0.0] * 3 and meta3["data"]["std"] == [1.0] * 3 and "preprocessor_config" in meta3["data"]["note"]
+    assert (cfg3.embed_dim, cfg3.decoder_embed_dim, cfg3.mlp_ratio, cfg3.norm_eps, cfg3.in_chans) == (
+        32,
+        16,
+        2.0,
+        1e-12,
+        3,
+    )
+    assert (
+        meta3["data"]["mean"] == [0.0] * 3
+        and meta3["data"]["std"] == [1.0] * 3
+        and "preprocessor_config" in meta3["data"]["note"]
+    )
     mae = MAE(cfg3).eval()
     checkpoint.load_weights(mae, state3, "native")
     hf.export_hf(tmp_path / "b", cfg3, mae.state_dict(), [0.0] * 3, [1.0] * 3)
@@ -165,7 +200,15 @@ def test_bad_hf_directories(tmp_path):
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory, fmnist_small):
     out = tmp_path_factory.mktemp("pre") / "run"
-    args = [f"data.path={fmnist_small}", *TINY, *THREADS, "train.batch_size=64", "train.eval_samples=64", "train.progress=false", "train.epochs=1"]
+    args = [
+        f"data.path={fmnist_small}",
+        *TINY,
+        *THREADS,
+        "train.batch_size=64",
+        "train.eval_samples=64",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     assert main(["pretrain", f"out={out}", *args]) == 0
     return out
 
@@ -184,12 +227,19 @@ def test_cli_export(pretrained_run, exported, tmp_path, capsys):
     assert list(proc.image_mean) == run.meta["data"]["mean"] and list(proc.image_std) == run.meta["data"]["std"]
     assert proc.do_rescale and not proc.do_resize and proc.size.height == 28 and proc.size.width == 28
     model = ViTMAEForPreTraining.from_pretrained(exported)
-    assert model.config.hidden_size == 32 and model.config.patch_size == 7 and model.config.mask_ratio == run.model_cfg.mask_ratio
+    assert (
+        model.config.hidden_size == 32
+        and model.config.patch_size == 7
+        and model.config.mask_ratio == run.model_cfg.mask_ratio
+    )
     # load_run on the export: the same architecture, weights and normalisation, and the run's data config
     back = load_run(exported)
     assert back.model_cfg == dataclasses.replace(run.model_cfg, preset=None)
     assert_same_state(run.state, back.state)
-    assert back.meta["data"]["mean"] == run.meta["data"]["mean"] and back.meta["data"]["config"] == run.meta["data"]["config"]
+    assert (
+        back.meta["data"]["mean"] == run.meta["data"]["mean"]
+        and back.meta["data"]["config"] == run.meta["data"]["config"]
+    )
     # re-exporting over a previous export replaces it; anything else in the way is an error
     again = tmp_path / "again"
     assert main(["export", str(pretrained_run), str(again), "--format", "hf"]) == 0
@@ -210,37 +260,94 @@ def test_downstream_and_pretrain_init_accept_hf_dir(tmp_path, fmnist_small, pret
     a = json.loads((tmp_path / "knn_run" / "result.json").read_text())
     b = json.loads((tmp_path / "knn_hf" / "result.json").read_text())
     assert a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]  # identical features
-    assert main(["finetune", f"pretrained={exported}", f"out={tmp_path / 'ft'}", "train.epochs=1", "train.batch_size=32", *down]) == 0
-    assert main(["finetune", f"pretrained={pretrained_run}", f"out={tmp_path / 'ft_run'}", "train.epochs=1", "train.batch_size=32", *down]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                f"pretrained={exported}",
+                f"out={tmp_path / 'ft'}",
+                "train.epochs=1",
+                "train.batch_size=32",
+                *down,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "finetune",
+                f"pretrained={pretrained_run}",
+                f"out={tmp_path / 'ft_run'}",
+                "train.epochs=1",
+                "train.batch_size=32",
+                *down,
+            ]
+        )
+        == 0
+    )
     a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("ft", "ft_run"))
-    assert a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]  # the same weights fine-tuned
+    # the same weights fine-tuned
+    assert a["test_accuracy"] == b["test_accuracy"] and a["val_accuracy"] == b["val_accuracy"]
     # pretrain init=HF_DIR starts from the exported weights
-    pre = [f"data.path={fmnist_small}", *TINY, *THREADS, "train.batch_size=64", "train.eval_samples=64", "train.progress=false"]
+    pre = [
+        f"data.path={fmnist_small}",
+        *TINY,
+        *THREADS,
+        "train.batch_size=64",
+        "train.eval_samples=64",
+        "train.progress=false",
+    ]
     assert main(["pretrain", f"out={tmp_path / 'init'}", f"init={exported}", "train.epochs=1", *pre]) == 0
     tensors, _ = checkpoint.load(tmp_path / "init" / "checkpoints" / "last.safetensors")
     ref = load_run(exported).state
     assert torch.equal(tensors["model.encoder.pos_embed"], ref["encoder.pos_embed"])
-    moved = (tensors["model.encoder.blocks.0.mlp.fc1.weight"] - ref["encoder.blocks.0.mlp.fc1.weight"]).abs().max().item()
+    moved = (
+        (tensors["model.encoder.blocks.0.mlp.fc1.weight"] - ref["encoder.blocks.0.mlp.fc1.weight"]).abs().max().item()
+    )
     assert 0 < moved < 1e-2  # a few small warm-up steps away from the exported weights, not a fresh initialisation
 
 
 def test_cli_embed(tmp_path, fmnist_small, pretrained_run, exported, capsys):
     out = tmp_path / "feats.npy"
-    assert main(["embed", str(pretrained_run), "--split", "test", "--pool", "mean", "--out", str(out), "--threads", "1"]) == 0
+    assert (
+        main(["embed", str(pretrained_run), "--split", "test", "--pool", "mean", "--out", str(out), "--threads", "1"])
+        == 0
+    )
     feats, labels = np.load(out), np.load(tmp_path / "feats_labels.npy")
-    assert feats.shape == (300, 32) and feats.dtype == np.float32 and labels.shape == (300,) and np.isfinite(feats).all()
+    assert (
+        feats.shape == (300, 32) and feats.dtype == np.float32 and labels.shape == (300,) and np.isfinite(feats).all()
+    )
     # the same features from the export (its metadata carry the run's data config) and a data.* override
     out2 = tmp_path / "hf_feats.npy"
     assert main(["embed", str(exported), f"data.path={fmnist_small}", "--out", str(out2), "--threads", "1"]) == 0
     assert np.array_equal(np.load(out2), feats)
-    assert main(["embed", str(pretrained_run), "--split", "val", "--pool", "cls", "--out", str(tmp_path / "v.npy"), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(pretrained_run),
+                "--split",
+                "val",
+                "--pool",
+                "cls",
+                "--out",
+                str(tmp_path / "v.npy"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "v.npy").shape == (60, 32)
     # the features are what transformers computes: ViTMAEModel with nothing masked, patch tokens in order
     enc = ViTMAEModel.from_pretrained(exported, mask_ratio=0.0).eval()
     run = load_run(pretrained_run)
     imgs = load_splits(DataConfig(path=str(fmnist_small))).test.images[:16]
     with torch.no_grad():
-        h = enc(pixel_values=normalize(imgs, run.mean, run.std), noise=torch.arange(16.0).expand(16, -1)).last_hidden_state
+        h = enc(
+            pixel_values=normalize(imgs, run.mean, run.std), noise=torch.arange(16.0).expand(16, -1)
+        ).last_hidden_state
     assert np.abs(h[:, 1:].mean(1).numpy() - feats[:16]).max() <= 1e-5
     # a directory transformers wrote itself records no data config: data.* overrides are required
     ViTMAEForPreTraining.from_pretrained(exported).save_pretrained(tmp_path / "native")
@@ -257,8 +364,18 @@ def test_non_square_export_is_a_one_line_error(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"kind": "pretrain"}))
-    meta = {"kind": "mae", "model_config": dataclasses.asdict(cfg),
-            "data": {"mean": [0.5], "std": [0.25], "class_names": None, "image_size": [28, 14], "channels": 1, "config": {}}}
+    meta = {
+        "kind": "mae",
+        "model_config": dataclasses.asdict(cfg),
+        "data": {
+            "mean": [0.5],
+            "std": [0.25],
+            "class_names": None,
+            "image_size": [28, 14],
+            "channels": 1,
+            "config": {},
+        },
+    }
     checkpoint.save(run / "checkpoints" / "best.safetensors", random_mae(cfg).state_dict(), meta)
     assert load_run(run).model_cfg.img_size == [28, 14]
     out = tmp_path / "hf"
@@ -274,7 +391,9 @@ def test_preprocessor_without_rescale_maps_to_maekit_normalisation(tmp_path):
     hf.export_hf(tmp_path / "hf", cfg, random_mae(cfg).state_dict(), [0.5], [0.25])
     pp = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
     # (x - 127.5) / 63.75 on the 0-255 scale is (x / 255 - 0.5) / 0.25
-    (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps(pp | {"do_rescale": False, "image_mean": [127.5], "image_std": [63.75]}))
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(
+        json.dumps(pp | {"do_rescale": False, "image_mean": [127.5], "image_std": [63.75]})
+    )
     run = load_run(tmp_path / "hf")
     assert run.meta["data"]["mean"] == pytest.approx([0.5]) and run.meta["data"]["std"] == pytest.approx([0.25])
     (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps(pp | {"image_mean": [0.1, 0.2, 0.3]}))

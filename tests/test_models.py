@@ -6,8 +6,17 @@ from maekit.models.pos_embed import sincos_2d
 
 
 def tiny(**kw) -> ModelConfig:
-    base = dict(img_size=[28, 28], in_chans=1, patch_size=7, embed_dim=32, depth=2, num_heads=2,
-                decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    base = dict(
+        img_size=[28, 28],
+        in_chans=1,
+        patch_size=7,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     return ModelConfig(**(base | kw))
 
 
@@ -127,7 +136,9 @@ def test_position_embedding_values_match_the_reference_formula():
     expected = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.8414710, 0.0099998, 0.5403023, 0.9999500])
     assert torch.allclose(table[2], expected, atol=1e-6)
     # patch 1: row 0, column 1
-    assert torch.allclose(table[1], torch.tensor([0.8414710, 0.0099998, 0.5403023, 0.9999500, 0.0, 0.0, 1.0, 1.0]), atol=1e-6)
+    assert torch.allclose(
+        table[1], torch.tensor([0.8414710, 0.0099998, 0.5403023, 0.9999500, 0.0, 0.0, 1.0, 1.0]), atol=1e-6
+    )
 
 
 def test_eval_mode_is_deterministic_and_train_mode_drops_paths():
@@ -242,7 +253,10 @@ def test_hit_intensity_starts_every_pixel_at_a_one_percent_hit_probability():
 
 
 def test_hit_intensity_is_validated():
-    with pytest.raises(ValueError, match="loss=hit_intensity predicts pixels as they are; it cannot be combined with model.norm_pix_loss=true"):
+    with pytest.raises(
+        ValueError,
+        match="loss=hit_intensity predicts pixels as they are; it cannot be combined with model.norm_pix_loss=true",
+    ):
         tiny(loss="hit_intensity", norm_pix_loss=True, empty_level=[0.0]).validate()
     with pytest.raises(ValueError, match="empty_level lists 2 values, the images have 1 channels"):
         tiny(loss="hit_intensity", empty_level=[0.0, 1.0]).validate()

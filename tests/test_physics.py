@@ -10,6 +10,7 @@ docs/physics.md:
 Plus the file layout, reproducibility (same seed -> same arrays, whatever the number of workers), atomic
 writes and the one-line error without the extra. Detector and metric functions are checked on hand-made inputs.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,7 @@ import torch
 
 from maekit.cli import main
 from maekit.errors import MaekitError
-from maekit.physics import generate as G
-from maekit.physics import metrics as M
+from maekit.physics import generate as G, metrics as M
 from maekit.physics.detector import CHANNEL_NAMES, ECAL_DETA, ECAL_DPHI, HCAL_BLOCK, Detector, jet_image
 
 try:
@@ -36,7 +36,9 @@ try:
 except ImportError:  # pragma: no cover - CI installs the extra (make setup)
     HAVE_PHYSICS = False
 
-needs_physics = pytest.mark.skipif(not HAVE_PHYSICS, reason="the physics extra is not installed: pip install 'maekit[physics]'")
+needs_physics = pytest.mark.skipif(
+    not HAVE_PHYSICS, reason="the physics extra is not installed: pip install 'maekit[physics]'"
+)
 
 
 @pytest.fixture(scope="session")
@@ -171,8 +173,28 @@ def test_missing_extra_is_one_line_error(monkeypatch, tmp_path, capsys):
 @needs_physics
 def test_cli_generate(tmp_path, capsys):
     out = tmp_path / "sub" / "cli.h5"
-    assert main(["jets", "generate", "--out", str(out), "--n", "4", "--size", "15", "--workers", "1", "--seed", "2",
-                 "--quark-fraction", "0.25", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "jets",
+                "generate",
+                "--out",
+                str(out),
+                "--n",
+                "4",
+                "--size",
+                "15",
+                "--workers",
+                "1",
+                "--seed",
+                "2",
+                "--quark-fraction",
+                "0.25",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.splitlines()[0])
     assert summary["n"] == 4 and summary["out"] == str(out) and 0 < summary["acceptance"]["gluon"] < 1
     with h5py.File(out) as f:
@@ -246,13 +268,15 @@ def _particles(rows):
 def test_detector_channels_and_geometry():
     det = Detector(size=25, channels=3, smear=False)
     eta0, phi0 = 0.3 + 0.5 * ECAL_DETA, 1.0 + 0.5 * ECAL_DPHI  # middle of a crystal
-    parts = _particles([
-        (10.0, eta0, phi0, 22, 0),  # photon on the axis -> ECAL centre
-        (5.0, eta0 + 2 * ECAL_DETA, phi0, 211, 1),  # charged pion, two rows up -> tracks
-        (4.0, eta0, phi0 - 3 * ECAL_DPHI, 2112, 0),  # neutron -> HCAL, spread over its 5 x 5 tower
-        (7.0, eta0, phi0, 12, 0),  # neutrino: invisible
-        (3.0, eta0 + 1.0, phi0, 22, 0),  # outside the 25-pixel window
-    ])
+    parts = _particles(
+        [
+            (10.0, eta0, phi0, 22, 0),  # photon on the axis -> ECAL centre
+            (5.0, eta0 + 2 * ECAL_DETA, phi0, 211, 1),  # charged pion, two rows up -> tracks
+            (4.0, eta0, phi0 - 3 * ECAL_DPHI, 2112, 0),  # neutron -> HCAL, spread over its 5 x 5 tower
+            (7.0, eta0, phi0, 12, 0),  # neutrino: invisible
+            (3.0, eta0 + 1.0, phi0, 22, 0),  # outside the 25-pixel window
+        ]
+    )
     img = jet_image(parts, eta0, phi0, det)
     assert img.shape == (25, 25, 3)
     assert img[12, 12, 1] == pytest.approx(10.0) and img[:, :, 1].sum() == pytest.approx(10.0)
@@ -271,11 +295,13 @@ def test_detector_phi_wraps_around():
 
 def test_detector_impact_parameters_and_pixel_hits():
     det = Detector(size=41, channels=8, smear=False)
-    parts = _particles([
-        (20.0, 0.0, 0.0, 211, 1),  # prompt track: d0 = dz = 0, hits on all three layers
-        (10.0, 0.0, 0.0, 211, 1, 0.0, -2.0, 0.0),  # produced at y = -2 mm moving along +x: d0 = 2 mm
-        (10.0, 0.0, 0.0, 211, -1, 80.0, 0.0, 5.0),  # produced at r = 80 mm: only the third layer (102 mm)
-    ])
+    parts = _particles(
+        [
+            (20.0, 0.0, 0.0, 211, 1),  # prompt track: d0 = dz = 0, hits on all three layers
+            (10.0, 0.0, 0.0, 211, 1, 0.0, -2.0, 0.0),  # produced at y = -2 mm moving along +x: d0 = 2 mm
+            (10.0, 0.0, 0.0, 211, -1, 80.0, 0.0, 5.0),  # produced at r = 80 mm: only the third layer (102 mm)
+        ]
+    )
     img = jet_image(parts, 0.0, 0.0, det)
     names = CHANNEL_NAMES[8]
     ch = {n: i for i, n in enumerate(names)}
@@ -314,7 +340,9 @@ def test_image_jet_mass_of_two_massless_particles():
     assert float(M.image_jet_mass(x, channels=[0])) == pytest.approx(0.0, abs=1e-9)
     assert float(M.total_intensity(x)) == pytest.approx(40.0)
     assert float(M.total_intensity(x, radius=0.05)) == pytest.approx(30.0)  # the second is 0.087 away
-    assert float(M.image_jet_pt(x)) == pytest.approx(math.hypot(30 + 10 * math.cos(dphi), 10 * math.sin(dphi)), rel=1e-9)
+    assert float(M.image_jet_pt(x)) == pytest.approx(
+        math.hypot(30 + 10 * math.cos(dphi), 10 * math.sin(dphi)), rel=1e-9
+    )
     # boost invariance: the same pair shifted in eta has the same mass
     y = torch.roll(x, shifts=5, dims=2)
     assert float(M.image_jet_mass(y)) == pytest.approx(expected, rel=1e-9)
@@ -341,7 +369,10 @@ def test_mse_occupancy_and_recon_metrics():
     assert r["total_intensity"]["rel_residual"]["mean"] == pytest.approx(32 / 68)
     assert r["occupancy"]["original"]["c"] == 0.0 and r["occupancy"]["recon"]["c"] == 0.5  # visible pixels pasted back
     same = M.recon_metrics(orig, orig, mask)
-    assert same["jet_mass"]["rel_residual"]["mean_abs"] == 0.0 and same["total_intensity"]["rel_residual"]["mean_abs"] == 0.0
+    assert (
+        same["jet_mass"]["rel_residual"]["mean_abs"] == 0.0
+        and same["total_intensity"]["rel_residual"]["mean_abs"] == 0.0
+    )
     with pytest.raises(ValueError, match="mask"):
         M.per_channel_mse(orig, recon, torch.zeros(2, 4, 4))
     # an image that is one pixel (a one-photon jet) has mass 0: no relative mass residual for it, and it is counted
@@ -376,7 +407,9 @@ def test_metrics_accumulate_over_batches():
     acc.update(orig[:4], recon[:4], mask[:4])
     acc.update(orig[4:], recon[4:], mask[4:])
     parts = acc.result()
-    assert parts["mse_masked"] == pytest.approx(whole["mse_masked"]) and parts["mse_all"] == pytest.approx(whole["mse_all"])
+    assert parts["mse_masked"] == pytest.approx(whole["mse_masked"]) and parts["mse_all"] == pytest.approx(
+        whole["mse_all"]
+    )
     assert parts["jet_mass"]["rel_residual"]["mean"] == pytest.approx(whole["jet_mass"]["rel_residual"]["mean"])
     assert parts["occupancy"]["recon"] == pytest.approx(whole["occupancy"]["recon"])
     assert M.energy_channels_of(["Tracks", "ECAL", "HCAL"], 3) == [0, 1, 2]
@@ -396,8 +429,18 @@ def test_reconstruct_reports_physics_metrics_for_detector_data(tmp_path, capsys)
     h5 = tmp_path / "jets8.h5"
     generate(JetGenConfig(n=40, channels=8, size=25, seed=2, chunk=20), h5, workers=1, progress=False)
     pre = tmp_path / "pre"
-    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
-    assert main(["pretrain", f"out={pre}", "data.source=hdf5", f"data.path={h5}", "data.preprocess.log1p=true", *small]) == 0
+    small = [
+        *TINY,
+        "model.patch_size=5",
+        "train.batch_size=8",
+        "train.eval_samples=8",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
+    assert (
+        main(["pretrain", f"out={pre}", "data.source=hdf5", f"data.path={h5}", "data.preprocess.log1p=true", *small])
+        == 0
+    )
     capsys.readouterr()
     assert main(["reconstruct", str(pre), "--n", "3"]) == 0
     printed = capsys.readouterr().out
@@ -419,15 +462,22 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     that transformers loads without missing weights) and the encoder serves downstream."""
     from transformers import ViTMAEModel
 
-    import formats
     from maekit.commands.common import load_run
 
+    import formats
     from conftest import TINY
 
     h5 = tmp_path / "jets.h5"
     formats.write_qg_hdf5(h5, n=40, size=20)
     data = ["data.source=hdf5", f"data.path={h5}", "data.preprocess.log1p=true", "data.preprocess.zero_suppress=0.001"]
-    small = [*TINY, "model.patch_size=5", "train.batch_size=8", "train.eval_samples=8", "train.progress=false", "train.epochs=1"]
+    small = [
+        *TINY,
+        "model.patch_size=5",
+        "train.batch_size=8",
+        "train.eval_samples=8",
+        "train.progress=false",
+        "train.epochs=1",
+    ]
     pre = tmp_path / "pre"
     assert main(["pretrain", f"out={pre}", *data, *small, "model.loss=hit_intensity"]) == 0
     run = load_run(pre)
@@ -458,13 +508,34 @@ def test_mean_image_baseline_of_identical_images_is_exact(tmp_path):
     img[1, 10, 10:12] = 20.0
     img[2, 9:12, 9:12] = 2.0
     data = img.expand(6, -1, -1, -1).clone()
-    cfg = ModelConfig(img_size=[20, 20], in_chans=3, patch_size=5, embed_dim=32, depth=1, num_heads=2,
-                      decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    cfg = ModelConfig(
+        img_size=[20, 20],
+        in_chans=3,
+        patch_size=5,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        decoder_embed_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     model = MAE(cfg).eval()
     mean, std = torch.zeros(3), torch.ones(3)
     noise = torch.rand(6, 16, generator=torch.Generator().manual_seed(0))
-    ph = physics_metrics(model, data, mean, std, noise, 0.75, DataConfig(), ["tracks_pt", "ecal", "hcal"], tmp_path / "p.png", "t", 2,
-                         mean_image(data, batch=4))
+    ph = physics_metrics(
+        model,
+        data,
+        mean,
+        std,
+        noise,
+        0.75,
+        DataConfig(),
+        ["tracks_pt", "ecal", "hcal"],
+        tmp_path / "p.png",
+        "t",
+        2,
+        mean_image(data, batch=4),
+    )
     base = ph["mean_image"]
     assert base["total_intensity"]["rel_residual"]["mean_abs"] == pytest.approx(0.0, abs=1e-6)
     assert base["jet_mass"]["rel_residual"]["mean_abs"] == pytest.approx(0.0, abs=1e-6)
@@ -474,6 +545,18 @@ def test_mean_image_baseline_of_identical_images_is_exact(tmp_path):
     # zero-suppression threshold
     from maekit.config import PreprocessConfig
 
-    ph = physics_metrics(model, data, mean, std, noise, 0.75, DataConfig(preprocess=PreprocessConfig(zero_suppress=1e-3)),
-                         ["tracks_pt", "ecal", "hcal"], tmp_path / "q.png", "t", 2, mean_image(data) + 1e-9)
+    ph = physics_metrics(
+        model,
+        data,
+        mean,
+        std,
+        noise,
+        0.75,
+        DataConfig(preprocess=PreprocessConfig(zero_suppress=1e-3)),
+        ["tracks_pt", "ecal", "hcal"],
+        tmp_path / "q.png",
+        "t",
+        2,
+        mean_image(data) + 1e-9,
+    )
     assert ph["mean_image"]["occupancy"]["recon"] == pytest.approx(ph["mean_image"]["occupancy"]["original"])

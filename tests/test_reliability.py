@@ -1,5 +1,6 @@
 """Runs survive SIGKILL at random moments (resumed bit for bit), stop cleanly on SIGTERM, and stop (or skip)
 on a non-finite loss without losing the last good checkpoint."""
+
 import json
 import os
 import random
@@ -19,8 +20,21 @@ from conftest import TINY
 
 
 def pretrain_cmd(out, data, *extra):
-    return [sys.executable, "-m", "maekit", "pretrain", f"out={out}", f"data.path={data}", *TINY, "train.batch_size=64",
-            "train.eval_samples=64", "train.progress=false", "train.threads=1", "train.recon_every=100", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "maekit",
+        "pretrain",
+        f"out={out}",
+        f"data.path={data}",
+        *TINY,
+        "train.batch_size=64",
+        "train.eval_samples=64",
+        "train.progress=false",
+        "train.threads=1",
+        "train.recon_every=100",
+        *extra,
+    ]
 
 
 def final_tensors(out):
@@ -37,11 +51,17 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, fm
     rng = random.Random(0)
     kills = 0
     for attempt in range(40):
-        proc = subprocess.Popen(pretrain_cmd(out, fmnist_small, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            pretrain_cmd(out, fmnist_small, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
         if kills < 5:
             # wait for the process to reach training (a checkpoint newer than at start), then kill at a random moment
             start = time.time()
-            before = (out / "checkpoints" / "last.safetensors").stat().st_mtime if (out / "checkpoints" / "last.safetensors").exists() else 0
+            before = (
+                (out / "checkpoints" / "last.safetensors").stat().st_mtime
+                if (out / "checkpoints" / "last.safetensors").exists()
+                else 0
+            )
             while time.time() - start < 60 and proc.poll() is None:
                 f = out / "checkpoints" / "last.safetensors"
                 if f.exists() and f.stat().st_mtime > before:
@@ -69,8 +89,13 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, fm
 
 def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, fmnist_small):
     out = tmp_path / "run"
-    proc = subprocess.Popen(pretrain_cmd(out, fmnist_small, "train.epochs=50", "train.log_every=1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        pretrain_cmd(out, fmnist_small, "train.epochs=50", "train.log_every=1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     metrics = out / "metrics.jsonl"
     start = time.time()
     while time.time() - start < 120 and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
@@ -98,8 +123,16 @@ def test_non_finite_loss(tmp_path, tiny_pretrain_args, monkeypatch, capsys, skip
 
     monkeypatch.setattr(MAE, "forward_loss", sometimes_nan)
     out = tmp_path / "run"
-    code = main(["pretrain", f"out={out}", *tiny_pretrain_args, "train.epochs=2", "train.ckpt_every_steps=4",
-                 f"train.skip_nonfinite={str(skip).lower()}"])
+    code = main(
+        [
+            "pretrain",
+            f"out={out}",
+            *tiny_pretrain_args,
+            "train.epochs=2",
+            "train.ckpt_every_steps=4",
+            f"train.skip_nonfinite={str(skip).lower()}",
+        ]
+    )
     err = capsys.readouterr().err
     if not skip:
         assert code == 2
@@ -130,7 +163,10 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh(tmp_path, tiny_p
     for with_info in (False, True):  # killed before run.json was written, and after it
         out = tmp_path / f"run{int(with_info)}"
         debris(out, with_info)
-        assert main(["pretrain", f"out={out}", *tiny_pretrain_args, "train.epochs=1", f"resume={str(resume).lower()}"]) == 0
+        assert (
+            main(["pretrain", f"out={out}", *tiny_pretrain_args, "train.epochs=1", f"resume={str(resume).lower()}"])
+            == 0
+        )
         assert not list(out.rglob("*.tmp"))
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert rows and all(r.get("step", 0) <= 8 for r in rows)  # nothing of the killed run is kept
@@ -164,7 +200,14 @@ def test_a_stop_at_an_epochs_last_step_keeps_its_evaluation_and_best(tmp_path, f
     resumed run ends with the same `best`, `last` and evaluation rows as an uninterrupted one."""
     from maekit.engine import train
 
-    args = [f"data.path={fmnist_small}", *TINY, "train.batch_size=64", "train.eval_samples=64", "train.progress=false", "train.epochs=2"]
+    args = [
+        f"data.path={fmnist_small}",
+        *TINY,
+        "train.batch_size=64",
+        "train.eval_samples=64",
+        "train.progress=false",
+        "train.epochs=2",
+    ]
     assert main(["pretrain", f"out={tmp_path / 'ref'}", *args]) == 0
     spe = 540 // 64  # 540 training images (600 minus the validation tenth)
     original = train.step_generator
@@ -177,10 +220,16 @@ def test_a_stop_at_an_epochs_last_step_keeps_its_evaluation_and_best(tmp_path, f
     monkeypatch.setattr(train, "step_generator", signal_at_last_step)
     assert main(["pretrain", f"out={tmp_path / 'run'}", *args]) == 130
     monkeypatch.setattr(train, "step_generator", original)
-    evals = lambda d: [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "val_recon_loss" in r]  # noqa: E731
+
+    def evals(d):
+        return [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "val_recon_loss" in r]
+
     assert [r["epoch"] for r in evals(tmp_path / "run")] == [0]  # epoch 1 was evaluated before stopping
     assert main(["pretrain", f"out={tmp_path / 'run'}", *args, "resume=true"]) == 0
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]  # noqa: E731
+
+    def strip(rows):  # the timings differ between runs
+        return [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time_s")} for r in rows]
+
     assert strip(evals(tmp_path / "run")) == strip(evals(tmp_path / "ref"))
     for name in ("best", "last"):
         a, meta_a = checkpoint.load(tmp_path / "ref" / "checkpoints" / f"{name}.safetensors")
@@ -193,22 +242,46 @@ def test_a_stop_at_an_epochs_last_step_keeps_its_evaluation_and_best(tmp_path, f
 def test_downstream_resume_is_bitwise_identical(tmp_path, fmnist_small, command):
     """Stopped mid-epoch at a step that is not a log step, then resumed: the same weights, optimiser state,
     metrics rows (train loss included) and test result as an uninterrupted run."""
-    args = [command, f"data.path={fmnist_small}", *TINY, "model.drop_path=0.1", "labels=96", "train.batch_size=32",
-            "train.epochs=3", "train.log_every=2", "train.eval_samples=64", "train.progress=false", "train.threads=1"]
+    args = [
+        command,
+        f"data.path={fmnist_small}",
+        *TINY,
+        "model.drop_path=0.1",
+        "labels=96",
+        "train.batch_size=32",
+        "train.epochs=3",
+        "train.log_every=2",
+        "train.eval_samples=64",
+        "train.progress=false",
+        "train.threads=1",
+    ]
     assert main([*args, f"out={tmp_path / 'ref'}"]) == 0
     run = tmp_path / "run"
-    assert main([*args, f"out={run}", "train.stop_after=5"]) == 0  # 3 steps per epoch: inside epoch 2, between log lines
-    assert not (run / "result.json").exists() and checkpoint.load(run / "checkpoints" / "last.safetensors")[1]["train_state"]["step"] == 5
+    # 3 steps per epoch: inside epoch 2, between log lines
+    assert main([*args, f"out={run}", "train.stop_after=5"]) == 0
+    assert (
+        not (run / "result.json").exists()
+        and checkpoint.load(run / "checkpoints" / "last.safetensors")[1]["train_state"]["step"] == 5
+    )
     assert main([*args, f"out={run}", "resume=true"]) == 0
     timing = ("img_per_s", "epoch_time_s")
-    rows = lambda d: [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+
+    def rows(d):
+        return [
+            {k: v for k, v in json.loads(x).items() if k not in timing}
+            for x in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+
     assert rows(run) == rows(tmp_path / "ref") and any("train_loss" in r for r in rows(run))
     for name in ("best", "last"):
         a, meta_a = checkpoint.load(tmp_path / "ref" / "checkpoints" / f"{name}.safetensors", fallback=False)
         b, meta_b = checkpoint.load(run / "checkpoints" / f"{name}.safetensors", fallback=False)
         assert meta_a["train_state"] == meta_b["train_state"] and a.keys() == b.keys(), name
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    result = lambda d: {k: v for k, v in json.loads((d / "result.json").read_text()).items() if not k.endswith("time_s")}  # noqa: E731
+
+    def result(d):
+        return {k: v for k, v in json.loads((d / "result.json").read_text()).items() if not k.endswith("time_s")}
+
     assert result(run) == result(tmp_path / "ref")
 
 
@@ -219,13 +292,17 @@ def test_grad_scaler_and_loss_window_survive_a_checkpoint(tmp_path):
 
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
     scaler._growth_tracker = torch.tensor(5, dtype=torch.int32)
-    state = TrainState(step=12, best=0.5, best_epoch=2, loss_window=[0.25, 0.5], skipped_nonfinite=1, grad_scaler=scaler.state_dict())
+    state = TrainState(
+        step=12, best=0.5, best_epoch=2, loss_window=[0.25, 0.5], skipped_nonfinite=1, grad_scaler=scaler.state_dict()
+    )
     checkpoint.save(tmp_path / "c.safetensors", {"w": torch.zeros(2)}, {"train_state": state.to_dict()})
     back = TrainState.from_dict(checkpoint.load(tmp_path / "c.safetensors", fallback=False)[1]["train_state"])
     assert back == state
     again = torch.amp.GradScaler("cpu")
     again.load_state_dict(back.grad_scaler)
-    assert again.get_scale() == 1024.0 and again.state_dict()["_growth_tracker"] == 5 and again.get_growth_interval() == 7
+    assert (
+        again.get_scale() == 1024.0 and again.state_dict()["_growth_tracker"] == 5 and again.get_growth_interval() == 7
+    )
 
 
 def test_a_checkpoint_write_that_hits_a_file_size_limit_keeps_the_last_good_one(tmp_path, fmnist_small):
@@ -242,11 +319,17 @@ def test_a_checkpoint_write_that_hits_a_file_size_limit_keeps_the_last_good_one(
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run(pretrain_cmd(out, fmnist_small, "train.epochs=2", "resume=true"), capture_output=True,
-                          timeout=300, preexec_fn=limited)
+    proc = subprocess.run(
+        pretrain_cmd(out, fmnist_small, "train.epochs=2", "resume=true"),
+        capture_output=True,
+        timeout=300,
+        preexec_fn=limited,
+    )
     err = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 2, proc.stderr.decode()[-2000:]
-    assert err[-1].startswith("maekit: error: could not write") and err[-1].endswith("(File too large); the previous file is intact"), err[-1]
+    assert err[-1].startswith("maekit: error: could not write") and err[-1].endswith(
+        "(File too large); the previous file is intact"
+    ), err[-1]
     assert last.read_bytes() == before and not list(out.rglob("*.tmp"))
     tensors, meta = checkpoint.load(last, fallback=False)
     assert meta["epoch"] == 0

@@ -1,5 +1,6 @@
 """maekit sweep: grid parsing, a tiny 2-cell sweep with k-NN that is interrupted, resumed and skipped, errors;
 FLOPs counting (attention included on CPU)."""
+
 import json
 
 import pytest
@@ -22,15 +23,29 @@ def test_grid_parsing():
     axes, constants = parse_grid(["model.patch_size=2,4", "model.mask_ratio=0.75,0.85", "out=runs/x"])
     assert [(a.key, a.values) for a in axes] == [("model.patch_size", [2, 4]), ("model.mask_ratio", [0.75, 0.85])]
     assert constants == ["out=runs/x"]
-    for bad, message in ((["model.patch_size"], "must look like key.sub=value1,value2"), (["model.patch_size=2,,4"], "has an empty value"),
-                         (["model.depth=2,2"], "repeats a value"), (["a.b=1,2", "a.b=3,4"], "is given twice")):
+    for bad, message in (
+        (["model.patch_size"], "must look like key.sub=value1,value2"),
+        (["model.patch_size=2,,4"], "has an empty value"),
+        (["model.depth=2,2"], "repeats a value"),
+        (["a.b=1,2", "a.b=3,4"], "is given twice"),
+    ):
         with pytest.raises(MaekitError, match=message):
             parse_grid(bad)
 
 
 def test_flops_count_attention_on_cpu():
-    cfg = ModelConfig(img_size=[28, 28], in_chans=1, patch_size=4, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32,
-                      decoder_depth=1, decoder_num_heads=2, mask_ratio=0.75)
+    cfg = ModelConfig(
+        img_size=[28, 28],
+        in_chans=1,
+        patch_size=4,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        mask_ratio=0.75,
+    )
     fl = flops_per_image(MAE(cfg))
     # encoder: cls + 12 visible tokens, 2 layers; decoder: cls + 49 tokens, 1 layer; 4 * T^2 * D per layer
     assert fl["attention"] == 2 * 4 * 13**2 * 32 + 1 * 4 * 50**2 * 32
@@ -40,8 +55,17 @@ def test_flops_count_attention_on_cpu():
 
 @pytest.fixture(scope="module")
 def tiny_sweep_args(fmnist_small):
-    return [*TINY, f"data.path={fmnist_small}", "train.batch_size=64", "train.eval_samples=64", "train.progress=false", "train.epochs=1",
-            "train.log_every=2", "knn.labels=100", "knn.train.eval_samples=64"]
+    return [
+        *TINY,
+        f"data.path={fmnist_small}",
+        "train.batch_size=64",
+        "train.eval_samples=64",
+        "train.progress=false",
+        "train.epochs=1",
+        "train.log_every=2",
+        "knn.labels=100",
+        "knn.train.eval_samples=64",
+    ]
 
 
 def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypatch):
@@ -51,27 +75,55 @@ def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypa
     assert main(["sweep", *tiny_sweep_args, f"out={out}", "train.stop_after=3", *grid]) == 0
     first = out / "cells" / "mask_ratio0.5" / "pretrain"
     assert "stopped in mask_ratio=0.5" in capsys.readouterr().out
-    assert not (out / "cells" / "mask_ratio0.5" / "cell.json").exists() and not (out / "cells" / "mask_ratio0.75").exists()
+    assert (
+        not (out / "cells" / "mask_ratio0.5" / "cell.json").exists() and not (out / "cells" / "mask_ratio0.75").exists()
+    )
     assert main(["sweep", *tiny_sweep_args, f"out={out}", *grid]) == 0
     text = capsys.readouterr().out
     assert "mask_ratio=0.5: resuming pretraining" in text and "resuming at step 3" in text
     rows = (out / "sweep.csv").read_text().splitlines()
     assert len(rows) == 3 and all(",done," in r for r in rows[1:])
     header = rows[0].split(",")
-    for col in ("model.mask_ratio", "train_recon_loss", "test_recon_loss", "knn_test_accuracy", "params_m", "mflops_per_image", "img_per_s", "wall_s"):
+    for col in (
+        "model.mask_ratio",
+        "train_recon_loss",
+        "test_recon_loss",
+        "knn_test_accuracy",
+        "params_m",
+        "mflops_per_image",
+        "img_per_s",
+        "wall_s",
+    ):
         assert col in header, col
     rec = json.loads((out / "cells" / "mask_ratio0.75" / "cell.json").read_text())
-    assert rec["epochs"] == 1 and rec["test_recon_loss"] > 0 and 0 < rec["knn_test_accuracy"] <= 1 and rec["attention_mflops_per_image"] > 0
-    for f in ("sweep.md", "loss_curves.png", "reconstructions.png", "heatmap_test_recon_loss.png", "heatmap_knn_test_accuracy.png",
-              "heatmap_mflops_per_image.png", "config.yaml", "run.json"):
+    assert (
+        rec["epochs"] == 1
+        and rec["test_recon_loss"] > 0
+        and 0 < rec["knn_test_accuracy"] <= 1
+        and rec["attention_mflops_per_image"] > 0
+    )
+    for f in (
+        "sweep.md",
+        "loss_curves.png",
+        "reconstructions.png",
+        "heatmap_test_recon_loss.png",
+        "heatmap_knn_test_accuracy.png",
+        "heatmap_mflops_per_image.png",
+        "config.yaml",
+        "run.json",
+    ):
         assert (out / f).exists(), f
     assert "| model.mask_ratio |" in (out / "sweep.md").read_text()
     info = json.loads((out / "run.json").read_text())
     assert info["kind"] == "sweep" and info["env"]["torch"] == torch.__version__ and info["env"]["torch_threads"] >= 1
     assert json.loads((first / "run.json").read_text())["env"]["python"]  # every run records its environment
     # the resumed cell continued from its checkpoint: one uninterrupted history of 8 steps
-    steps = [json.loads(x)["step"] for x in (first / "metrics.jsonl").read_text().splitlines() if "test_recon_loss" in x]
-    assert steps == [8] and [json.loads(x)["step"] for x in (first / "metrics.jsonl").read_text().splitlines() if "train_loss" in x] == [2, 4, 6, 8]
+    steps = [
+        json.loads(x)["step"] for x in (first / "metrics.jsonl").read_text().splitlines() if "test_recon_loss" in x
+    ]
+    assert steps == [8] and [
+        json.loads(x)["step"] for x in (first / "metrics.jsonl").read_text().splitlines() if "train_loss" in x
+    ] == [2, 4, 6, 8]
 
     # a third run skips every cell: nothing is trained or evaluated again
     def boom(*a, **k):
@@ -83,7 +135,9 @@ def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypa
     assert capsys.readouterr().out.count("done, skipped") == 2
     # the same directory with another grid or another setting is refused
     assert main(["sweep", *tiny_sweep_args, f"out={out}", "--grid", "model.mask_ratio=0.5,0.6"]) == 2
-    assert "holds a sweep with a different grid or configuration (at 'grid.model.mask_ratio')" in capsys.readouterr().err
+    assert (
+        "holds a sweep with a different grid or configuration (at 'grid.model.mask_ratio')" in capsys.readouterr().err
+    )
     assert main(["sweep", *tiny_sweep_args, "model.depth=3", f"out={out}", *grid]) == 2
     assert "(at 'model.depth')" in capsys.readouterr().err
     # a sweep recorded by a maekit without some config key (added since, with a default) still continues
@@ -99,7 +153,10 @@ def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypa
     "args,message",
     [
         (["--grid", "model.patchsize=2,4"], "unknown config key 'model.patchsize'"),
-        (["--grid", "model.mask_ratio=0.5,1.0"], "model.mask_ratio must be in (0, 1) (the loss is taken over the masked patches), got 1.0"),
+        (
+            ["--grid", "model.mask_ratio=0.5,1.0"],
+            "model.mask_ratio must be in (0, 1) (the loss is taken over the masked patches), got 1.0",
+        ),
         (["--grid", "model.mask_ratio=0.75"], "--grid needs at least one key with two or more values"),
         (["--grid", "model.mask_ratio=0.5,0.75", "--then", "knn,svm"], "--then: unknown evaluation 'svm'"),
         (["--grid", "model.mask_ratio=0.5,0.75", "knn.labels=-1", "--then", "knn"], "labels must be a positive"),
@@ -123,8 +180,15 @@ def test_sweep_refuses_a_directory_that_is_not_a_sweep(tmp_path, tiny_sweep_args
 
 
 def test_sweep_cell_names_and_downstream_axes(tmp_path, tiny_sweep_args):
-    out, axes, cells, record = sweep.plan(None, ["model.mask_ratio=0.5,0.75", "knn.knn_k=5,10"], [*tiny_sweep_args, f"out={tmp_path}"], ["knn"])
-    assert [c.name for c in cells] == ["mask_ratio0.5_knn_k5", "mask_ratio0.5_knn_k10", "mask_ratio0.75_knn_k5", "mask_ratio0.75_knn_k10"]
+    out, axes, cells, record = sweep.plan(
+        None, ["model.mask_ratio=0.5,0.75", "knn.knn_k=5,10"], [*tiny_sweep_args, f"out={tmp_path}"], ["knn"]
+    )
+    assert [c.name for c in cells] == [
+        "mask_ratio0.5_knn_k5",
+        "mask_ratio0.5_knn_k10",
+        "mask_ratio0.75_knn_k5",
+        "mask_ratio0.75_knn_k10",
+    ]
     assert [c.downstream["knn"].knn_k for c in cells] == [5, 10, 5, 10]
     assert [c.pretrain.model.mask_ratio for c in cells] == [0.5, 0.5, 0.75, 0.75]
     assert record["grid"] == {"model.mask_ratio": [0.5, 0.75], "knn.knn_k": [5, 10]}

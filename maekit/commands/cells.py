@@ -7,6 +7,7 @@ is deleted and run again; and, where asked, a run found on disk must have been r
 pretraining finished?" (`pretraining_finished`), and one writer and reader for the result tables (CSV and
 markdown) that compare, sweep and report share, with the names their columns are shown under.
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,7 +41,8 @@ def name_part(value: str) -> str:
 
 
 def cell_name(parts: list[tuple[str, str]]) -> str:
-    """[('finetune', ''), ('labels', '600'), ('seed', '0')] -> 'finetune_labels600_seed0' (key and value, '_' between)."""
+    """[('finetune', ''), ('labels', '600'), ('seed', '0')] -> 'finetune_labels600_seed0'
+    (key and value, '_' between)."""
     return "_".join(f"{key}{value}" for key, value in parts)
 
 
@@ -66,8 +68,12 @@ def pretraining_finished(run_dir: Path, epochs: int) -> bool:
     are there (`last`, written after that evaluation, and `best`, which the downstream runs load)."""
     rows = [r for r in read_metrics(run_dir) if "val_recon_loss" in r]
     ckpts = Path(run_dir) / "checkpoints"
-    return (bool(rows) and rows[-1]["epoch"] + 1 >= epochs
-            and (ckpts / "last.safetensors").exists() and (ckpts / "best.safetensors").exists())
+    return (
+        bool(rows)
+        and rows[-1]["epoch"] + 1 >= epochs
+        and (ckpts / "last.safetensors").exists()
+        and (ckpts / "best.safetensors").exists()
+    )
 
 
 def can_resume(run_dir: Path) -> bool:
@@ -94,15 +100,28 @@ def check_same_recipe(run_dir: Path, cfg: Any) -> None:
     want = via_yaml(cfg)
     # a key added to maekit after the cell ran was, in effect, at its default then
     defaults = via_yaml(type(cfg)())
-    keys = sorted(k for k in set(saved) | set(want)
-                  if k not in ("out", "resume") and saved.get(k, defaults.get(k)) != want.get(k))
+    keys = sorted(
+        k for k in set(saved) | set(want) if k not in ("out", "resume") and saved.get(k, defaults.get(k)) != want.get(k)
+    )
     if keys:
-        diff = ", ".join(f"{k} {saved.get(k)!r} -> {want.get(k)!r}" for k in keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-        raise MaekitError(f"{run_dir} was run with another recipe ({diff}); remove that cell directory to rerun it, or use another out=DIR")
+        diff = ", ".join(f"{k} {saved.get(k)!r} -> {want.get(k)!r}" for k in keys[:4]) + (
+            f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
+        )
+        raise MaekitError(
+            f"{run_dir} was run with another recipe ({diff}); remove "
+            "that cell directory to rerun it, or use another out=DIR"
+        )
 
 
-def prepare(run_dir: Path, cfg: Any, *, resumable: bool, finished: Callable[[Path], bool] | None = None,
-            check_recipe: bool = False, main: bool = True) -> Any | None:
+def prepare(
+    run_dir: Path,
+    cfg: Any,
+    *,
+    resumable: bool,
+    finished: Callable[[Path], bool] | None = None,
+    check_recipe: bool = False,
+    main: bool = True,
+) -> Any | None:
     """What to do with one run directory of a cell: None when it is finished (skip it; by default finished
     means it holds a result.json), else the config to run it with: `resume=True` for an interrupted run of a
     `resumable` method that has a checkpoint to continue from, else `resume=False` and any leftover directory
@@ -195,12 +214,20 @@ def summarize(results: list[dict]) -> list[dict]:
     for (method, labels), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0]))):
         acc = [r["test_accuracy"] for r in rs]
         auc = [r["test_roc_auc"] for r in rs if r["test_roc_auc"] is not None and not math.isnan(r["test_roc_auc"])]
-        rows.append({
-            "method": method, "labels": labels, "seeds": len(rs),
-            "mean": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-            "auc_mean": statistics.mean(auc) if auc else float("nan"), "auc_std": statistics.stdev(auc) if len(auc) > 1 else 0.0,
-            "val_mean": statistics.mean([r["val_accuracy"] for r in rs if r.get("val_accuracy") is not None] or [float("nan")]),
-        })
+        rows.append(
+            {
+                "method": method,
+                "labels": labels,
+                "seeds": len(rs),
+                "mean": statistics.mean(acc),
+                "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "auc_mean": statistics.mean(auc) if auc else float("nan"),
+                "auc_std": statistics.stdev(auc) if len(auc) > 1 else 0.0,
+                "val_mean": statistics.mean(
+                    [r["val_accuracy"] for r in rs if r.get("val_accuracy") is not None] or [float("nan")]
+                ),
+            }
+        )
     return rows
 
 
@@ -209,5 +236,11 @@ SUMMARY_HEADER = ["labelled images", "method", "seeds", "test accuracy (%)", "te
 
 def summary_row(r: dict) -> list[str]:
     """One row of summarize() as results.md and report.html show it (SUMMARY_HEADER)."""
-    return [str(r["labels"]), LABELS.get(r["method"], r["method"]), str(r["seeds"]), f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
-            text_or_na(r["auc_mean"], f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", AUC_UNDEFINED), f"{100 * r['val_mean']:.2f}"]
+    return [
+        str(r["labels"]),
+        LABELS.get(r["method"], r["method"]),
+        str(r["seeds"]),
+        f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
+        text_or_na(r["auc_mean"], f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}", AUC_UNDEFINED),
+        f"{100 * r['val_mean']:.2f}",
+    ]

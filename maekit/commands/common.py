@@ -1,8 +1,10 @@
-"""What several commands share: process set-up, model building and loading, reconstruction evaluation and
-pictures. No training loop here (that is engine/train.py)."""
+"""What several commands share: the config of a config-driven command (`resolve`), process set-up, model building and
+loading, reconstruction evaluation and pictures. No training loop here (that is engine/train.py)."""
+
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,13 +13,77 @@ from typing import Any
 import torch
 
 from .. import plots
-from ..config import DataConfig, PretrainConfig, from_dict
+from ..config import (
+    CompareConfig,
+    DataConfig,
+    FinetuneConfig,
+    KnnConfig,
+    LinprobeConfig,
+    PretrainConfig,
+    from_dict,
+    parse_override,
+    read_yaml,
+    set_keys,
+    to_dict,
+)
 from ..data.loader import ImageSet, Splits
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.dist import DistInfo, all_reduce_sum, setup
+from ..engine.rundir import default_out
 from ..errors import MaekitError
 from ..models.mae import MAE, ModelConfig
+
+CONFIGS = {
+    "pretrain": PretrainConfig,
+    "linprobe": LinprobeConfig,
+    "finetune": FinetuneConfig,
+    "knn": KnnConfig,
+    "compare": CompareConfig,
+}
+
+
+def resolve(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
+    """(validated config dataclass, run directory) of a config-driven command, as the command line builds them:
+    a resumed run keeps its saved configuration, with only the overrides on top."""
+    cls = CONFIGS[command]
+    name = None
+    if config is None:
+        data: dict = {}
+    elif isinstance(config, (str, Path)):
+        data, name = read_yaml(config), config
+    elif isinstance(config, dict):
+        data = json.loads(json.dumps(config, default=str))  # a deep copy of plain values
+    elif dataclasses.is_dataclass(config) and isinstance(config, cls):
+        data = to_dict(config)
+    else:
+        raise MaekitError(
+            f"{command}: config must be a YAML path, a dict or a {cls.__name__}, got {type(config).__name__}"
+        )
+    dotted = dotted_overrides(overrides)
+    data = set_keys(data, dotted)
+    out = Path(data["out"]) if data.get("out") else default_out(name, command)
+    saved, info = out / "config.yaml", out / "run.json"
+    if data.get("resume") and info.exists() and command != "compare":
+        kind = json.loads(info.read_text()).get("kind")
+        if kind != command:
+            raise MaekitError(f"{out} holds a {kind!r} run, not a {command!r} run; cannot resume it as {command}")
+    if data.get("resume") and saved.exists() and command != "compare":
+        # a resumed run keeps its own configuration; only the overrides apply on top
+        # (stop_after belongs to the invocation that set it, not to the run)
+        data = set_keys(read_yaml(saved), [("train.stop_after", 0), ("resume", True), *dotted])
+    cfg = from_dict(cls, data)
+    cfg.validate()
+    return cfg, out
+
+
+def dotted_overrides(overrides: dict | list[str] | None) -> list[tuple[str, Any]]:
+    """A dict of dotted keys or a list of `key=value` strings -> [(dotted key, value)]."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    return [(".".join(path), value) for path, value in map(parse_override, overrides)]
 
 
 def init_process(device: str, threads: int | None) -> DistInfo:
@@ -28,7 +94,9 @@ def init_process(device: str, threads: int | None) -> DistInfo:
     return dist
 
 
-def checkpoint_meta(kind: str, model_cfg: ModelConfig, splits: Splits, data_cfg: DataConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_meta(
+    kind: str, model_cfg: ModelConfig, splits: Splits, data_cfg: DataConfig, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "kind": kind,
         "model_config": asdict(model_cfg),
@@ -86,11 +154,14 @@ def load_run(path: str | Path, which: str = "best") -> LoadedRun:
             ckpt = p / "checkpoints" / "last.safetensors"
         if not (p / "run.json").exists() or not (ckpt.exists() or checkpoint.previous_path(ckpt).exists()):
             raise MaekitError(
-                f"{p} is not a maekit run directory with a checkpoint (expected run.json and checkpoints/{which}.safetensors) "
-                f"nor a Hugging Face ViTMAE directory (config.json and model.safetensors)"
+                f"{p} is not a maekit run directory with a checkpoint (expected "
+                f"run.json and checkpoints/{which}.safetensors) nor a Hugging "
+                "Face ViTMAE directory (config.json and model.safetensors)"
             )
     else:
-        raise MaekitError(f"pretrained path {p} does not exist (expected a maekit run directory or a Hugging Face ViTMAE directory)")
+        raise MaekitError(
+            f"pretrained path {p} does not exist (expected a maekit run directory or a Hugging Face ViTMAE directory)"
+        )
     tensors, meta = checkpoint.load(ckpt)
     try:
         model_cfg = from_dict(ModelConfig, meta["model_config"], "model_config.")
@@ -161,7 +232,16 @@ def recon_loss(
 
 
 @torch.no_grad()
-def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, out: Path, title: str, mask_ratio: float | None = None) -> None:
+def write_recon_grid(
+    model: MAE,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    noise: torch.Tensor,
+    out: Path,
+    title: str,
+    mask_ratio: float | None = None,
+) -> None:
     """Original | masked | reconstruction | reconstruction with the visible patches pasted back."""
     device = next(model.parameters()).device
     x = normalize(images.to(device), mean, std)
@@ -179,7 +259,12 @@ def write_recon_grid(model: MAE, images: torch.Tensor, mean: torch.Tensor, std: 
     original = pix(x)
     masked = original * (1 - m.cpu().numpy()) + 0.5 * m.cpu().numpy()
     plots.recon_grid(
-        {"original": original, "masked": masked, "reconstruction": pix(recon), "recon + visible": pix(recon * m + x * (1 - m))},
+        {
+            "original": original,
+            "masked": masked,
+            "reconstruction": pix(recon),
+            "recon + visible": pix(recon * m + x * (1 - m)),
+        },
         out,
         title,
     )

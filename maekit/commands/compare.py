@@ -1,6 +1,7 @@
 """maekit compare: pretrain (or reuse a run), then fine-tune, from-scratch, linear probe (pretrained and random
 encoder) and k-NN for every label budget and seed; results.csv, results.md and accuracy-vs-labels plot.
 Every cell is its own run directory with a result.json; finished cells are skipped when run again."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,30 +10,48 @@ from pathlib import Path
 
 from .. import plots
 from ..config import CompareConfig, save_yaml, to_dict
-from ..files import atomic_write_text
 from ..engine.dist import barrier, held as dist_held
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from . import cells, finetune, knn, linprobe, pretrain
 from .cells import LABELS, summarize
 from .common import load_run
 
 
-def _cell_config(cfg: CompareConfig, method: str, budget: float, seed: int, epochs: int | None, pretrained: str, arch=None):
+def _cell_config(
+    cfg: CompareConfig, method: str, budget: float, seed: int, epochs: int | None, pretrained: str, arch=None
+):
     base = _section(cfg, method)
     random_init = method in ("scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")
     arch = arch or load_run(pretrained).model_cfg
-    train = dataclasses.replace(base.train, seed=seed, epochs=epochs if (epochs and method in ("finetune", "scratch")) else base.train.epochs)
+    train = dataclasses.replace(
+        base.train, seed=seed, epochs=epochs if (epochs and method in ("finetune", "scratch")) else base.train.epochs
+    )
     c = dataclasses.replace(
-        base, data=cfg.pretrain.data, model=dataclasses.replace(arch, drop_path=base.model.drop_path),
-        pretrained=None if random_init else pretrained, labels=budget, label_seed=seed, train=train, resume=False,
+        base,
+        data=cfg.pretrain.data,
+        model=dataclasses.replace(arch, drop_path=base.model.drop_path),
+        pretrained=None if random_init else pretrained,
+        labels=budget,
+        label_seed=seed,
+        train=train,
+        resume=False,
     )
     return dataclasses.replace(c, features="pixels") if method == "pixel_knn" else c
 
 
 def _section(cfg: CompareConfig, method: str):
     """The config section that holds a method's recipe."""
-    return {"finetune": cfg.finetune, "scratch": cfg.scratch, "cnn": cfg.cnn, "pixel_knn": cfg.knn, "linprobe": cfg.linprobe,
-            "linprobe_random": cfg.linprobe, "knn": cfg.knn, "knn_random": cfg.knn}[method]
+    return {
+        "finetune": cfg.finetune,
+        "scratch": cfg.scratch,
+        "cnn": cfg.cnn,
+        "pixel_knn": cfg.knn,
+        "linprobe": cfg.linprobe,
+        "linprobe_random": cfg.linprobe,
+        "knn": cfg.knn,
+        "knn_random": cfg.knn,
+    }[method]
 
 
 TRAINED = ("finetune", "scratch", "cnn")  # methods with a learning rate (and a resumable training loop)
@@ -40,7 +59,9 @@ TRAINED = ("finetune", "scratch", "cnn")  # methods with a learning rate (and a 
 
 def _lr_grid(cfg: CompareConfig, method: str) -> list[float] | None:
     """The base_lr candidates a method's rate is chosen from on the validation split (None: its section's rate)."""
-    return {"finetune": cfg.finetune_lrs, "scratch": cfg.scratch_lrs or cfg.finetune_lrs, "cnn": cfg.cnn_lrs}.get(method)
+    return {"finetune": cfg.finetune_lrs, "scratch": cfg.scratch_lrs or cfg.finetune_lrs, "cnn": cfg.cnn_lrs}.get(
+        method
+    )
 
 
 def run(cfg: CompareConfig, out: Path) -> list[dict]:
@@ -62,8 +83,13 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
     pretrained = cfg.pretrained
     if pretrained is None:
         pre_dir = out / "pretrain"
-        pre_cfg = cells.prepare(pre_dir, cfg.pretrain, resumable=True, main=main,
-                                finished=lambda p: cells.pretraining_finished(p, cfg.pretrain.train.epochs))
+        pre_cfg = cells.prepare(
+            pre_dir,
+            cfg.pretrain,
+            resumable=True,
+            main=main,
+            finished=lambda p: cells.pretraining_finished(p, cfg.pretrain.train.epochs),
+        )
         if pre_cfg is not None:
             pretrain.run(pre_cfg, pre_dir)
         barrier()
@@ -88,8 +114,10 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
         runner = finetune.run if method in TRAINED else linprobe.run if method.startswith("linprobe") else knn.run
         res = runner(c, cell_dir, method)
         if "stopped_at_step" in res:  # train.stop_after in a section: no result yet
-            raise MaekitError(f"{cell_dir} stopped at step {res['stopped_at_step']} of {res['steps']} (train.stop_after); "
-                              "run compare again to continue it")
+            raise MaekitError(
+                f"{cell_dir} stopped at step {res['stopped_at_step']} of {res['steps']} (train.stop_after); "
+                "run compare again to continue it"
+            )
         if main:
             res["budget"] = budget
             # the rate the cell ran at: base_lr (per 256 images), or the absolute optim.lr that overrides it
@@ -109,7 +137,9 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
                 best = max(trials, key=lambda t: t[0]["val_accuracy"])
                 lr = best[1]
                 tried = ", ".join(f"{x:g}: {100 * r['val_accuracy']:.2f}%" for r, x in trials)
-                selection.append(f"- {LABELS[method]}, {trials[0][0]['labels']} labels: base_lr {lr:g} (val accuracy {tried})")
+                selection.append(
+                    f"- {LABELS[method]}, {trials[0][0]['labels']} labels: base_lr {lr:g} (val accuracy {tried})"
+                )
             for seed in cfg.seeds:
                 results.append(cell(method, budget, seed, epochs, lr))
                 if main:
@@ -121,24 +151,52 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
 
 
 def write_tables(results: list[dict], out: Path, pretrained: str, selection: list[str] | None = None) -> None:
-    fields = ["method", "budget", "labels", "seed", "base_lr", "lr", "test_accuracy", "test_roc_auc", "val_accuracy",
-              "best_epoch", "time_s"]
-    cells.write_csv(out / "results.csv", fields, results)
+    cells.write_csv(
+        out / "results.csv",
+        [
+            "method",
+            "budget",
+            "labels",
+            "seed",
+            "base_lr",
+            "lr",
+            "test_accuracy",
+            "test_roc_auc",
+            "val_accuracy",
+            "best_epoch",
+            "time_s",
+        ],
+        results,
+    )
     rows = summarize(results)
     lines = [
         f"Pretrained encoder: `{pretrained}`. Test accuracy and macro one-vs-rest ROC-AUC, mean ± std over seeds; "
         "checkpoints chosen on the validation split, the test split used once per cell.",
         "",
-        *cells.markdown_table(cells.SUMMARY_HEADER, [True, False, True, True, True, True], [cells.summary_row(r) for r in rows]),
+        *cells.markdown_table(
+            cells.SUMMARY_HEADER, [True, False, True, True, True, True], [cells.summary_row(r) for r in rows]
+        ),
     ]
     by = {(r["method"], r["labels"]): r for r in rows}
     gains = [
-        f"- {labels} labels: fine-tune minus {LABELS[other]} = {100 * (by[('finetune', labels)]['mean'] - by[(other, labels)]['mean']):+.2f} points"
-        for (m, labels) in by if m == "finetune" for other in ("scratch", "cnn", "pixel_knn") if (other, labels) in by
+        f"- {labels} labels: fine-tune minus {LABELS[other]} = "
+        f"{100 * (by[('finetune', labels)]['mean'] - by[(other, labels)]['mean']):+.2f} points"
+        for (m, labels) in by
+        if m == "finetune"
+        for other in ("scratch", "cnn", "pixel_knn")
+        if (other, labels) in by
     ]
     if gains:
         lines += ["", "Pretraining gain (mean test accuracy):", *gains]
     if selection:
-        lines += ["", "Learning rate (base_lr, per 256 images) chosen on the validation split with the first seed:", *selection]
+        lines += [
+            "",
+            "Learning rate (base_lr, per 256 images) chosen on the validation split with the first seed:",
+            *selection,
+        ]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
-    plots.accuracy_vs_labels([{"method": LABELS[r["method"]], **{k: v for k, v in r.items() if k != "method"}} for r in rows], out / "accuracy_vs_labels.png", "test accuracy vs labelled images")
+    plots.accuracy_vs_labels(
+        [{"method": LABELS[r["method"]], **{k: v for k, v in r.items() if k != "method"}} for r in rows],
+        out / "accuracy_vs_labels.png",
+        "test accuracy vs labelled images",
+    )

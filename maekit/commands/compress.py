@@ -7,6 +7,7 @@ flat index of every pixel above data.preprocess.zero_suppress), with the physics
 (per-channel MSE, total-intensity and image-jet-mass residuals, occupancy) in the file's units. The sparse
 encoding is exact above its threshold: it is the baseline to beat, and for very sparse images it usually wins.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ from ..config import DataConfig, from_dict
 from ..data.loader import load_splits, undo_preprocess
 from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
-from ..files import atomic_write_text
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from ..models.mae import MAE
 from ..models.masking import num_kept
 from .common import fixed_noise, load_run, split_by_name
@@ -28,8 +29,15 @@ RATIOS = (0.0, 0.5, 0.75, 0.9)
 
 
 @torch.no_grad()
-def run(run_dir: str, data: str | None = None, split: str = "test", ratios: tuple[float, ...] = RATIOS, limit: int | None = 2000,
-        seed: int = 0, out: str | None = None) -> dict:
+def run(
+    run_dir: str,
+    data: str | None = None,
+    split: str = "test",
+    ratios: tuple[float, ...] = RATIOS,
+    limit: int | None = 2000,
+    seed: int = 0,
+    out: str | None = None,
+) -> dict:
     from ..physics.metrics import ReconMetrics, energy_channels_of
 
     loaded = load_run(run_dir, "best")
@@ -78,32 +86,79 @@ def run(run_dir: str, data: str | None = None, split: str = "test", ratios: tupl
                 nnz += int((o.abs() > threshold).sum())
         code = (1 + keep) * D * 2 + (keep * patch_index_bytes if ratio > 0 else 0)
         if loaded.model_cfg.norm_pix_loss:
-            code += L * 2 * 2  # the decoder predicts standardised patches: each patch's mean and std (float16) are needed too
+            # the decoder predicts standardised patches: each patch's mean and std (float16) are needed too
+            code += L * 2 * 2
         res = acc.result()
-        rows.append({"method": f"MAE latent, mask {ratio:g}", "mask_ratio": ratio, "bytes_per_image": code,
-                     "vs_raw": raw_bytes / code, "mse_mean": float(sum(res["mse_all"].values()) / c),
-                     "mass_rel_residual_mean_abs": res["jet_mass"]["rel_residual"]["mean_abs"],
-                     "intensity_rel_residual_mean_abs": res["total_intensity"]["rel_residual"]["mean_abs"],
-                     "occupancy_recon": res["occupancy"]["recon"], "metrics": res})
+        rows.append(
+            {
+                "method": f"MAE latent, mask {ratio:g}",
+                "mask_ratio": ratio,
+                "bytes_per_image": code,
+                "vs_raw": raw_bytes / code,
+                "mse_mean": float(sum(res["mse_all"].values()) / c),
+                "mass_rel_residual_mean_abs": res["jet_mass"]["rel_residual"]["mean_abs"],
+                "intensity_rel_residual_mean_abs": res["total_intensity"]["rel_residual"]["mean_abs"],
+                "occupancy_recon": res["occupancy"]["recon"],
+                "metrics": res,
+            }
+        )
     sparse = nnz / n * (4 + index_bytes)
-    rows.append({"method": f"sparse (values above {threshold:g}: float32 value + {index_bytes}-byte index)", "mask_ratio": None,
-                 "bytes_per_image": sparse, "vs_raw": raw_bytes / sparse if sparse else float("inf"), "mse_mean": 0.0,
-                 "mass_rel_residual_mean_abs": 0.0, "intensity_rel_residual_mean_abs": 0.0,
-                 "note": f"exact above the threshold; {nnz / n:.0f} stored pixels per image on average"})
-    rows.append({"method": "raw float32", "mask_ratio": None, "bytes_per_image": raw_bytes, "vs_raw": 1.0, "mse_mean": 0.0,
-                 "mass_rel_residual_mean_abs": 0.0, "intensity_rel_residual_mean_abs": 0.0})
-    result = {"run": str(loaded.path), "data": data_cfg.path, "split": split, "images": n, "shape": [c, h, w], "seed": seed,
-              "units": "the data file's (data.preprocess log1p and scale undone)", "rows": rows}
-    md = [f"Compression of {n} {split} images {c}x{h}x{w} of {data_cfg.path} with {loaded.path} (units: the file's).", "",
-          "| encoding | bytes / image | x smaller than raw | MSE (mean over channels) | image jet mass, mean abs rel. residual | total intensity, mean abs rel. residual |",
-          "|---|---|---|---|---|---|"]
+    rows.append(
+        {
+            "method": f"sparse (values above {threshold:g}: float32 value + {index_bytes}-byte index)",
+            "mask_ratio": None,
+            "bytes_per_image": sparse,
+            "vs_raw": raw_bytes / sparse if sparse else float("inf"),
+            "mse_mean": 0.0,
+            "mass_rel_residual_mean_abs": 0.0,
+            "intensity_rel_residual_mean_abs": 0.0,
+            "note": f"exact above the threshold; {nnz / n:.0f} stored pixels per image on average",
+        }
+    )
+    rows.append(
+        {
+            "method": "raw float32",
+            "mask_ratio": None,
+            "bytes_per_image": raw_bytes,
+            "vs_raw": 1.0,
+            "mse_mean": 0.0,
+            "mass_rel_residual_mean_abs": 0.0,
+            "intensity_rel_residual_mean_abs": 0.0,
+        }
+    )
+    result = {
+        "run": str(loaded.path),
+        "data": data_cfg.path,
+        "split": split,
+        "images": n,
+        "shape": [c, h, w],
+        "seed": seed,
+        "units": "the data file's (data.preprocess log1p and scale undone)",
+        "rows": rows,
+    }
+    md = [
+        f"Compression of {n} {split} images {c}x{h}x{w} of {data_cfg.path} with {loaded.path} (units: the file's).",
+        "",
+        "| encoding | bytes / image | x smaller than raw | MSE (mean over channels) | image "
+        "jet mass, mean abs rel. residual | total intensity, mean abs rel. residual |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['method']} | {r['bytes_per_image']:,.0f} | {r['vs_raw']:.1f} | {r['mse_mean']:.4g} | "
-                  f"{r['mass_rel_residual_mean_abs']:.3f} | {r['intensity_rel_residual_mean_abs']:.3f} |")
+        md.append(
+            f"| {r['method']} | {r['bytes_per_image']:,.0f} | {r['vs_raw']:.1f} | {r['mse_mean']:.4g} | "
+            f"{r['mass_rel_residual_mean_abs']:.3f} | {r['intensity_rel_residual_mean_abs']:.3f} |"
+        )
     best_mae = min((r for r in rows if r["mask_ratio"] is not None), key=lambda r: r["bytes_per_image"])
-    verdict = ("the sparse encoding is smaller and exact" if sparse <= best_mae["bytes_per_image"]
-               else "the MAE code is smaller than the sparse encoding, at the fidelity shown")
-    md += ["", f"Smallest MAE code: {best_mae['bytes_per_image']:,.0f} bytes (mask {best_mae['mask_ratio']:g}); sparse: {sparse:,.0f} bytes: {verdict}."]
+    verdict = (
+        "the sparse encoding is smaller and exact"
+        if sparse <= best_mae["bytes_per_image"]
+        else "the MAE code is smaller than the sparse encoding, at the fidelity shown"
+    )
+    md += [
+        "",
+        f"Smallest MAE code: {best_mae['bytes_per_image']:,.0f} bytes (mask "
+        f"{best_mae['mask_ratio']:g}); sparse: {sparse:,.0f} bytes: {verdict}.",
+    ]
     dst = Path(out) if out else loaded.path / f"compress_{split}"
     dst.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dst / "compress.json", json.dumps(result, indent=1))

@@ -1,5 +1,6 @@
 """maekit data inspect PATH / maekit data preview PATH --out FILE.png: look at a data source before training on it;
 maekit data pack FOLDER --out FILE.h5 --size N: decode an image folder once into a file that streams."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import numpy as np
 import torch
 
 from ..config import DataConfig, apply_overrides, from_dict
-from ..errors import MaekitError
 from ..data import pack
 from ..data.loader import preparer, read_in_memory
 from ..data.readers import guess_source, open_readers
+from ..errors import MaekitError
 
 
 def data_config(path: str, overrides: list[str]) -> DataConfig:
@@ -37,25 +38,43 @@ def sample(cfg: DataConfig, limit: int) -> dict:
     if cfg.source in ("idx", "cifar", "folder"):
         parts, names, _ = read_in_memory(cfg, download=False)
         x, y = parts["train"]
-        info.update(images=len(x), splits={k: len(v[0]) for k, v in parts.items()}, layout="nchw (in memory)",
-                    dtype=str(x.dtype).replace("torch.", ""), class_names=names)
-        idx = torch.linspace(0, len(x) - 1, min(limit, len(x))).long().unique() if len(x) else torch.zeros(0, dtype=torch.long)
+        info.update(
+            images=len(x),
+            splits={k: len(v[0]) for k, v in parts.items()},
+            layout="nchw (in memory)",
+            dtype=str(x.dtype).replace("torch.", ""),
+            class_names=names,
+        )
+        idx = (
+            torch.linspace(0, len(x) - 1, min(limit, len(x))).long().unique()
+            if len(x)
+            else torch.zeros(0, dtype=torch.long)
+        )
         images, labels = x[idx], None if y is None else np.asarray(y)
         info["shape"] = list(x.shape[1:])
     else:
         readers = open_readers(Path(cfg.path), cfg)
         r = readers["train"]
         info.update(
-            images=r.n, splits={k: v.n for k, v in readers.items()}, key=r.key, labels_key=r.label_key,
-            layout=getattr(r, "layout", "nchw"), dtype=str(r.dtype), shape=list(r.shape), file_channels=r.file_channels,
-            read_units=len(r.chunk_starts) - 1, size_mb=round(Path(cfg.path).stat().st_size / 2**20, 1),
+            images=r.n,
+            splits={k: v.n for k, v in readers.items()},
+            key=r.key,
+            labels_key=r.label_key,
+            layout=getattr(r, "layout", "nchw"),
+            dtype=str(r.dtype),
+            shape=list(r.shape),
+            file_channels=r.file_channels,
+            read_units=len(r.chunk_starts) - 1,
+            size_mb=round(Path(cfg.path).stat().st_size / 2**20, 1),
         )
         starts = r.chunk_starts
         per_unit = int(np.diff(starts).max()) if len(starts) > 1 else 0
         k = max(1, min(len(starts) - 1, -(-limit // max(1, per_unit))))
         units = np.unique(np.linspace(0, len(starts) - 2, k).round().astype(int)) if r.n else []
         prepare = preparer(cfg.preprocess, r.where, r.shape[0])
-        blocks = [prepare(r.read(int(starts[u]), int(starts[u + 1])), int(starts[u]), int(starts[u + 1])) for u in units]
+        blocks = [
+            prepare(r.read(int(starts[u]), int(starts[u + 1])), int(starts[u]), int(starts[u + 1])) for u in units
+        ]
         images = torch.from_numpy(np.concatenate(blocks)[:limit]) if blocks else torch.zeros(0, *r.shape)
         labels = r.labels
         info["class_names"] = cfg.class_names or r.class_names
@@ -74,8 +93,10 @@ def sample(cfg: DataConfig, limit: int) -> dict:
     info["channels"] = [
         {
             "channel": c if names is None else f"{c} ({names[c]})",
-            "mean": float(x[:, c].mean()), "std": float(x[:, c].std()),
-            "min": float(x[:, c].min()), "max": float(x[:, c].max()),
+            "mean": float(x[:, c].mean()),
+            "std": float(x[:, c].std()),
+            "min": float(x[:, c].min()),
+            "max": float(x[:, c].max()),
             "nonzero": float((x[:, c] != 0).double().mean()),
         }
         for c in range(x.shape[1])
@@ -92,7 +113,20 @@ def inspect(path: str, overrides: list[str], limit: int, as_json: bool) -> dict:
         print(json.dumps(info, indent=1))
         return info
     print(f"{info['path']}: {info['source']}")
-    for k in ("pack", "key", "labels_key", "images", "splits", "shape", "dtype", "layout", "file_channels", "read_units", "size_mb", "class_names"):
+    for k in (
+        "pack",
+        "key",
+        "labels_key",
+        "images",
+        "splits",
+        "shape",
+        "dtype",
+        "layout",
+        "file_channels",
+        "read_units",
+        "size_mb",
+        "class_names",
+    ):
         if info.get(k) is not None:
             print(f"  {k:<13} {info[k]}")
     if "labels" in info:
@@ -104,7 +138,10 @@ def inspect(path: str, overrides: list[str], limit: int, as_json: bool) -> dict:
     print(f"  per-channel statistics over {info['stats_images']} images{scale}:")
     print(f"    {'channel':<16}{'mean':>11}{'std':>11}{'min':>11}{'max':>11}{'nonzero':>9}")
     for c in info["channels"]:
-        print(f"    {str(c['channel']):<16}{c['mean']:>11.4g}{c['std']:>11.4g}{c['min']:>11.4g}{c['max']:>11.4g}{100 * c['nonzero']:>8.1f}%")
+        print(
+            f"    {str(c['channel']):<16}{c['mean']:>11.4g}{c['std']:>11.4g}{c['min']:>11.4g}{c['max']:>11.4g}"
+            f"{100 * c['nonzero']:>8.1f}%"
+        )
     return info
 
 
@@ -116,13 +153,20 @@ def preview(path: str, overrides: list[str], out: str, n: int, log: bool) -> Pat
     dst = Path(out)
     if dst.suffix.lower() != ".png":
         raise MaekitError(f"--out {dst} must be a .png file")
-    plots.sample_grid(info["sample"][:n], dst, f"{Path(cfg.path).name}: {info['images']} images {info['shape']}",
-                      channel_names=info["channel_names"], log=log)
+    plots.sample_grid(
+        info["sample"][:n],
+        dst,
+        f"{Path(cfg.path).name}: {info['images']} images {info['shape']}",
+        channel_names=info["channel_names"],
+        log=log,
+    )
     print(f"preview: {dst}")
     return dst
 
 
-def pack_folder(folder: str, out: str, size: int, workers: int | None, color: str, force: bool, progress: bool = True) -> dict:
+def pack_folder(
+    folder: str, out: str, size: int, workers: int | None, color: str, force: bool, progress: bool = True
+) -> dict:
     """Pack an image folder for data.pack (see maekit/data/pack.py)."""
     dst = Path(out)
     if dst.suffix.lower() not in (".h5", ".hdf5"):
@@ -130,5 +174,7 @@ def pack_folder(folder: str, out: str, size: int, workers: int | None, color: st
     if workers is not None and workers < 1:
         raise MaekitError(f"--workers must be >= 1, got {workers}")
     meta = pack.pack_folder(Path(folder), dst, size, workers, color, force, progress)
-    print(f"pack: use it with data.source=folder data.path={folder} data.pack={dst} data.image_size={meta['image_size']}")
+    print(
+        f"pack: use it with data.source=folder data.path={folder} data.pack={dst} data.image_size={meta['image_size']}"
+    )
     return meta

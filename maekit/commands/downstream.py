@@ -1,5 +1,6 @@
 """What linprobe, finetune and knn share: the encoder (pretrained or random), the stratified label subset,
 feature extraction, test evaluation and its outputs (result.json, confusion matrix, curves)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +18,10 @@ from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.rundir import RunDir, prepare
 from ..errors import MaekitError
+from ..files import save_json
 from ..metrics import AUC_UNDEFINED, classification_report, confusion_matrix, text_or_na
 from ..models.mae import ModelConfig
 from ..models.vit import ViT
-from ..files import save_json
 from .common import LoadedRun, init_process, load_run
 
 
@@ -112,28 +113,46 @@ def prepare_setup(cfg: DownstreamConfig) -> Setup:
             raise MaekitError(str(e)) from None
     if model_cfg.in_chans != splits.channels or tuple(model_cfg.img_size) != tuple(splits.image_size):
         raise MaekitError(
-            f"encoder {cfg.pretrained or '(model section)'} expects {model_cfg.in_chans} channels of {model_cfg.img_size[0]}x{model_cfg.img_size[1]}, "
-            f"but data {splits.sources.get('train', cfg.data.path)} have {splits.channels} of {splits.image_size[0]}x{splits.image_size[1]}"
+            f"encoder {cfg.pretrained or '(model section)'} expects {model_cfg.in_chans} channels of "
+            f"{model_cfg.img_size[0]}x{model_cfg.img_size[1]}, but data {splits.sources.get('train', cfg.data.path)} "
+            f"have {splits.channels} of {splits.image_size[0]}x{splits.image_size[1]}"
         )
     if len(mean) != splits.channels:
         raise MaekitError(f"{cfg.pretrained} normalised {len(mean)} channels, the data have {splits.channels}")
     labelled = splits.train.subset(label_subset(splits.train.labels, cfg.labels, cfg.label_seed))
     val = splits.val
     if cfg.train.eval_samples < len(val):
-        idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.data.split_seed + 101))[: cfg.train.eval_samples]
+        idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.data.split_seed + 101))[
+            : cfg.train.eval_samples
+        ]
         val = val.subset(idx.sort().values)
     return Setup(splits, labelled, val, model_cfg, state, mean, std, splits.num_classes)
 
 
-def build_encoder(setup: Setup, num_classes: int = 0, pool: str = "cls", drop_path: float = 0.0, seed: int = 0,
-                  patch_dropout: float = 0.0) -> ViT:
+def build_encoder(
+    setup: Setup,
+    num_classes: int = 0,
+    pool: str = "cls",
+    drop_path: float = 0.0,
+    seed: int = 0,
+    patch_dropout: float = 0.0,
+) -> ViT:
     """The ViT encoder of the setup's architecture, with pretrained weights if any, else seeded random ones."""
     c = setup.model_cfg
     torch.manual_seed(seed)
     vit = ViT(
-        img_size=(c.img_size[0], c.img_size[1]), patch_size=c.patch_size, in_chans=c.in_chans, embed_dim=c.embed_dim,
-        depth=c.depth, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, drop_path=drop_path,
-        norm_eps=c.norm_eps, global_pool=pool, patch_dropout=patch_dropout,
+        img_size=(c.img_size[0], c.img_size[1]),
+        patch_size=c.patch_size,
+        in_chans=c.in_chans,
+        embed_dim=c.embed_dim,
+        depth=c.depth,
+        num_heads=c.num_heads,
+        mlp_ratio=c.mlp_ratio,
+        qkv_bias=c.qkv_bias,
+        drop_path=drop_path,
+        norm_eps=c.norm_eps,
+        global_pool=pool,
+        patch_dropout=patch_dropout,
     )
     if setup.pretrained_state is not None:
         checkpoint.load_weights(vit, setup.pretrained_state, "pretrained encoder")
@@ -142,7 +161,9 @@ def build_encoder(setup: Setup, num_classes: int = 0, pool: str = "cls", drop_pa
 
 
 @torch.no_grad()
-def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, pool: str, batch_size: int | None = None) -> torch.Tensor:
+def extract_features(
+    encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, pool: str, batch_size: int | None = None
+) -> torch.Tensor:
     """uint8 images [N, C, H, W] -> pooled features [N, D] (encoder in eval mode, no masking)."""
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -154,7 +175,9 @@ def extract_features(encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std
     return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
 
 
-def extract_features_sharded(encoder: ViT, images, mean: torch.Tensor, std: torch.Tensor, pool: str, dist) -> torch.Tensor:
+def extract_features_sharded(
+    encoder: ViT, images, mean: torch.Tensor, std: torch.Tensor, pool: str, dist
+) -> torch.Tensor:
     """extract_features with the images split across DDP processes (contiguous blocks) and the features
     gathered on every process; the same as extract_features in a single process."""
     if not dist.enabled:
@@ -184,18 +207,28 @@ def open_run(cfg: DownstreamConfig, out: Path, kind: str, dist, splits: Splits |
     return run
 
 
-def finish(run: RunDir, kind: str, logits: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None, extra: dict) -> dict:
+def finish(
+    run: RunDir, kind: str, logits: torch.Tensor, labels: torch.Tensor, class_names: list[str] | None, extra: dict
+) -> dict:
     """Test metrics, confusion matrix PNG and result.json; returns the result dict."""
     rep = classification_report(logits, labels)
     # undefined metrics are null in result.json (with the reason), never NaN (not JSON)
     defined = lambda v: v if math.isfinite(v) else None  # noqa: E731
-    result = {"method": kind, "test_accuracy": defined(rep["accuracy"]), "test_roc_auc": defined(rep["roc_auc"]), "test_images": len(labels), **extra}
+    result = {
+        "method": kind,
+        "test_accuracy": defined(rep["accuracy"]),
+        "test_roc_auc": defined(rep["roc_auc"]),
+        "test_images": len(labels),
+        **extra,
+    }
     if result["test_roc_auc"] is None:
         result["test_roc_auc_note"] = AUC_UNDEFINED
     if run.active:
         k = logits.shape[1]
         cm = confusion_matrix(logits.argmax(1), labels, k).numpy()
-        plots.confusion(cm, class_names, run.path / "confusion_matrix.png", f"{kind}: test accuracy {100 * rep['accuracy']:.2f}%")
+        plots.confusion(
+            cm, class_names, run.path / "confusion_matrix.png", f"{kind}: test accuracy {100 * rep['accuracy']:.2f}%"
+        )
         save_json(run.path / "result.json", result)
         run.close()
         acc = text_or_na(rep["accuracy"], f"{100 * rep['accuracy']:.2f}%", "no test images")
@@ -214,5 +247,3 @@ def stopped_early(run: RunDir, kind: str, step: int, total: int) -> dict:
 
 def dist_for(cfg: DownstreamConfig):
     return init_process(cfg.train.device, cfg.train.threads)
-
-

@@ -1,6 +1,7 @@
 """maekit embed RUN_DIR: encoder features [N, D] (float32 .npy) of a data split, every patch visible, pooled
 (mean of the patch tokens, or the cls token), plus the labels next to them. RUN_DIR may be a maekit run or a
 Hugging Face ViTMAE directory; the data come from the run's saved data config with `data.*` overrides on top."""
+
 from __future__ import annotations
 
 import io
@@ -10,9 +11,9 @@ import numpy as np
 
 from ..config import DataConfig, apply_overrides, from_dict
 from ..data.loader import load_splits
-from ..files import atomic_write_bytes
 from ..engine.dist import cleanup
 from ..errors import MaekitError
+from ..files import atomic_write_bytes
 from .common import init_process, load_run, split_by_name
 from .downstream import Setup, build_encoder, extract_features
 
@@ -57,12 +58,17 @@ def run(
         if splits.channels != c.in_chans or tuple(splits.image_size) != tuple(c.img_size):
             raise MaekitError(
                 f"encoder {run_dir} expects {c.in_chans} channels of {c.img_size[0]}x{c.img_size[1]}, "
-                f"but data {splits.sources.get('train', data_cfg.path)} have {splits.channels} of {splits.image_size[0]}x{splits.image_size[1]}"
+                f"but data {splits.sources.get('train', data_cfg.path)} have {splits.channels} of "
+                f"{splits.image_size[0]}x{splits.image_size[1]}"
             )
-        state = {k[len("encoder."):]: v for k, v in loaded.state.items() if k.startswith("encoder.")}
+        state = {k[len("encoder.") :]: v for k, v in loaded.state.items() if k.startswith("encoder.")}
         setup = Setup(splits, images, splits.val, c, state, loaded.mean, loaded.std, splits.num_classes)
         encoder = build_encoder(setup, 0, pool).to(dist.device)
-        feats = extract_features(encoder, images.images, loaded.mean, loaded.std, pool, batch_size).numpy().astype(np.float32)
+        feats = (
+            extract_features(encoder, images.images, loaded.mean, loaded.std, pool, batch_size)
+            .numpy()
+            .astype(np.float32)
+        )
     finally:
         cleanup()
     if out is None:

@@ -1,5 +1,6 @@
 """maekit export RUN_DIR --format hf OUT_DIR: a run's best checkpoint as a Hugging Face transformers ViTMAE
 directory (config.json, model.safetensors, preprocessor_config.json); see maekit/interop/hf.py."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,11 +26,21 @@ def run(run_dir: str, out: str, fmt: str = "hf") -> Path:
         "model_config": meta.get("model_config"),
         "data": meta.get("data"),
     }
-    path = hf.export_hf(out, loaded.model_cfg, loaded.state, meta["data"]["mean"], meta["data"]["std"], provenance,
-                         rescale=meta["data"].get("dtype", "uint8") == "uint8")
+    path = hf.export_hf(
+        out,
+        loaded.model_cfg,
+        loaded.state,
+        meta["data"]["mean"],
+        meta["data"]["std"],
+        provenance,
+        rescale=meta["data"].get("dtype", "uint8") == "uint8",
+    )
     if hf.encoder_only(loaded.model_cfg):
-        print(f"exported the encoder of {loaded.path} as a transformers ViTMAEModel directory -> {path}; its decoder "
-              f"(model.loss={loaded.model_cfg.loss}: hit probability and intensity per pixel) has no transformers counterpart")
+        print(
+            f"exported the encoder of {loaded.path} as a transformers ViTMAEModel "
+            f"directory -> {path}; its decoder (model.loss={loaded.model_cfg.loss}: "
+            "hit probability and intensity per pixel) has no transformers counterpart"
+        )
     else:
         print(f"exported {loaded.path} as a transformers ViTMAE directory -> {path}")
     for f in hf.EXPORT_FILES:

@@ -1,5 +1,6 @@
 """maekit finetune: the whole encoder plus a head, trained on labelled images (pretrained=none: from scratch
 with identical architecture, schedule, data and budget)."""
+
 from __future__ import annotations
 
 import time
@@ -28,7 +29,12 @@ def predict(model, images: torch.Tensor, mean, std, batch_size: int | None = Non
     model.eval()
     device = next(model.parameters()).device
     batch_size = batch_size or eval_batch_size(images)
-    return torch.cat([model(normalize(images[i : i + batch_size].to(device), mean, std)).float().cpu() for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            model(normalize(images[i : i + batch_size].to(device), mean, std)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def run(cfg: FinetuneConfig, out: Path, kind: str = "finetune") -> dict:
@@ -47,7 +53,9 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         torch.manual_seed(cfg.train.seed)
         model = SmallCNN(setup.splits.channels, setup.num_classes, cfg.cnn_width).to(dist.device)
     else:
-        model = build_encoder(setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed, cfg.patch_dropout).to(dist.device)
+        model = build_encoder(
+            setup, setup.num_classes, cfg.pool, cfg.model.drop_path, cfg.train.seed, cfg.patch_dropout
+        ).to(dist.device)
     optimizer = build_optimizer(model, cfg.optim, setup.model_cfg.depth)
     eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     peak = peak_lr(cfg.optim, eff_batch)
@@ -61,7 +69,9 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(images[mb.indices].to(dist.device), mean, std)
-        x = random_resized_crop_flip(x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset)
+        x = random_resized_crop_flip(
+            x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset
+        )
         x, lam = mixup_cutmix(x, mb.generator, cfg.mixup, cfg.cutmix)
         with autocast(dist.device, cfg.train.precision):
             logits = wrapped(x).float()
@@ -73,7 +83,10 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
 
     def evaluate(epoch: int) -> dict:
         logits = predict(model, setup.val.images, mean, std)
-        return {"val_loss": float(F.cross_entropy(logits, setup.val.labels)), "val_accuracy": accuracy(logits, setup.val.labels)}
+        return {
+            "val_loss": float(F.cross_entropy(logits, setup.val.labels)),
+            "val_accuracy": accuracy(logits, setup.val.labels),
+        }
 
     meta = {
         "kind": kind,
@@ -82,28 +95,50 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         "num_classes": setup.num_classes,
         "pool": cfg.pool,
         "effective_batch": eff_batch,
-        "data": {"mean": setup.mean.tolist(), "std": setup.std.tolist(), "class_names": setup.splits.class_names,
-                 "dtype": setup.splits.dtype, "channel_names": setup.splits.channel_names},
+        "data": {
+            "mean": setup.mean.tolist(),
+            "std": setup.std.tolist(),
+            "class_names": setup.splits.class_names,
+            "dtype": setup.splits.dtype,
+            "channel_names": setup.splits.channel_names,
+        },
     }
 
     def save(name: str, st: TrainState, epoch: int) -> None:
         if dist.is_main:
-            checkpoint.save(out / "checkpoints" / f"{name}.safetensors", model.state_dict(), meta | {"train_state": st.to_dict(), "epoch": epoch}, optimizer)
+            checkpoint.save(
+                out / "checkpoints" / f"{name}.safetensors",
+                model.state_dict(),
+                meta | {"train_state": st.to_dict(), "epoch": epoch},
+                optimizer,
+            )
 
     if dist.is_main:
+        encoder = "encoder from " + str(cfg.pretrained) if cfg.pretrained else "encoder randomly initialised"
         print(
             f"{kind}: {n} labelled images ({cfg.labels:g}), {len(setup.val)} val, "
-            f"{'small CNN' if cfg.arch == 'cnn' else 'encoder from ' + str(cfg.pretrained) if cfg.pretrained else 'encoder randomly initialised'}, peak lr {peak:.2e}, "
-            f"layer decay {cfg.optim.layer_decay}, {spe} steps/epoch x {cfg.train.epochs} epochs",
+            f"{'small CNN' if cfg.arch == 'cnn' else encoder}, peak lr {peak:.2e}, layer "
+            f"decay {cfg.optim.layer_decay}, {spe} steps/epoch x {cfg.train.epochs} epochs",
             flush=True,
         )
     state = fit(
-        wrapped, optimizer, n_train=n, step_loss=step_loss, evaluate=evaluate, select=("val_accuracy", "max"), save=save,
-        lr_fn=lambda step: lr_at(step, spe, cfg.train.epochs, cfg.optim, peak), cfg=cfg.train, clip_grad=cfg.optim.clip_grad,
-        run=run, dist=dist, state=state,
+        wrapped,
+        optimizer,
+        n_train=n,
+        step_loss=step_loss,
+        evaluate=evaluate,
+        select=("val_accuracy", "max"),
+        save=save,
+        lr_fn=lambda step: lr_at(step, spe, cfg.train.epochs, cfg.optim, peak),
+        cfg=cfg.train,
+        clip_grad=cfg.optim.clip_grad,
+        run=run,
+        dist=dist,
+        state=state,
         # curves redrawn after each evaluation (the last epoch has one), not every epoch: a drawing costs ~0.5 s
-        on_epoch_end=lambda e, m: (dist.is_main and bool(m)
-                                   and plots.training_curves(out, out / "curves.png", f"{kind}, {n} labels")),
+        on_epoch_end=lambda e, m: (
+            dist.is_main and bool(m) and plots.training_curves(out, out / "curves.png", f"{kind}, {n} labels")
+        ),
         desc=kind,
     )
     if state.step < spe * cfg.train.epochs:  # train.stop_after: checkpointed; the test waits for the finished run
@@ -112,7 +147,18 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     model.load_state_dict(checkpoint.model_state(tensors))
     logits = predict(model, setup.splits.test.images, mean, std)
     return finish(
-        run, kind, logits, setup.splits.test.labels, setup.splits.class_names,
-        {"labels": n, "seed": cfg.train.seed, "label_seed": cfg.label_seed, "val_accuracy": state.best, "best_epoch": state.best_epoch + 1,
-         "pretrained": cfg.pretrained, "time_s": time.perf_counter() - t_start},
+        run,
+        kind,
+        logits,
+        setup.splits.test.labels,
+        setup.splits.class_names,
+        {
+            "labels": n,
+            "seed": cfg.train.seed,
+            "label_seed": cfg.label_seed,
+            "val_accuracy": state.best,
+            "best_epoch": state.best_epoch + 1,
+            "pretrained": cfg.pretrained,
+            "time_s": time.perf_counter() - t_start,
+        },
     )

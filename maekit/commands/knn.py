@@ -1,5 +1,6 @@
 """maekit knn: weighted k-NN (votes exp(cos/T), as in Wu et al. 2018 and DINO) on L2-normalised encoder
 features of the labelled images; no training."""
+
 from __future__ import annotations
 
 import math
@@ -10,13 +11,21 @@ import torch
 import torch.nn.functional as F
 
 from ..config import KnnConfig
-from ..engine.dist import cleanup
 from ..data.transforms import eval_batch_size, normalize
+from ..engine.dist import cleanup
 from ..metrics import accuracy
 from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
 
 
-def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, num_classes: int, k: int, temperature: float, chunk: int = 1024) -> torch.Tensor:
+def knn_scores(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    query: torch.Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Class probabilities [Nq, K] from the k nearest (cosine) bank features, weighted by exp(sim / T)."""
     bank = F.normalize(bank, dim=1)
     query = F.normalize(query, dim=1)
@@ -45,18 +54,35 @@ def run(cfg: KnnConfig, out: Path, kind: str = "knn") -> dict:
         setup = prepare_setup(cfg)
         run_dir = open_run(cfg, out, kind, dist, setup.splits)
         if cfg.features == "pixels":
-            bank, val, test = (pixel_features(s.images, setup.mean, setup.std) for s in (setup.labelled, setup.val, setup.splits.test))
+            bank, val, test = (
+                pixel_features(s.images, setup.mean, setup.std) for s in (setup.labelled, setup.val, setup.splits.test)
+            )
         else:
             encoder = build_encoder(setup, 0, cfg.pool, 0.0, cfg.train.seed).to(dist.device)
-            bank, val, test = (extract_features_sharded(encoder, s.images, setup.mean, setup.std, cfg.pool, dist)
-                               for s in (setup.labelled, setup.val, setup.splits.test))
+            bank, val, test = (
+                extract_features_sharded(encoder, s.images, setup.mean, setup.std, cfg.pool, dist)
+                for s in (setup.labelled, setup.val, setup.splits.test)
+            )
         if not dist.is_main:
             return {}  # features shared out under DDP; the neighbour search and outputs are rank 0's
         args = (setup.labelled.labels, setup.num_classes, cfg.knn_k, cfg.knn_temperature)
         val_acc = accuracy(knn_scores(bank, args[0], val, *args[1:]), setup.val.labels)
         probs = knn_scores(bank, args[0], test, *args[1:])
-        return finish(run_dir, kind, probs.clamp_min(1e-12).log(), setup.splits.test.labels, setup.splits.class_names,
-                      {"labels": len(bank), "seed": cfg.train.seed, "label_seed": cfg.label_seed, "val_accuracy": val_acc,
-                       "k": cfg.knn_k, "pretrained": cfg.pretrained, "time_s": time.perf_counter() - t0})
+        return finish(
+            run_dir,
+            kind,
+            probs.clamp_min(1e-12).log(),
+            setup.splits.test.labels,
+            setup.splits.class_names,
+            {
+                "labels": len(bank),
+                "seed": cfg.train.seed,
+                "label_seed": cfg.label_seed,
+                "val_accuracy": val_acc,
+                "k": cfg.knn_k,
+                "pretrained": cfg.pretrained,
+                "time_s": time.perf_counter() - t0,
+            },
+        )
     finally:
         cleanup()

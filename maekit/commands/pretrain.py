@@ -1,4 +1,5 @@
 """maekit pretrain: MAE self-supervised pretraining; writes checkpoints, metrics, reconstructions, plots."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,9 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     mcfg = model_config_of(cfg, splits)
     if splits.channels != mcfg.in_chans or tuple(splits.image_size) != tuple(mcfg.img_size):
         raise MaekitError(
-            f"data {splits.sources.get('train', cfg.data.path)} have {splits.channels} channels of {splits.image_size[0]}x{splits.image_size[1]} but the model expects "
-            f"{mcfg.in_chans} of {mcfg.img_size[0]}x{mcfg.img_size[1]} (model.in_chans / model.img_size)"
+            f"data {splits.sources.get('train', cfg.data.path)} have {splits.channels} channels of "
+            f"{splits.image_size[0]}x{splits.image_size[1]} but the model expects {mcfg.in_chans} "
+            f"of {mcfg.img_size[0]}x{mcfg.img_size[1]} (model.in_chans / model.img_size)"
         )
     torch.manual_seed(cfg.train.seed)
     model = MAE(mcfg).to(dist.device)
@@ -79,18 +81,26 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(train_images[mb.indices].to(dist.device), mean, std)
-        x = random_resized_crop_flip(x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset)
+        x = random_resized_crop_flip(
+            x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset
+        )
         noise = torch.rand(mb.global_batch, L, generator=mb.generator)[mb.offset : mb.offset + x.shape[0]]
         with autocast(dist.device, cfg.train.precision):
             loss, _, _ = wrapped(x, noise=noise.to(dist.device))
         return loss.float()
 
     n_eval = cfg.train.eval_samples
-    evals = {name: eval_subset(getattr(splits, name), n_eval, cfg.data.split_seed + i) for i, name in enumerate(("train", "val", "test"))}
+    evals = {
+        name: eval_subset(getattr(splits, name), n_eval, cfg.data.split_seed + i)
+        for i, name in enumerate(("train", "val", "test"))
+    }
     noises = {name: fixed_noise(len(s), L, EVAL_MASK_SEED + i) for i, (name, s) in enumerate(evals.items())}
 
     def evaluate(epoch: int) -> dict:
-        return {f"{name}_recon_loss": recon_loss(model, s.images, mean, std, noises[name], dist=dist) for name, s in evals.items()}
+        return {
+            f"{name}_recon_loss": recon_loss(model, s.images, mean, std, noises[name], dist=dist)
+            for name, s in evals.items()
+        }
 
     meta_base = checkpoint_meta("mae", mcfg, splits, cfg.data, {"effective_batch": eff_batch, "peak_lr": peak})
 
@@ -112,7 +122,11 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         if (epoch + 1) % cfg.train.recon_every == 0 or epoch + 1 == cfg.train.epochs:
             model.eval()
             write_recon_grid(
-                model, evals["test"].images[grid], splits.mean, splits.std, noises["test"][grid],
+                model,
+                evals["test"].images[grid],
+                splits.mean,
+                splits.std,
+                noises["test"][grid],
                 out / f"recon_epoch{epoch + 1:03d}.png",
                 f"test images, mask ratio {mcfg.mask_ratio}, epoch {epoch + 1}",
             )
@@ -121,9 +135,10 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     if dist.is_main:
         print(
             f"pretrain: {n_train} train / {len(splits.val)} val / {len(splits.test)} test images "
-            f"{splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
-            f"{mcfg.num_patches} patches of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, "
-            f"effective batch {eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {precision}"
+            f"{splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}, "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {mcfg.num_patches} patches "
+            f"of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, effective batch "
+            f"{eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {precision}"
             + (f" (precision=auto on {dist.device.type})" if cfg.train.precision == "auto" else "")
             + (f", resuming at step {state.step}" if state.step else ""),
             flush=True,
@@ -153,7 +168,14 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         if state.step < steps_total:
             print(f"pretrain: stopped at step {state.step} of {steps_total}; continue with resume=true out={out}")
         print(f"run directory: {out}")
-        for f in ("config.yaml", "metrics.jsonl", "loss.png", "checkpoints/best.safetensors", "checkpoints/last.safetensors", "tensorboard/"):
+        for f in (
+            "config.yaml",
+            "metrics.jsonl",
+            "loss.png",
+            "checkpoints/best.safetensors",
+            "checkpoints/last.safetensors",
+            "tensorboard/",
+        ):
             print(f"  {out / f}")
         grids = sorted(out.glob("recon_epoch*.png"))
         if grids:

@@ -1,4 +1,5 @@
 """maekit reconstruct RUN_DIR: reconstruction grid and loss on a split, with fixed seeded masks."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,20 @@ from ..models.mae import MAE
 from .common import fixed_noise, load_run, recon_loss, split_by_name, spread, write_recon_grid
 
 
-def run(run_dir: str, split: str = "test", n: int = 8, mask_ratio: float | None = None, seed: int = 0, limit: int | None = None, out: str | None = None) -> dict:
+def run(
+    run_dir: str,
+    split: str = "test",
+    n: int = 8,
+    mask_ratio: float | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    out: str | None = None,
+) -> dict:
     loaded = load_run(run_dir, "best")
     if mask_ratio is not None and not 0.0 < mask_ratio < 1.0:  # it reports the loss over the masked patches
-        raise MaekitError(f"--mask-ratio must be in (0, 1) (the loss is taken over the masked patches), got {mask_ratio:g}")
+        raise MaekitError(
+            f"--mask-ratio must be in (0, 1) (the loss is taken over the masked patches), got {mask_ratio:g}"
+        )
     data_cfg = from_dict(DataConfig, loaded.meta["data"]["config"], "data.")
     splits = load_splits(data_cfg)
     images = split_by_name(splits, split)
@@ -32,13 +43,41 @@ def run(run_dir: str, split: str = "test", n: int = 8, mask_ratio: float | None 
     out_png = Path(out) if out else loaded.path / f"reconstruct_{split}_mask{ratio:g}_seed{seed}.png"
     k = min(n, len(data))
     grid = spread(len(data), k)  # every class of a split read class by class
-    write_recon_grid(model, data[grid], loaded.mean, loaded.std, noise[grid], out_png, f"{split} images, mask ratio {ratio:g}, seed {seed}", ratio)
-    result = {"split": split, "images": len(data), "mask_ratio": ratio, "seed": seed, "recon_loss": loss, "grid": str(out_png)}
+    write_recon_grid(
+        model,
+        data[grid],
+        loaded.mean,
+        loaded.std,
+        noise[grid],
+        out_png,
+        f"{split} images, mask ratio {ratio:g}, seed {seed}",
+        ratio,
+    )
+    result = {
+        "split": split,
+        "images": len(data),
+        "mask_ratio": ratio,
+        "seed": seed,
+        "recon_loss": loss,
+        "grid": str(out_png),
+    }
     if is_detector_data(splits):
         names = loaded.meta["data"].get("channel_names") or splits.channel_names
         panels = out_png.with_name(out_png.stem + "_channels.png")
-        result["physics"] = physics_metrics(model, data, loaded.mean, loaded.std, noise, ratio, data_cfg, names, panels,
-                                            f"{split} images, mask ratio {ratio:g}, seed {seed}", k, mean_image(splits.train.images))
+        result["physics"] = physics_metrics(
+            model,
+            data,
+            loaded.mean,
+            loaded.std,
+            noise,
+            ratio,
+            data_cfg,
+            names,
+            panels,
+            f"{split} images, mask ratio {ratio:g}, seed {seed}",
+            k,
+            mean_image(splits.train.images),
+        )
     with open(loaded.path / "reconstruct.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"{split} reconstruction loss (mask ratio {ratio:g}, seed {seed}, {len(data)} images): {loss:.5f}")
@@ -65,9 +104,21 @@ def mean_image(images, batch: int = 1024) -> torch.Tensor:
 
 
 @torch.no_grad()
-def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, ratio: float, data_cfg: DataConfig,
-                    names: list[str] | None, panels: Path, title: str, n_panels: int, baseline: torch.Tensor | None = None,
-                    batch_size: int = 64) -> dict:
+def physics_metrics(
+    model: MAE,
+    data,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    noise: torch.Tensor,
+    ratio: float,
+    data_cfg: DataConfig,
+    names: list[str] | None,
+    panels: Path,
+    title: str,
+    n_panels: int,
+    baseline: torch.Tensor | None = None,
+    batch_size: int = 64,
+) -> dict:
     """Per-channel MSE (masked / all pixels), total-intensity and image-jet-mass residuals, occupancy, and the
     per-channel log-scale panels, with the same fixed masks as the loss; with `baseline` (the training split's mean
     image) the same metrics for that image pasted into the masked patches, under "mean_image". See docs/physics.md."""
@@ -97,13 +148,17 @@ def physics_metrics(model: MAE, data, mean: torch.Tensor, std: torch.Tensor, noi
             first = (o[:n_panels], m[:n_panels], r[:n_panels])
     out = acc.result()
     if base is not None:
-        out["mean_image"] = {k: v for k, v in base.result().items() if k in ("mse_masked", "total_intensity", "jet_mass", "occupancy")}
+        out["mean_image"] = {
+            k: v for k, v in base.result().items() if k in ("mse_masked", "total_intensity", "jet_mass", "occupancy")
+        }
     channel_panels(first[0], first[1], first[2], panels, names, title, max_images=min(4, n_panels))
     out["panels"] = str(panels)
     out["units"] = "the data file's (data.preprocess log1p and scale undone)"
     if model.cfg.norm_pix_loss:
-        out["note"] = ("norm_pix_loss: the reconstruction borrows each masked patch's true mean and variance, so the "
-                       "intensity and mass residuals flatter the model")
+        out["note"] = (
+            "norm_pix_loss: the reconstruction borrows each masked patch's true mean and variance, so the "
+            "intensity and mass residuals flatter the model"
+        )
     return out
 
 
@@ -112,14 +167,20 @@ def _print_physics(ph: dict) -> None:
     print(f"per-channel MSE on masked pixels: {mse}")
     for key, label in (("total_intensity", "total intensity"), ("jet_mass", "image jet mass")):
         r = ph[key]["rel_residual"]
-        print(f"{label} ({'+'.join(ph['energy_channels'])}): relative residual {r['mean']:+.3f} +- {r['std']:.3f} (median {r['median']:+.3f})")
-    occ = ", ".join(f"{k} {ph['occupancy']['original'][k]:.4f}->{ph['occupancy']['recon'][k]:.4f}" for k in ph["channels"])
+        print(
+            f"{label} ({'+'.join(ph['energy_channels'])}): relative residual "
+            f"{r['mean']:+.3f} +- {r['std']:.3f} (median {r['median']:+.3f})"
+        )
+    occ = ", ".join(
+        f"{k} {ph['occupancy']['original'][k]:.4f}->{ph['occupancy']['recon'][k]:.4f}" for k in ph["channels"]
+    )
     print(f"occupancy (original->reconstruction): {occ}")
     if "mean_image" in ph:  # the baseline: the training split's mean image in the masked patches
         b = ph["mean_image"]
-        print(f"baseline, mean training image pasted into the masked patches: total intensity {b['total_intensity']['rel_residual']['mean']:+.3f}, "
-              f"image jet mass {b['jet_mass']['rel_residual']['mean']:+.3f}, occupancy "
-              + ", ".join(f"{k} {b['occupancy']['recon'][k]:.4f}" for k in ph["channels"]))
+        print(
+            "baseline, mean training image pasted into the masked patches: total "
+            f"intensity {b['total_intensity']['rel_residual']['mean']:+.3f}, image "
+            f"jet mass {b['jet_mass']['rel_residual']['mean']:+.3f}, occupancy "
+            + ", ".join(f"{k} {b['occupancy']['recon'][k]:.4f}" for k in ph["channels"])
+        )
     print(f"channel panels: {ph['panels']}")
-
-

@@ -5,6 +5,7 @@ can be mailed or attached as it is. Whatever exists is shown: configuration, env
 hardware), loss curves, reconstruction grids, result tables, confusion matrices and accuracy-vs-labels plot.
 Every string that comes from the run (names, paths, class names, config values) is HTML-escaped.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,15 +16,16 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..files import atomic_write_text
 from ..engine.rundir import read_metrics
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from .cells import METRICS, SUMMARY_HEADER, read_csv, summarize, summary_row
 
 DOWNSTREAM_KINDS = ("linprobe", "finetune", "knn", "scratch", "cnn", "pixel_knn", "linprobe_random", "knn_random")
 
 STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 h3 { font-size: 1.0em; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: .85em; }
@@ -57,16 +59,23 @@ class Page:
     def image(self, path: Path, caption: str | None = None) -> str:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         cap = caption if caption is not None else _rel(path, self.root)
-        return f'<figure><img src="data:image/png;base64,{data}" alt="{esc(cap)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        return (
+            f'<figure><img src="data:image/png;base64,{data}" '
+            f'alt="{esc(cap)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        )
 
     def render(self) -> str:
         nav = " ".join(f'<a href="#s{i}">{esc(t)}</a>' for i, (t, parts) in enumerate(self.sections) if parts)
-        body = "\n".join(f'<section id="s{i}"><h2>{esc(t)}</h2>\n' + "\n".join(parts) + "\n</section>"
-                         for i, (t, parts) in enumerate(self.sections) if parts)
+        body = "\n".join(
+            f'<section id="s{i}"><h2>{esc(t)}</h2>\n' + "\n".join(parts) + "\n</section>"
+            for i, (t, parts) in enumerate(self.sections)
+            if parts
+        )
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{esc(self.title)}</title><style>{STYLE}</style></head>\n<body>\n"
-            f"<h1>{esc(self.title)}</h1>\n<p class=\"note\">directory: <code>{esc(self.root)}</code></p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n"
+            f'<h1>{esc(self.title)}</h1>\n<p class="note">directory: '
+            f"<code>{esc(self.root)}</code></p>\n<nav>{nav}</nav>\n{body}\n</body></html>\n"
         )
 
 
@@ -105,11 +114,12 @@ def table(header: list[str], rows: Iterable[list[Any]], text_cols: int = 1, form
     head = "".join(f'<th class="{"text" if i < text_cols else ""}">{esc(h)}</th>' for i, h in enumerate(header))
     body = []
     for row in rows:
-        body.append("<tr>" + "".join(
-            f'<td class="{"text" if i < text_cols else ""}">{esc(v if formatted else _number(header[i] if i < len(header) else "", v))}</td>'
-            for i, v in enumerate(row)
-        ) + "</tr>")
-    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        cells = []
+        for i, v in enumerate(row):
+            text = v if formatted else _number(header[i] if i < len(header) else "", v)
+            cells.append(f'<td class="{"text" if i < text_cols else ""}">{esc(text)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def csv_table(path: Path, text_cols: int = 1) -> str:
@@ -129,9 +139,20 @@ def _env_section(page: Page, root: Path) -> None:
         parts.append('<p class="note">Recorded when the run started.</p>')
     else:
         env = environment()
-        parts.append('<p class="note">This run did not record its environment; shown: the machine that wrote this report.</p>')
-    names = {"python": "Python", "torch": "torch", "maekit": "maekit", "git_commit": "git commit", "platform": "platform", "cpu": "CPU",
-             "cpu_count": "CPU cores", "torch_threads": "torch threads", "gpu": "GPU"}
+        parts.append(
+            '<p class="note">This run did not record its environment; shown: the machine that wrote this report.</p>'
+        )
+    names = {
+        "python": "Python",
+        "torch": "torch",
+        "maekit": "maekit",
+        "git_commit": "git commit",
+        "platform": "platform",
+        "cpu": "CPU",
+        "cpu_count": "CPU cores",
+        "torch_threads": "torch threads",
+        "gpu": "GPU",
+    }
     rows = [[names.get(k, k), "none" if v is None else v] for k, v in env.items()]
     extra = [[k, v] for k, v in info.items() if k not in ("env", "kind") and not isinstance(v, (dict, list))]
     parts.append(table(["", "value"], rows + extra, text_cols=2))
@@ -155,10 +176,16 @@ def _pretrain_sections(page: Page, root: Path, prefix: str = "") -> None:
     rows = [r for r in read_metrics(root) if "img_per_s" in r]
     if rows:
         keys = [k for k in ("train_recon_loss", "val_recon_loss", "test_recon_loss") if any(k in r for r in rows)]
-        curves.append("<h3>Per epoch</h3>" + table(
-            ["epoch", "step", *keys, "images/s", "epoch time (s)"],
-            [[r["epoch"] + 1, r["step"], *[r.get(k) for k in keys], r["img_per_s"], r["epoch_time_s"]] for r in rows],
-        ))
+        curves.append(
+            "<h3>Per epoch</h3>"
+            + table(
+                ["epoch", "step", *keys, "images/s", "epoch time (s)"],
+                [
+                    [r["epoch"] + 1, r["step"], *[r.get(k) for k in keys], r["img_per_s"], r["epoch_time_s"]]
+                    for r in rows
+                ],
+            )
+        )
     recon = page.section(prefix + "Reconstructions")
     grid = _last(root.glob("recon_epoch*.png"))
     if grid is not None:
@@ -168,8 +195,12 @@ def _pretrain_sections(page: Page, root: Path, prefix: str = "") -> None:
     jl = root / "reconstruct.jsonl"
     if jl.exists():
         recs = [json.loads(x) for x in jl.read_text().splitlines() if x.strip()]
-        recon.append(table(["split", "images", "mask ratio", "seed", "reconstruction loss"],
-                           [[r["split"], r["images"], r["mask_ratio"], r["seed"], r["recon_loss"]] for r in recs]))
+        recon.append(
+            table(
+                ["split", "images", "mask ratio", "seed", "reconstruction loss"],
+                [[r["split"], r["images"], r["mask_ratio"], r["seed"], r["recon_loss"]] for r in recs],
+            )
+        )
 
 
 def _downstream_sections(page: Page, root: Path) -> None:
@@ -188,12 +219,17 @@ def _compare_sections(page: Page, root: Path) -> None:
     results = []  # the cells of the comparison (results.csv), not the learning-rate trials next to them in cells/
     if (root / "results.csv").exists():
         for r in read_csv(root / "results.csv")[1]:
-            num = {k: float(r[k]) if r.get(k) not in (None, "") else float("nan") for k in ("test_accuracy", "test_roc_auc", "val_accuracy")}
+            num = {
+                k: float(r[k]) if r.get(k) not in (None, "") else float("nan")
+                for k in ("test_accuracy", "test_roc_auc", "val_accuracy")
+            }
             results.append({**r, **num, "labels": int(float(r["labels"]))})
     parts = page.section("Results")
     if results:
-        parts.append("<h3>Mean ± std over seeds (test split)</h3>" + table(
-            SUMMARY_HEADER, [summary_row(r) for r in summarize(results)], text_cols=2, formatted=True))
+        parts.append(
+            "<h3>Mean ± std over seeds (test split)</h3>"
+            + table(SUMMARY_HEADER, [summary_row(r) for r in summarize(results)], text_cols=2, formatted=True)
+        )
     if (root / "results.md").exists():
         notes = [line[2:] for line in (root / "results.md").read_text().splitlines() if line.startswith("- ")]
         if notes:
@@ -214,7 +250,9 @@ def _sweep_sections(page: Page, root: Path) -> None:
     if (root / "sweep.csv").exists():
         parts.append(csv_table(root / "sweep.csv"))
     if (root / "sweep.md").exists():  # what the numbers mean
-        notes = [line for line in (root / "sweep.md").read_text().splitlines() if line and not line.startswith(("|", "!["))]
+        notes = [
+            line for line in (root / "sweep.md").read_text().splitlines() if line and not line.startswith(("|", "!["))
+        ]
         parts.extend(f'<p class="note">{esc(line)}</p>' for line in notes)
     heat = page.section("Heatmaps")
     order = {f"heatmap_{m}.png": i for i, (m, _, _) in enumerate(METRICS)}

@@ -14,6 +14,7 @@ Running the same command again skips finished cells and resumes an interrupted p
 from its last checkpoint. Downstream sections: `linprobe:`, `finetune:`, `knn:` in CONFIG or overrides such
 as knn.labels=600; their data are the cell's pretraining data and `pretrained` is the cell's run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,17 +31,31 @@ import yaml
 
 from .. import plots
 from ..config import (
-    Axis, FinetuneConfig, KnnConfig, LinprobeConfig, PretrainConfig, apply_overrides, from_dict, parse_grid, parse_override, read_yaml,
-    save_yaml, to_dict,
+    Axis,
+    FinetuneConfig,
+    KnnConfig,
+    LinprobeConfig,
+    PretrainConfig,
+    apply_overrides,
+    from_dict,
+    parse_grid,
+    parse_override,
+    read_yaml,
+    save_yaml,
+    to_dict,
 )
 from ..engine import checkpoint
-from ..files import atomic_write_text
 from ..engine.rundir import default_out, read_metrics
 from ..errors import MaekitError
+from ..files import atomic_write_text
 from . import cells as cell_runner, finetune, knn, linprobe, pretrain
 from .cells import METRICS
 
-DOWNSTREAM = {"linprobe": (LinprobeConfig, linprobe.run), "finetune": (FinetuneConfig, finetune.run), "knn": (KnnConfig, knn.run)}
+DOWNSTREAM = {
+    "linprobe": (LinprobeConfig, linprobe.run),
+    "finetune": (FinetuneConfig, finetune.run),
+    "knn": (KnnConfig, knn.run),
+}
 RECON_IMAGES = 6
 RECON_SEED = 4321
 
@@ -75,14 +90,18 @@ def _route(overrides: list[str]) -> tuple[list[str], dict[str, list[str]], str |
     return pre, down, out
 
 
-def plan(config: str | None, grid: list[str], overrides: list[str], then: list[str]) -> tuple[Path, list[Axis], list[Cell], dict]:
+def plan(
+    config: str | None, grid: list[str], overrides: list[str], then: list[str]
+) -> tuple[Path, list[Axis], list[Cell], dict]:
     """Every cell's validated configuration (nothing runs; bad keys and values fail here, before any training)."""
     for m in then:
         if m not in DOWNSTREAM:
             raise MaekitError(f"--then: unknown evaluation {m!r} (known: {', '.join(DOWNSTREAM)})")
     axes, constants = parse_grid(grid)
     if not axes:
-        raise MaekitError("--grid needs at least one key with two or more values, e.g. --grid model.mask_ratio=0.75,0.85")
+        raise MaekitError(
+            "--grid needs at least one key with two or more values, e.g. --grid model.mask_ratio=0.75,0.85"
+        )
     data = read_yaml(config) if config else {}
     sections = {m: data.pop(m, None) or {} for m in DOWNSTREAM}
     for m, s in sections.items():
@@ -100,10 +119,15 @@ def plan(config: str | None, grid: list[str], overrides: list[str], then: list[s
     cells = []
     for combo in itertools.product(*[range(len(a.raw)) for a in axes]):
         point = {a.key: a.values[i] for a, i in zip(axes, combo)}
-        name = cell_runner.cell_name([(cell_runner.name_part(short[a.key]), cell_runner.name_part(a.raw[i])) for a, i in zip(axes, combo)])
+        name = cell_runner.cell_name(
+            [(cell_runner.name_part(short[a.key]), cell_runner.name_part(a.raw[i])) for a, i in zip(axes, combo)]
+        )
         label = ", ".join(f"{short[a.key]}={a.raw[i]}" for a, i in zip(axes, combo))
         pre_sets = [f"{a.key}={a.raw[i]}" for a, i in zip(axes, combo) if a.key.split(".")[0] not in DOWNSTREAM]
-        down_sets = {m: [f"{a.key.split('.', 1)[1]}={a.raw[i]}" for a, i in zip(axes, combo) if a.key.split(".")[0] == m] for m in DOWNSTREAM}
+        down_sets = {
+            m: [f"{a.key.split('.', 1)[1]}={a.raw[i]}" for a, i in zip(axes, combo) if a.key.split(".")[0] == m]
+            for m in DOWNSTREAM
+        }
         pcfg = from_dict(PretrainConfig, apply_overrides(base_pre, pre_sets))
         pcfg.validate()
         down = {}
@@ -115,13 +139,16 @@ def plan(config: str | None, grid: list[str], overrides: list[str], then: list[s
             _downstream_config(down[m], pcfg, cell_runner.cell_dir(out_dir, name) / "pretrain").validate()
         cells.append(Cell(name, label, point, pcfg, down))
     if len({c.name for c in cells}) != len(cells):
-        raise MaekitError("--grid values give two cells the same directory name; use values that differ in letters or digits")
+        raise MaekitError(
+            "--grid values give two cells the same directory name; use values that differ in letters or digits"
+        )
     record = {
         "grid": {a.key: a.values for a in axes},
         "then": list(then),
         **to_dict(from_dict(PretrainConfig, base_pre)),  # the resolved base configuration, for the reader
         **{m: base_down[m] for m in DOWNSTREAM if base_down[m]},
-        "given": {**base_pre, **{m: base_down[m] for m in DOWNSTREAM if base_down[m]}},  # what the user set: compared on reruns
+        # what the user set: compared on reruns
+        "given": {**base_pre, **{m: base_down[m] for m in DOWNSTREAM if base_down[m]}},
     }
     return out_dir, axes, cells, record
 
@@ -192,8 +219,14 @@ def _open_sweep(out: Path, record: dict) -> None:
         old = yaml.safe_load(saved.read_text()) or {}
         where = _mismatch(old, record)
         if where is not None:
-            raise MaekitError(f"{out} holds a sweep with a different grid or configuration (at '{where}'); use the same settings to continue it, or another out=DIR")
-        record = {**record, "then": sorted(set(old.get("then") or []) | set(record["then"]), key=list(DOWNSTREAM).index)}
+            raise MaekitError(
+                f"{out} holds a sweep with a different grid or configuration (at "
+                f"'{where}'); use the same settings to continue it, or another out=DIR"
+            )
+        record = {
+            **record,
+            "then": sorted(set(old.get("then") or []) | set(record["then"]), key=list(DOWNSTREAM).index),
+        }
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(record, saved)
     cell_runner.open_dir(out, "sweep")
@@ -221,9 +254,14 @@ def run_cell(cell: Cell, out: Path, then: list[str]) -> dict | None:
     pre_dir = cell_dir / "pretrain"
     cell_dir.mkdir(parents=True, exist_ok=True)
     finished = lambda d: cell_runner.pretraining_finished(d, cell.pretrain.train.epochs)  # noqa: E731
-    pcfg = cell_runner.prepare(pre_dir, dataclasses.replace(cell.pretrain, out=str(pre_dir)), resumable=True, finished=finished)
+    pcfg = cell_runner.prepare(
+        pre_dir, dataclasses.replace(cell.pretrain, out=str(pre_dir)), resumable=True, finished=finished
+    )
     if pcfg is not None:  # resumed from its last checkpoint, or (died before its first one) started again
-        print(f"sweep: {cell.label}: " + ("resuming pretraining" if pcfg.resume else "pretraining") + f" in {pre_dir}", flush=True)
+        print(
+            f"sweep: {cell.label}: " + ("resuming pretraining" if pcfg.resume else "pretraining") + f" in {pre_dir}",
+            flush=True,
+        )
         t0 = time.perf_counter()
         try:
             pretrain.run(pcfg, pre_dir)
@@ -234,7 +272,9 @@ def run_cell(cell: Cell, out: Path, then: list[str]) -> dict | None:
     for m in then:
         ddir = cell_dir / m
         # an unfinished evaluation: fine-tuning resumes from its last checkpoint, the rest restart
-        dcfg = cell_runner.prepare(ddir, _downstream_config(cell.downstream[m], cell.pretrain, pre_dir), resumable=m == "finetune")
+        dcfg = cell_runner.prepare(
+            ddir, _downstream_config(cell.downstream[m], cell.pretrain, pre_dir), resumable=m == "finetune"
+        )
         if dcfg is None:
             continue
         dcfg.validate()
@@ -268,25 +308,31 @@ def cell_record(cell: Cell, out: Path) -> dict:
     fl = flops_per_image(model)
     wall = json.loads((cell_dir / "wall.json").read_text()) if (cell_dir / "wall.json").exists() else {}
     rec: dict[str, Any] = {"cell": cell.name, **{k: v for k, v in cell.point.items()}}
-    rec.update({
-        "train_recon_loss": last["train_recon_loss"], "val_recon_loss": last["val_recon_loss"], "test_recon_loss": last["test_recon_loss"],
-        "epochs": last["epoch"] + 1,
-    })
+    rec.update(
+        {
+            "train_recon_loss": last["train_recon_loss"],
+            "val_recon_loss": last["val_recon_loss"],
+            "test_recon_loss": last["test_recon_loss"],
+            "epochs": last["epoch"] + 1,
+        }
+    )
     for m in DOWNSTREAM:
         f = cell_dir / m / "result.json"
         if f.exists():
             res = json.loads(f.read_text())
             rec[f"{m}_test_accuracy"] = res["test_accuracy"]
             rec[f"{m}_labels"] = res.get("labels")
-    rec.update({
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "encoder_params_m": sum(p.numel() for p in model.encoder.parameters()) / 1e6,
-        "mflops_per_image": fl["total"] / 1e6,
-        "attention_mflops_per_image": fl["attention"] / 1e6,
-        "img_per_s": seen / train_time if train_time else float("nan"),
-        "train_time_s": train_time,
-        "wall_s": sum(wall.values()),
-    })
+    rec.update(
+        {
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "encoder_params_m": sum(p.numel() for p in model.encoder.parameters()) / 1e6,
+            "mflops_per_image": fl["total"] / 1e6,
+            "attention_mflops_per_image": fl["attention"] / 1e6,
+            "img_per_s": seen / train_time if train_time else float("nan"),
+            "train_time_s": train_time,
+            "wall_s": sum(wall.values()),
+        }
+    )
     return rec
 
 
@@ -294,7 +340,11 @@ def run(config: str | None, grid: list[str], overrides: list[str] = (), then: li
     out, axes, cells, record = plan(config, list(grid), list(overrides), list(then))
     _open_sweep(out, record)
     then = yaml.safe_load((out / "config.yaml").read_text())["then"]
-    print(f"sweep: {len(cells)} cells ({' x '.join(f'{a.key} {len(a.raw)}' for a in axes)}) in {out}" + (f", then {', '.join(then)}" if then else ""), flush=True)
+    print(
+        f"sweep: {len(cells)} cells ({' x '.join(f'{a.key} {len(a.raw)}' for a in axes)}) in {out}"
+        + (f", then {', '.join(then)}" if then else ""),
+        flush=True,
+    )
     records: dict[str, dict] = {}
     stopped = []
     for cell in cells:
@@ -316,6 +366,7 @@ def run(config: str | None, grid: list[str], overrides: list[str] = (), then: li
 
 # ---------------------------------------------------------------- tables and figures
 
+
 def _present(records: dict[str, dict]) -> list[tuple[str, str, str]]:
     return [(m, t, f) for m, t, f in METRICS if any(m in r for r in records.values())]
 
@@ -324,11 +375,28 @@ def write_tables(out: Path, axes: list[Axis], cells: list[Cell], records: dict[s
     """sweep.csv (every column) and sweep.md (the main metrics, the figures)."""
     keys = ["cell", *[a.key for a in axes]]
     present = [m for m, _, _ in _present(records)]
-    extra = ["val_recon_loss", "epochs", *[f"{m}_labels" for m in DOWNSTREAM if any(f"{m}_labels" in r for r in records.values())],
-             "encoder_params_m", "attention_mflops_per_image", "train_time_s"]
+    extra = [
+        "val_recon_loss",
+        "epochs",
+        *[f"{m}_labels" for m in DOWNSTREAM if any(f"{m}_labels" in r for r in records.values())],
+        "encoder_params_m",
+        "attention_mflops_per_image",
+        "train_time_s",
+    ]
     fields = [*keys, "status", *present, *extra]
-    cell_runner.write_csv(out / "sweep.csv", fields, [{"cell": c.name, **c.point, "status": "done" if records.get(c.name) else "pending",
-                                                       **records.get(c.name, {})} for c in cells])
+    cell_runner.write_csv(
+        out / "sweep.csv",
+        fields,
+        [
+            {
+                "cell": c.name,
+                **c.point,
+                "status": "done" if records.get(c.name) else "pending",
+                **records.get(c.name, {}),
+            }
+            for c in cells
+        ],
+    )
 
     shown = _present(records)
     lines = [
@@ -336,8 +404,15 @@ def write_tables(out: Path, axes: list[Axis], cells: list[Cell], records: dict[s
         f"{len(records)} done." + (f" Evaluations after pretraining: {', '.join(then)}." if then else ""),
         "",
         *cell_runner.markdown_table(
-            [*[a.key for a in axes], *[t for _, t, _ in shown]], [False] * len(axes) + [True] * len(shown),
-            [[*[str(c.point[a.key]) for a in axes], *[cell_runner.fmt(records.get(c.name, {}).get(m), f) for m, _, f in shown]] for c in cells],
+            [*[a.key for a in axes], *[t for _, t, _ in shown]],
+            [False] * len(axes) + [True] * len(shown),
+            [
+                [
+                    *[str(c.point[a.key]) for a in axes],
+                    *[cell_runner.fmt(records.get(c.name, {}).get(m), f) for m, _, f in shown],
+                ]
+                for c in cells
+            ],
         ),
         "",
         "Reconstruction loss: mean squared error on the masked patches (in normalised pixel units, with norm_pix_loss "
@@ -348,7 +423,11 @@ def write_tables(out: Path, axes: list[Axis], cells: list[Cell], records: dict[s
         "pictures) plus the evaluations, as measured by the sweep process(es).",
     ]
     if any(c.pretrain.model.norm_pix_loss for c in cells) and any(a.key == "model.patch_size" for a in axes):
-        lines += ["", "Note: with norm_pix_loss the targets are normalised per patch, so losses of different patch sizes are not on the same scale."]
+        lines += [
+            "",
+            "Note: with norm_pix_loss the targets are normalised per patch, "
+            "so losses of different patch sizes are not on the same scale.",
+        ]
     lines += ["", "![loss curves](loss_curves.png)", "", "![reconstructions](reconstructions.png)", ""]
     for m, t, _ in shown:
         lines.append(f"![{t}](heatmap_{m}.png)")
@@ -372,11 +451,22 @@ def write_figures(out: Path, axes: list[Axis], cells: list[Cell], records: dict[
                 if r and r.get(m) is not None:
                     vals[i, j] = r[m]
         pct = "accuracy" in m
-        plots.heatmap(vals * (100 if pct else 1), row_labels, [str(v) for v in col_axis.values], out / f"heatmap_{m}.png",
-                      t + (" (%)" if pct else ""), xlabel=col_axis.key, ylabel=", ".join(a.key for a in rows_axes), fmt="{:.2f}" if pct else f)
+        plots.heatmap(
+            vals * (100 if pct else 1),
+            row_labels,
+            [str(v) for v in col_axis.values],
+            out / f"heatmap_{m}.png",
+            t + (" (%)" if pct else ""),
+            xlabel=col_axis.key,
+            ylabel=", ".join(a.key for a in rows_axes),
+            fmt="{:.2f}" if pct else f,
+        )
     done = [c for c in cells if c.name in records]
-    plots.overlaid_loss_curves([(c.label, out / "cells" / c.name / "pretrain") for c in done], out / "loss_curves.png",
-                               title="MAE pretraining of every cell")
+    plots.overlaid_loss_curves(
+        [(c.label, out / "cells" / c.name / "pretrain") for c in done],
+        out / "loss_curves.png",
+        title="MAE pretraining of every cell",
+    )
     reconstruction_figure(out, done)
 
 
@@ -417,4 +507,8 @@ def reconstruction_figure(out: Path, cells: list[Cell]) -> None:
         columns[f"{label}\nmasked"] = pix(x) * (1 - m.numpy()) + 0.5 * m.numpy()
         columns[f"{label}\nreconstruction"] = pix(recon * m + x * (1 - m))
     if columns:
-        plots.recon_grid(columns, out / "reconstructions.png", "the same test images: masked input and reconstruction (visible patches pasted back) of every cell")
+        plots.recon_grid(
+            columns,
+            out / "reconstructions.png",
+            "the same test images: masked input and reconstruction (visible patches pasted back) of every cell",
+        )

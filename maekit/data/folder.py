@@ -4,6 +4,7 @@ Every image is decoded once, converted to grayscale or RGB, resized on its short
 data.image_size, and kept in memory as uint8 (training augmentation then crops and flips on tensors). Files
 Pillow cannot read are skipped with a count (or, with data.on_bad_image=error, stop the run with their name).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:  # decoding alone would allocate w*h*channels bytes
+            if (
+                Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS
+            ):  # decoding alone would allocate w*h*channels bytes
                 raise _bomb(path, f"{w}x{h} = {w * h:,} pixels, limit {Image.MAX_IMAGE_PIXELS:,}")
             im = im.convert(mode)
             if size is not None:
@@ -51,7 +54,10 @@ def decode(path: Path, mode: str, size: int | None) -> np.ndarray | None:
 
 
 def _bomb(path: Path, detail: str) -> MaekitError:
-    return MaekitError(f"{path}: image over Pillow's decompression-bomb limit ({detail}); refusing to decode it (remove or shrink the file)")
+    return MaekitError(
+        f"{path}: image over Pillow's decompression-bomb limit "
+        f"({detail}); refusing to decode it (remove or shrink the file)"
+    )
 
 
 def color_mode(files: list[Path], color: str) -> str:
@@ -78,7 +84,9 @@ def scan(root: Path) -> tuple[list[Path], list[str] | None]:
         raise MaekitError(f"data path {root} is not a folder; data.source=folder expects a folder of images")
     files = list_images(root)
     if not files:
-        raise MaekitError(f"{root}: no image files found (looked for {', '.join(sorted(EXTENSIONS))}, in subfolders too)")
+        raise MaekitError(
+            f"{root}: no image files found (looked for {', '.join(sorted(EXTENSIONS))}, in subfolders too)"
+        )
     # labelled: every image sits in a direct subfolder of root (the class), and there are at least two classes
     parents = {p.parent for p in files}
     labelled = all(p.parent == root for p in parents) and len(parents) >= 2
@@ -88,7 +96,10 @@ def scan(root: Path) -> tuple[list[Path], list[str] | None]:
 def report_bad(root: Path, bad: list[Path], on_bad_image: str) -> None:
     """Unreadable files of `root`: an error naming the first (data.on_bad_image=error), else a line with their count."""
     if bad and on_bad_image == "error":
-        raise MaekitError(f"{bad[0]}: cannot decode the image ({len(bad)} unreadable file(s) in {root}); set data.on_bad_image=skip to skip them")
+        raise MaekitError(
+            f"{bad[0]}: cannot decode the image ({len(bad)} unreadable "
+            f"file(s) in {root}); set data.on_bad_image=skip to skip them"
+        )
     if bad:
         print(f"data: skipped {len(bad)} unreadable image(s) in {root} (first: {bad[0]})", flush=True)
 
@@ -106,14 +117,23 @@ def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, li
     need = len(files) * (3 if mode == "RGB" else 1) * size * size if size else 0
     if avail is not None and need > avail:
         raise MaekitError(
-            f"{root}: {len(files):,} images at {size}x{size} need {need / 2**30:.1f} GiB in memory, more than the "
-            f"{avail / 2**30:.1f} GiB available; use a smaller data.image_size, or pack the folder once (`maekit data pack`) and set data.pack to stream it"
+            f"{root}: {len(files):,} images at {size}x{size} need {need / 2**30:.1f} GiB in memory, "
+            f"more than the {avail / 2**30:.1f} GiB available; use a smaller data.image_size, or "
+            "pack the folder once (`maekit data pack`) and set data.pack to stream it"
         )
     workers = min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # such images are refused with an error instead
-        decoded = list(tqdm(pool.map(lambda p: decode(p, mode, size), files), total=len(files), desc=f"decode {root.name}",
-                            unit="img", leave=False, disable=None))
+        decoded = list(
+            tqdm(
+                pool.map(lambda p: decode(p, mode, size), files),
+                total=len(files),
+                desc=f"decode {root.name}",
+                unit="img",
+                leave=False,
+                disable=None,
+            )
+        )
     bad = [p for p, a in zip(files, decoded) if a is None]
     report_bad(root, bad, cfg.on_bad_image)
     keep = [(p, a) for p, a in zip(files, decoded) if a is not None]
@@ -122,7 +142,10 @@ def load(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, li
     if size is None:
         shapes = {a.shape for _, a in keep}
         if len(shapes) > 1:
-            raise MaekitError(f"{root}: images have different sizes ({', '.join(str(s[1:]) for s in list(shapes)[:3])} ...); set data.image_size")
+            raise MaekitError(
+                f"{root}: images have different sizes "
+                f"({', '.join(str(s[1:]) for s in list(shapes)[:3])} ...); set data.image_size"
+            )
     images = np.stack([a for _, a in keep])
     labels = np.array([classes.index(p.parent.name) for p, _ in keep], dtype=np.int64) if classes else None
     return images, labels, classes

@@ -3,6 +3,7 @@
 Header: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then one big-endian uint32
 per dimension; then the data, row-major.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -17,7 +18,14 @@ import numpy as np
 from ..environment import available_memory
 from ..errors import MaekitError
 
-_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_TYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -28,7 +36,18 @@ DATASETS = {
     "fashion_mnist": dict(
         debian="/usr/share/datasets/fashion-mnist",
         url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        classes=["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        classes=[
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
         hflip=True,
     ),
     "mnist": dict(
@@ -67,8 +86,8 @@ def read_idx(path: str | Path) -> np.ndarray:
             avail = available_memory()
             if avail is not None and expected > avail:
                 raise MaekitError(
-                    f"idx file {p} declares shape {shape} ({expected:,} bytes), more than the {avail:,} bytes of memory "
-                    "available; its header is corrupt or it is not an idx file"
+                    f"idx file {p} declares shape {shape} ({expected:,} bytes), more than the {avail:,} "
+                    "bytes of memory available; its header is corrupt or it is not an idx file"
                 )
             raw += f.read(expected - header + 1)
     except FileNotFoundError:
@@ -100,10 +119,15 @@ def locate(name: str, path: str | None, download: bool = True) -> Path:
         if not folder.exists():
             raise MaekitError(f"data.path {folder} does not exist")
         if not _complete(folder):
-            raise MaekitError(f"data.path {folder} does not hold the four idx files ({', '.join(s for p in FILES.values() for s in p)}, .gz or not)")
+            raise MaekitError(
+                f"data.path {folder} does not hold the four idx files "
+                f"({', '.join(s for p in FILES.values() for s in p)}, .gz or not)"
+            )
         return folder
     if name not in DATASETS:
-        raise MaekitError(f"data.name {name!r} is not a known idx dataset (known: {', '.join(DATASETS)}); set data.path")
+        raise MaekitError(
+            f"data.name {name!r} is not a known idx dataset (known: {', '.join(DATASETS)}); set data.path"
+        )
     candidates = []
     env = os.environ.get("MAEKIT_DATA")
     if env:
@@ -132,9 +156,10 @@ def _download(base_url: str, target: Path) -> None:
         dest = target / (stem + ".gz")
         if dest.exists():
             continue
-        with urllib.request.urlopen(base_url + stem + ".gz", timeout=20) as r, tempfile.NamedTemporaryFile(
-            dir=target, delete=False
-        ) as tmp:
+        with (
+            urllib.request.urlopen(base_url + stem + ".gz", timeout=20) as r,
+            tempfile.NamedTemporaryFile(dir=target, delete=False) as tmp,
+        ):
             shutil.copyfileobj(r, tmp)
         os.replace(tmp.name, dest)
 

@@ -5,6 +5,7 @@ Every source ends up as the same `Splits`: train / val / test `ImageSet`s whose 
 tensors from disk on demand. Splits the source does not have are cut from its training data with seeded
 permutations; the rows of every split are saved in the run directory (splits.npz).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,11 +80,16 @@ class Splits:
 
     def save_rows(self, path: Path) -> None:
         """Which rows of which file went into each split (np.load(path) to read)."""
-        from ..files import atomic_write_bytes
         import io
 
+        from ..files import atomic_write_bytes
+
         buf = io.BytesIO()
-        np.savez(buf, **{f"{k}_rows": v for k, v in self.rows.items()}, **{f"{k}_source": np.array(v) for k, v in self.sources.items()})
+        np.savez(
+            buf,
+            **{f"{k}_rows": v for k, v in self.rows.items()},
+            **{f"{k}_source": np.array(v) for k, v in self.sources.items()},
+        )
         atomic_write_bytes(path, buf.getvalue())
 
 
@@ -111,7 +117,9 @@ def preparer(pre: PreprocessConfig, where: str, channels: int):
         if x.dtype != np.uint8:
             finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             if not finite.all():
-                raise MaekitError(f"{where}: image {lo + int(np.argmin(finite))} holds NaN or Inf values; expected finite numbers")
+                raise MaekitError(
+                    f"{where}: image {lo + int(np.argmin(finite))} holds NaN or Inf values; expected finite numbers"
+                )
         if not pre.active:
             return x
         x = x.astype(np.float32)  # a copy: blocks may be views of memory-mapped or cached data
@@ -137,7 +145,13 @@ def _read_all(reader: ArrayReader, prepare) -> torch.Tensor:
     dtype = torch.uint8 if reader.dtype == np.uint8 and not prepare.to_float else torch.float32
     out = torch.empty((reader.n, *reader.shape), dtype=dtype)
     starts = reader.chunk_starts
-    bar = tqdm(total=reader.n, desc=f"read {reader.path.name}", unit="img", leave=False, disable=None if reader.nbytes > 256 << 20 else True)
+    bar = tqdm(
+        total=reader.n,
+        desc=f"read {reader.path.name}",
+        unit="img",
+        leave=False,
+        disable=None if reader.nbytes > 256 << 20 else True,
+    )
     for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist()):
         out[lo:hi] = torch.from_numpy(prepare(reader.read(lo, hi), lo, hi))
         bar.update(hi - lo)
@@ -165,9 +179,15 @@ def read_in_memory(cfg: DataConfig, download: bool) -> tuple[dict, list[str] | N
         return {k: (_as_nchw(x), y) for k, (x, y) in arrays.items()}, names, {"train": where, "test": where}
     if cfg.source == "cifar":
         if cfg.path is None:
-            raise MaekitError("data.path is required for data.source=cifar (the cifar-10-batches-py or cifar-100-python folder)")
+            raise MaekitError(
+                "data.path is required for data.source=cifar (the cifar-10-batches-py or cifar-100-python folder)"
+            )
         arrays, names = cifar.load(Path(cfg.path))
-        return {k: (torch.from_numpy(x), y) for k, (x, y) in arrays.items()}, names, {"train": cfg.path, "test": cfg.path}
+        return (
+            {k: (torch.from_numpy(x), y) for k, (x, y) in arrays.items()},
+            names,
+            {"train": cfg.path, "test": cfg.path},
+        )
     parts, names, where = {}, None, {}
     for split, path in (("train", cfg.path), ("test", cfg.test_path)):
         if path is None:
@@ -214,14 +234,18 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
             raise MaekitError(f"{where['train']}: the training data hold no images")
         _check_shapes({k: tuple(v[0].shape[1:]) for k, v in parts.items()}, where)
         rows = _cut_splits(len(x), "test" in parts, False, cfg, where["train"])
-        sets = {k: ImageSet(x[torch.from_numpy(r)], _labels_tensor(None if y is None else y[r])) for k, r in rows.items()}
+        sets = {
+            k: ImageSet(x[torch.from_numpy(r)], _labels_tensor(None if y is None else y[r])) for k, r in rows.items()
+        }
         if "test" in parts:
             sets["test"] = ImageSet(parts["test"][0], _labels_tensor(parts["test"][1]))
             rows["test"] = np.arange(len(parts["test"][0]))
         where = {k: str(Path(v).resolve()) for k, v in where.items()}
         own_test = where.get("test")
         where = {k: where.get(k, where["train"]) for k in ("train", "val", "test")}
-        if own_test is not None and own_test == where["train"]:  # idx / cifar: the test files sit next to the training files
+        if (
+            own_test is not None and own_test == where["train"]
+        ):  # idx / cifar: the test files sit next to the training files
             where["test"] = f"{own_test} (its test files)"
     else:
         readers = open_readers(Path(cfg.path), cfg)
@@ -235,7 +259,9 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
             raise MaekitError(f"{tr.where}: the training data hold no images")
         names, channel_names = tr.class_names, tr.channel_names
         # (reader, rows) per split: the file's own splits whole, the missing ones cut from its training data
-        split_rows = {k: (tr, r) for k, r in _cut_splits(tr.n, "test" in readers, "val" in readers, cfg, tr.where).items()}
+        split_rows = {
+            k: (tr, r) for k, r in _cut_splits(tr.n, "test" in readers, "val" in readers, cfg, tr.where).items()
+        }
         split_rows.update({k: (readers[k], np.arange(readers[k].n)) for k in ("val", "test") if k in readers})
         total = sum(r.nbytes for r in readers.values())
         stream = cfg.stream if cfg.stream is not None else total > cfg.memory_mb * 2**20
@@ -260,7 +286,8 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
             sets[split] = ImageSet(images, labels)
         loaded.clear()
         rows = {k: v[1] for k, v in split_rows.items()}
-        # absolute file and dataset key: a file's own test split is not its training data, and a run elsewhere compares equal
+        # absolute file and dataset key: a file's own test split is not its training data, and a run elsewhere
+        # compares equal
         where = {k: f"{Path(v[0].path).resolve()}: {v[0].key}" for k, v in split_rows.items()}
     if len(sets["train"]) == 0:
         raise MaekitError(f"{where['train']}: no training images are left after the test and validation splits")
@@ -270,7 +297,13 @@ def load_splits(cfg: DataConfig, download: bool = True) -> Splits:
 
 
 def step_batches(
-    n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1, units: tuple[np.ndarray, int] | None = None
+    n: int,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    rank: int = 0,
+    world: int = 1,
+    units: tuple[np.ndarray, int] | None = None,
 ) -> torch.Tensor:
     """This process's sample indices for every step of an epoch, [steps, batch_size].
 

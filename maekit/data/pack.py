@@ -15,6 +15,7 @@ It writes `<out>.partial` one block of images at a time and records its progress
 fsynced and renamed to `<out>`, so a file at `<out>` is always complete. A run with data.pack checks the pack
 against its folder (fingerprint) and data.image_size / data.color before reading it like any HDF5 file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,11 @@ class Fingerprint:
 
 def fingerprint(root: Path, files: list[Path]) -> Fingerprint:
     stats = [p.stat() for p in files]
-    return Fingerprint([p.relative_to(root).as_posix() for p in files], np.array([s.st_size for s in stats], dtype=np.int64),
-                       np.array([s.st_mtime_ns for s in stats], dtype=np.int64))
+    return Fingerprint(
+        [p.relative_to(root).as_posix() for p in files],
+        np.array([s.st_size for s in stats], dtype=np.int64),
+        np.array([s.st_mtime_ns for s in stats], dtype=np.int64),
+    )
 
 
 def first_change(then: Fingerprint, now: Fingerprint) -> str:
@@ -94,17 +98,25 @@ def read_meta(pack: Path, root: Path) -> dict:
     import h5py
 
     if not pack.exists():
-        raise MaekitError(f"data.pack {pack} does not exist; make it once with `maekit data pack {root} --out {pack} --size N`")
+        raise MaekitError(
+            f"data.pack {pack} does not exist; make it once with `maekit data pack {root} --out {pack} --size N`"
+        )
     try:
         with h5py.File(pack, "r") as f:
             raw = f.attrs.get("maekit_pack")
     except OSError as e:
         raise MaekitError(f"{pack}: not a readable HDF5 file ({e})") from None
     if raw is None:
-        raise MaekitError(f"{pack}: not a finished maekit pack (no maekit_pack metadata); make it with `maekit data pack {root} --out {pack} --size N`")
+        raise MaekitError(
+            f"{pack}: not a finished maekit pack (no maekit_pack metadata); "
+            f"make it with `maekit data pack {root} --out {pack} --size N`"
+        )
     meta = json.loads(raw)
     if meta.get("format") != FORMAT:
-        raise MaekitError(f"{pack}: pack format {meta.get('format')}, this maekit reads format {FORMAT}; {_repack(root, pack, meta.get('image_size', 0))}")
+        raise MaekitError(
+            f"{pack}: pack format {meta.get('format')}, this maekit reads "
+            f"format {FORMAT}; {_repack(root, pack, meta.get('image_size', 0))}"
+        )
     return meta
 
 
@@ -121,14 +133,21 @@ def check(pack: Path, root: Path, size: int | None, color: str, expected: str = 
     meta = read_meta(pack, root)
     s = meta["image_size"]
     if size is not None and size != s:
-        raise MaekitError(f"{pack}: packed at {s}x{s} pixels, expected {size}x{size} ({expected}); {_repack(root, pack, size)}")
+        raise MaekitError(
+            f"{pack}: packed at {s}x{s} pixels, expected {size}x{size} ({expected}); {_repack(root, pack, size)}"
+        )
     if color != "auto" and color != meta["color"]:
-        raise MaekitError(f"{pack}: packed in colour mode {meta['color']}, expected {color} (data.color); {_repack(root, pack, s)} --color {color}")
+        raise MaekitError(
+            f"{pack}: packed in colour mode {meta['color']}, expected "
+            f"{color} (data.color); {_repack(root, pack, s)} --color {color}"
+        )
     files, _ = folder.scan(root)
     now = fingerprint(root, files)
     if now.digest != meta["fingerprint"]:
-        raise MaekitError(f"{pack}: {root} changed since it was packed ({first_change(_stored_fingerprint(pack), now)}); "
-                          f"expected the {meta['files']:,} image files as packed; {_repack(root, pack, s)}")
+        raise MaekitError(
+            f"{pack}: {root} changed since it was packed ({first_change(_stored_fingerprint(pack), now)}); "
+            f"expected the {meta['files']:,} image files as packed; {_repack(root, pack, s)}"
+        )
     return meta
 
 
@@ -145,11 +164,27 @@ def packed_config(cfg: DataConfig) -> DataConfig:
         folder.report_bad(root, [root / f for f in meta["bad"]], cfg.on_bad_image)
         if meta["images"] == 0:
             raise MaekitError(f"{root}: none of the {meta['files']} image files could be decoded")
-    if "test" in metas and None not in (metas["test"]["classes"], metas["train"]["classes"]) and metas["test"]["classes"] != metas["train"]["classes"]:
-        raise MaekitError(f"{cfg.test_path}: test classes {metas['test']['classes']} differ from the training classes {metas['train']['classes']}")
+    if (
+        "test" in metas
+        and None not in (metas["test"]["classes"], metas["train"]["classes"])
+        and metas["test"]["classes"] != metas["train"]["classes"]
+    ):
+        raise MaekitError(
+            f"{cfg.test_path}: test classes {metas['test']['classes']} "
+            f"differ from the training classes {metas['train']['classes']}"
+        )
     return dataclasses.replace(
-        cfg, source="hdf5", path=cfg.pack, test_path=cfg.test_pack, pack=None, test_pack=None, images_key="images",
-        labels_key="labels" if metas["train"]["classes"] else "none", layout="nchw", image_size=None, color="auto",
+        cfg,
+        source="hdf5",
+        path=cfg.pack,
+        test_path=cfg.test_pack,
+        pack=None,
+        test_pack=None,
+        images_key="images",
+        labels_key="labels" if metas["train"]["classes"] else "none",
+        layout="nchw",
+        image_size=None,
+        color="auto",
     )
 
 
@@ -225,7 +260,14 @@ def _start(partial_path: Path, fp: Fingerprint, mode: str, size: int, labelled: 
     c = 3 if mode == "RGB" else 1
     rows = max(1, CHUNK_BYTES // (c * size * size))
     with h5py.File(partial_path, "w") as f:
-        f.create_dataset("images", (0, c, size, size), np.uint8, maxshape=(None, c, size, size), chunks=(rows, c, size, size), track_times=False)
+        f.create_dataset(
+            "images",
+            (0, c, size, size),
+            np.uint8,
+            maxshape=(None, c, size, size),
+            chunks=(rows, c, size, size),
+            track_times=False,
+        )
         if labelled:
             f.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(1 << 15,), track_times=False)
         _write_fingerprint(f, fp)
@@ -245,7 +287,10 @@ def _resumable(partial_path: Path, state_path: Path, key: dict, fp: Fingerprint)
         done = state["files_done"]
         with h5py.File(partial_path, "r+") as f:
             then = Fingerprint([s.decode() for s in f["files"][:done]], f["file_sizes"][:done], f["file_mtimes"][:done])
-            if done > len(fp.files) or then.digest != Fingerprint(fp.files[:done], fp.sizes[:done], fp.mtimes[:done]).digest:
+            if (
+                done > len(fp.files)
+                or then.digest != Fingerprint(fp.files[:done], fp.sizes[:done], fp.mtimes[:done]).digest
+            ):
                 return None
             _write_fingerprint(f, fp)
             # the rows past the last record may hold a half-written block
@@ -257,8 +302,15 @@ def _resumable(partial_path: Path, state_path: Path, key: dict, fp: Fingerprint)
     return state
 
 
-def pack_folder(root: Path, out: Path, size: int, workers: int | None = None, color: str = "auto", force: bool = False,
-                progress: bool = True) -> dict:
+def pack_folder(
+    root: Path,
+    out: Path,
+    size: int,
+    workers: int | None = None,
+    color: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
     """Pack `root` into `out` (resuming an interrupted pack of it); returns the pack's metadata. An existing `out`
     that holds `root` as it is at this size is kept; one that does not is an error unless force=True."""
     from PIL import Image
@@ -268,7 +320,10 @@ def pack_folder(root: Path, out: Path, size: int, workers: int | None = None, co
         raise MaekitError(f"--size must be >= 1, got {size}")
     if out.exists() and not force:
         meta = check(out, root, size, color, expected="--size")
-        print(f"pack: {out} is up to date ({meta['images']:,} images of {size}x{size} {meta['color']} from {root})", flush=True)
+        print(
+            f"pack: {out} is up to date ({meta['images']:,} images of {size}x{size} {meta['color']} from {root})",
+            flush=True,
+        )
         return meta
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     files, classes = folder.scan(root)
@@ -281,21 +336,31 @@ def pack_folder(root: Path, out: Path, size: int, workers: int | None = None, co
     state = _resumable(partial_path, state_path, key, fp)
     if state is None:
         if partial_path.exists():
-            print(f"pack: {partial_path} was made at other settings or from files that changed since (or is damaged); starting again", flush=True)
+            print(
+                f"pack: {partial_path} was made at other settings or from "
+                "files that changed since (or is damaged); starting again",
+                flush=True,
+            )
         _start(partial_path, fp, mode, size, classes is not None)
         state = {**key, "files_done": 0, "rows": 0, "bad": []}
         save_json(state_path, state)
     elif state["files_done"]:
         print(f"pack: resuming {partial_path} at image file {state['files_done']:,} of {len(files):,}", flush=True)
     label_of = {c: i for i, c in enumerate(classes)} if classes else None
-    todo = files[state["files_done"]:]
+    todo = files[state["files_done"] :]
     blocks = [todo[i : i + BLOCK] for i in range(0, len(todo), BLOCK)]
     import h5py
 
     t0 = time.time()
     decoder = _Decoder(min(workers, max(1, len(todo))), mode, size)
-    bar = tqdm(total=len(files), initial=state["files_done"], desc=f"pack {root.name}", unit="img", disable=None if progress else True,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(files),
+        initial=state["files_done"],
+        desc=f"pack {root.name}",
+        unit="img",
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
     try:
         with h5py.File(partial_path, "r+") as f:
             for paths, arrays in zip(blocks, decoder.blocks(blocks)):
@@ -303,14 +368,28 @@ def pack_folder(root: Path, out: Path, size: int, workers: int | None = None, co
                 f.flush()
                 save_json(state_path, state)  # after the block's data: a record never points past what was written
                 bar.update(len(paths))
-            f.attrs["maekit_pack"] = json.dumps({
-                "format": FORMAT, "folder": str(root.resolve()), "image_size": size, "color": mode, "channels": 3 if mode == "RGB" else 1,
-                "images": state["rows"], "files": len(files), "fingerprint": fp.digest, "classes": classes, "bad": state["bad"],
-            })
+            f.attrs["maekit_pack"] = json.dumps(
+                {
+                    "format": FORMAT,
+                    "folder": str(root.resolve()),
+                    "image_size": size,
+                    "color": mode,
+                    "channels": 3 if mode == "RGB" else 1,
+                    "images": state["rows"],
+                    "files": len(files),
+                    "fingerprint": fp.digest,
+                    "classes": classes,
+                    "bad": state["bad"],
+                }
+            )
             if classes:
                 f.attrs["class_names"] = json.dumps(classes)
     except BaseException:
-        print(f"pack: stopped after {state['files_done']:,} of {len(files):,} image files; the same command resumes from {partial_path}", flush=True)
+        print(
+            f"pack: stopped after {state['files_done']:,} of {len(files):,} "
+            f"image files; the same command resumes from {partial_path}",
+            flush=True,
+        )
         raise
     finally:
         bar.close()
@@ -320,10 +399,17 @@ def pack_folder(root: Path, out: Path, size: int, workers: int | None = None, co
     seconds = time.time() - t0
     meta = read_meta(out, root)
     rate = len(todo) / seconds if seconds > 0 else 0.0
-    print(f"pack: {out}: {meta['images']:,} images of {size}x{size} {mode} ({out.stat().st_size / 2**20:,.1f} MiB), "
-          f"{len(todo):,} decoded in {seconds:.1f} s ({rate:,.0f} images/s, {workers} worker(s))", flush=True)
+    print(
+        f"pack: {out}: {meta['images']:,} images of {size}x{size} {mode} ({out.stat().st_size / 2**20:,.1f} MiB), "
+        f"{len(todo):,} decoded in {seconds:.1f} s ({rate:,.0f} images/s, {workers} worker(s))",
+        flush=True,
+    )
     bad = meta["bad"]
     if bad:
-        more = f" ... and {len(bad) - SHOW_BAD} more (all listed in the pack's maekit_pack metadata)" if len(bad) > SHOW_BAD else ""
+        more = (
+            f" ... and {len(bad) - SHOW_BAD} more (all listed in the pack's maekit_pack metadata)"
+            if len(bad) > SHOW_BAD
+            else ""
+        )
         print(f"pack: {len(bad)} unreadable image file(s) skipped: {', '.join(bad[:SHOW_BAD])}{more}", flush=True)
     return {**meta, "seconds": seconds, "decoded": len(todo), "images_per_s": rate}

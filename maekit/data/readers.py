@@ -10,6 +10,7 @@ Layouts follow the public ML4SCI end-to-end files:
   Task 3d HDF5         jet (N,125,125,8), labelled files also Y (N,1)
   boosted top HDF5     {train,validation,test}_jet with {split}_meta (label = last column)
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def _layout(shape: tuple[int, ...], layout: str, where: str) -> str:
     if len(shape) == 3:
         return "nhw"
     if len(shape) != 4:
-        raise MaekitError(f"{where}: expected images of rank 3 [N,H,W] or 4 [N,H,W,C]/[N,C,H,W], got shape {list(shape)}")
+        raise MaekitError(
+            f"{where}: expected images of rank 3 [N,H,W] or 4 [N,H,W,C]/[N,C,H,W], got shape {list(shape)}"
+        )
     if layout != "auto":
         return layout
     # the channel axis is the short one next to the two image axes
@@ -40,7 +43,9 @@ def _layout(shape: tuple[int, ...], layout: str, where: str) -> str:
     first = shape[1] <= MAX_CHANNELS and shape[1] < min(shape[2], shape[3])
     if last != first:
         return "nhwc" if last else "nchw"
-    raise MaekitError(f"{where}: cannot tell the channel axis of shape {list(shape)}; set data.layout=nhwc or data.layout=nchw")
+    raise MaekitError(
+        f"{where}: cannot tell the channel axis of shape {list(shape)}; set data.layout=nhwc or data.layout=nchw"
+    )
 
 
 def _to_nchw(x: np.ndarray, layout: str) -> np.ndarray:
@@ -64,7 +69,10 @@ def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
         raise MaekitError(f"{where}: {len(y)} labels for {n} images; expected one label per image")
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or (y != np.round(y)).any():
-            raise MaekitError(f"{where}: labels must be whole class numbers, found values like {y[(y != np.round(y)) | ~np.isfinite(y)][:3].tolist()}")
+            raise MaekitError(
+                f"{where}: labels must be whole class numbers, found values "
+                f"like {y[(y != np.round(y)) | ~np.isfinite(y)][:3].tolist()}"
+            )
     elif y.dtype.kind not in "iub":
         raise MaekitError(f"{where}: labels must be integers, got dtype {y.dtype}")
     y = y.astype(np.int64)
@@ -113,8 +121,8 @@ class ArrayReader:
         """Rows [start, stop) as [n, C, H, W], uint8 or float32, selected channels, center-cropped (data.crop)."""
         x = _select(self._read(start, stop), self.channels)
         if self.crop_box is not None:
-            t, l, k = self.crop_box
-            x = np.ascontiguousarray(x[:, :, t : t + k, l : l + k])
+            top, left, k = self.crop_box
+            x = np.ascontiguousarray(x[:, :, top : top + k, left : left + k])
         if x.dtype != np.uint8:
             x = x.astype(np.float32, copy=False)
         return x
@@ -127,15 +135,22 @@ class ArrayReader:
         if cfg.channels is not None:
             bad = [i for i in cfg.channels if i >= c]
             if bad:
-                raise MaekitError(f"{self.where}: data.channels {cfg.channels} asks for channel {bad[0]} but the images have {c} channels (0..{c - 1})")
+                raise MaekitError(
+                    f"{self.where}: data.channels {cfg.channels} asks for channel "
+                    f"{bad[0]} but the images have {c} channels (0..{c - 1})"
+                )
             self.channels = list(cfg.channels)
         if cfg.channel_names is not None and len(cfg.channel_names) != c:
-            raise MaekitError(f"{self.where}: data.channel_names lists {len(cfg.channel_names)} names, the images have {c} channels")
+            raise MaekitError(
+                f"{self.where}: data.channel_names lists {len(cfg.channel_names)} names, the images have {c} channels"
+            )
         names = cfg.channel_names or (file_names if file_names and len(file_names) == c else None)
         if names is not None:
             self.channel_names = [names[i] for i in self.channels] if self.channels else list(names)
 
-    def _array_layout(self, shape: tuple[int, ...], dtype: np.dtype, cfg: DataConfig, file_names: list[str] | None = None) -> None:
+    def _array_layout(
+        self, shape: tuple[int, ...], dtype: np.dtype, cfg: DataConfig, file_names: list[str] | None = None
+    ) -> None:
         """layout, n, shape, dtype of an image array [N,H,W] / [N,H,W,C] / [N,C,H,W] (HDF5 dataset, NumPy array)."""
         if dtype.kind not in "uif":
             raise MaekitError(f"{self.where}: expected numeric images, got dtype {dtype}")
@@ -168,8 +183,9 @@ def _check_row_count(n: int, shape: tuple[int, ...], where: str) -> None:
     avail = available_memory()
     if avail is not None and n * ROW_BYTES > avail:
         raise MaekitError(
-            f"{where}: the dataset declares shape {list(shape)}; indexing its {n:,} images needs {n * ROW_BYTES / 2**30:.1f} GiB, "
-            f"more than the {avail / 2**30:.1f} GiB of memory available; the file is corrupt or too large for this machine"
+            f"{where}: the dataset declares shape {list(shape)}; indexing its {n:,} images "
+            f"needs {n * ROW_BYTES / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB "
+            "of memory available; the file is corrupt or too large for this machine"
         )
 
 
@@ -206,7 +222,10 @@ class HDF5Reader(ArrayReader):
         self.chunk_starts = self._even_chunks(rows)
         if meta_label_key is not None:
             meta = self._file[meta_label_key][...]
-            self.labels, self.label_key = _labels(meta[:, -1] if meta.ndim == 2 else meta, self.n, f"{path}: {meta_label_key}"), meta_label_key
+            self.labels, self.label_key = (
+                _labels(meta[:, -1] if meta.ndim == 2 else meta, self.n, f"{path}: {meta_label_key}"),
+                meta_label_key,
+            )
         elif label_key is not None:
             self.labels, self.label_key = _labels(self._file[label_key][...], self.n, f"{path}: {label_key}"), label_key
         if self.labels is not None:
@@ -216,7 +235,9 @@ class HDF5Reader(ArrayReader):
         try:
             x = self._ds[start:stop]
         except OSError as e:  # truncated or corrupt file
-            raise MaekitError(f"{self.where}: cannot read rows {start}-{stop} ({e}); the file may be truncated or corrupt") from None
+            raise MaekitError(
+                f"{self.where}: cannot read rows {start}-{stop} ({e}); the file may be truncated or corrupt"
+            ) from None
         return _to_nchw(x, self.layout)
 
     def close(self) -> None:
@@ -234,7 +255,9 @@ def open_hdf5(path: Path, cfg: DataConfig) -> dict[str, ArrayReader]:
     with f:
         keys = list(f.keys())
         datasets = {k for k in keys if isinstance(f[k], h5py.Dataset)}
-    split_keys = {SPLIT_NAMES[k[: -len("_jet")]]: k for k in datasets if k.endswith("_jet") and k[: -len("_jet")] in SPLIT_NAMES}
+    split_keys = {
+        SPLIT_NAMES[k[: -len("_jet")]]: k for k in datasets if k.endswith("_jet") and k[: -len("_jet")] in SPLIT_NAMES
+    }
     if cfg.images_key is None and split_keys:
         out = {}
         for split, key in split_keys.items():
@@ -245,7 +268,9 @@ def open_hdf5(path: Path, cfg: DataConfig) -> dict[str, ArrayReader]:
     key = cfg.images_key or next((k for k in IMAGE_KEYS if k in datasets), None)
     if key is None or key not in datasets:
         want = f"key {cfg.images_key!r}" if cfg.images_key else f"one of {', '.join(IMAGE_KEYS)}"
-        raise MaekitError(f"{path}: no image dataset {want} (the file has: {', '.join(keys) or 'nothing'}); set data.images_key")
+        raise MaekitError(
+            f"{path}: no image dataset {want} (the file has: {', '.join(keys) or 'nothing'}); set data.images_key"
+        )
     label_key = _label_key(cfg, datasets, path)
     return {"train": HDF5Reader(path, key, cfg, label_key)}
 
@@ -255,7 +280,9 @@ def _label_key(cfg: DataConfig, available, path: Path) -> str | None:
         return None
     if cfg.labels_key is not None:
         if cfg.labels_key not in available:
-            raise MaekitError(f"{path}: no labels key {cfg.labels_key!r} (the file has: {', '.join(sorted(available))})")
+            raise MaekitError(
+                f"{path}: no labels key {cfg.labels_key!r} (the file has: {', '.join(sorted(available))})"
+            )
         return cfg.labels_key
     return next((k for k in LABEL_KEYS if k in available), None)
 
@@ -320,16 +347,25 @@ class ParquetReader(ArrayReader):
             try:
                 col = self._pf.read_row_group(g, columns=[self.key]).column(0).combine_chunks()
             except Exception as e:
-                raise MaekitError(f"{self.where}: cannot read row group {g} ({e}); the file may be truncated or corrupt") from None
+                raise MaekitError(
+                    f"{self.where}: cannot read row group {g} ({e}); the file may be truncated or corrupt"
+                ) from None
             col = col.slice(max(start, lo) - lo, min(stop, hi) - max(start, lo))
             values = col
-            while pa.types.is_list(values.type) or pa.types.is_large_list(values.type) or pa.types.is_fixed_size_list(values.type):
+            while (
+                pa.types.is_list(values.type)
+                or pa.types.is_large_list(values.type)
+                or pa.types.is_fixed_size_list(values.type)
+            ):
                 values = values.flatten()
             flat = values.to_numpy(zero_copy_only=False)
             rows = len(col)
             size = int(np.prod(self._image_dims))
             if flat.size != rows * size:
-                raise MaekitError(f"{self.where}: row group {g} holds images of different sizes; expected {list(self._image_dims)} each")
+                raise MaekitError(
+                    f"{self.where}: row group {g} holds images of different "
+                    f"sizes; expected {list(self._image_dims)} each"
+                )
             out.append(flat.reshape(rows, *self._image_dims))
             g += 1
         x = np.concatenate(out) if len(out) > 1 else out[0]
@@ -398,7 +434,15 @@ def open_readers(path: Path, cfg: DataConfig) -> dict[str, ArrayReader]:
     raise MaekitError(f"data.source {cfg.source!r} has no file reader")
 
 
-SUFFIX_SOURCES = {".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npy"}
+SUFFIX_SOURCES = {
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".hdf": "hdf5",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".npy": "npy",
+    ".npz": "npy",
+}
 
 
 def guess_source(path: Path) -> str:
@@ -420,4 +464,7 @@ def guess_source(path: Path) -> str:
         return "parquet"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    raise MaekitError(f"{path}: unsupported file type (expected .h5/.hdf5, .parquet, .npy/.npz, an idx/CIFAR folder or an image folder)")
+    raise MaekitError(
+        f"{path}: unsupported file type (expected .h5/.hdf5, .parquet, "
+        ".npy/.npz, an idx/CIFAR folder or an image folder)"
+    )

@@ -7,6 +7,7 @@ units and, within a buffer of several units, the images: every image once per ep
 per epoch, and memory bounded by the cache. Like every order in maekit it depends on (seed, epoch) only, so
 resumption and DDP sharding work unchanged.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 
 from .readers import ArrayReader
-
 
 _MALLOC_SET = False
 
@@ -46,7 +46,13 @@ def _return_freed_memory() -> None:
 
 
 class StreamedImages:
-    def __init__(self, reader: ArrayReader, rows: np.ndarray, prepare: Callable[[np.ndarray, int, int], np.ndarray], cache_bytes: float):
+    def __init__(
+        self,
+        reader: ArrayReader,
+        rows: np.ndarray,
+        prepare: Callable[[np.ndarray, int, int], np.ndarray],
+        cache_bytes: float,
+    ):
         self.reader = reader
         self.rows = np.asarray(rows, dtype=np.int64)
         if len(self.rows) > 1 and (np.diff(self.rows) <= 0).any():
@@ -55,7 +61,9 @@ class StreamedImages:
         starts = reader.chunk_starts
         self.chunk_of = np.searchsorted(starts, self.rows, side="right") - 1  # read unit of each position
         self.shape = (len(self.rows), *reader.shape)
-        self.dtype = torch.uint8 if reader.dtype == np.uint8 and not getattr(prepare, "to_float", False) else torch.float32
+        self.dtype = (
+            torch.uint8 if reader.dtype == np.uint8 and not getattr(prepare, "to_float", False) else torch.float32
+        )
         itemsize = 1 if self.dtype == torch.uint8 else 4
         unit = int(np.diff(starts).max()) * int(np.prod(reader.shape)) * itemsize
         # read units held at once: at least 2 for a split read in epoch order, 1 for evaluation splits (cache_bytes=0)

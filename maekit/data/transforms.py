@@ -1,5 +1,6 @@
 """Batched tensor transforms. Random parameters are drawn for the whole global batch from one generator and
 then sliced, so every process of a distributed run sees the same augmentation a single process would."""
+
 from __future__ import annotations
 
 import math
@@ -75,7 +76,13 @@ def channel_stats(images, chunk_bytes: int = 32 << 20) -> tuple[torch.Tensor, to
     s2 = torch.zeros(c, dtype=torch.float64)
     count = 0
     n = images.shape[0]
-    bar = tqdm(total=n, desc="channel stats", unit="img", leave=False, disable=None if not isinstance(images, torch.Tensor) else True)
+    bar = tqdm(
+        total=n,
+        desc="channel stats",
+        unit="img",
+        leave=False,
+        disable=None if not isinstance(images, torch.Tensor) else True,
+    )
     for i in range(0, n, chunk):
         x = to_unit(images[i : i + chunk]).to(torch.float64)
         bar.update(x.shape[0])

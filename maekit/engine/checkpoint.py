@@ -5,6 +5,7 @@ SHA-256 of the tensor bytes). Nothing is ever unpickled.
 Writes are atomic: temporary file, fsync, then the current file becomes `<name>.prev.safetensors` and the
 temporary one takes its place. A file whose checksum fails falls back to the `.prev` one with a warning.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from safetensors.torch import load as st_load, save as st_save
 
 from ..errors import MaekitError
 from ..files import atomic_write_bytes, previous_path  # noqa: F401 (previous_path: the checkpoint's .prev copy)
@@ -33,7 +33,9 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def pack(model_state: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer | None = None) -> bytes:
+def pack(
+    model_state: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer | None = None
+) -> bytes:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     meta = dict(meta)
     if optimizer is not None:
@@ -49,7 +51,12 @@ def pack(model_state: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: 
     return st_save(tensors, metadata={"maekit": json.dumps(meta)})
 
 
-def save(path: Path, model_state: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer | None = None) -> None:
+def save(
+    path: Path,
+    model_state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
     """Atomically write a checkpoint (the previous file is kept as `.prev` until the next save)."""
     atomic_write_bytes(Path(path), pack(model_state, meta, optimizer), keep_previous=True)
 
@@ -67,7 +74,10 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
         # only now look for a pickle's signature: a valid file's header length can also start with 0x80
         if raw[:1] == b"\x80" or raw[:2] == b"PK":
-            raise MaekitError(f"checkpoint {path} is a pickle/torch.save file; maekit only loads safetensors checkpoints and never unpickles") from None
+            raise MaekitError(
+                f"checkpoint {path} is a pickle/torch.save file; maekit "
+                "only loads safetensors checkpoints and never unpickles"
+            ) from None
         raise MaekitError(f"checkpoint {path} is not a valid safetensors file ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise MaekitError(f"checkpoint {path} has no maekit metadata (expected a checkpoint written by maekit)")
@@ -115,14 +125,20 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if shapes or (strict and (missing or unexpected)):
         detail = "; ".join(
-            x for x in (
+            x
+            for x in (
                 f"shape mismatch: {', '.join(shapes[:3])}" if shapes else "",
                 f"missing: {', '.join(missing[:3])}" if strict and missing else "",
                 f"unexpected: {', '.join(unexpected[:3])}" if strict and unexpected else "",
-            ) if x
+            )
+            if x
         )
         raise MaekitError(f"checkpoint {source} does not fit this architecture ({detail})")
     module.load_state_dict(state, strict=strict)

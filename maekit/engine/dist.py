@@ -1,4 +1,5 @@
 """torchrun environment, rank-0 printing and all-reduce helpers. No home-made distributed machinery."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """Parameter groups (no weight decay on norms, biases, position embeddings, cls and mask tokens;
 optional layer-wise LR decay), AdamW, and the per-step learning-rate schedule."""
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,12 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
         key = (lid, no_decay)
         if key not in groups:
             scale = layer_decay ** (num_layers + 1 - lid) if layer_decay < 1.0 else 1.0
-            groups[key] = {"params": [], "names": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+            groups[key] = {
+                "params": [],
+                "names": [],
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr_scale": scale,
+            }
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
     return [groups[k] for k in sorted(groups)]

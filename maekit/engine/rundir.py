@@ -1,5 +1,6 @@
 """A run directory: resolved config.yaml, metrics.jsonl, TensorBoard events, checkpoints/, pictures.
 Only rank 0 writes (the other ranks get a RunDir whose writes do nothing)."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def prepare(out: Path, resume: bool, kind: str) -> None:
                 p.unlink()
     has_files = out.is_dir() and any(out.iterdir())
     if has_files and not resume:
-        raise MaekitError(f"run directory {out} already holds files; pass resume=true to continue it or choose another out=DIR")
+        raise MaekitError(
+            f"run directory {out} already holds files; pass resume=true to continue it or choose another out=DIR"
+        )
     if has_files and resume:
         info = out / "run.json"
         if not info.exists():
@@ -70,7 +73,9 @@ class RunDir:
         if self.active:
             from ..environment import environment
 
-            atomic_write_text(self.path / "run.json", json.dumps({"kind": kind, **(extra or {}), "env": environment()}, indent=1))
+            atomic_write_text(
+                self.path / "run.json", json.dumps({"kind": kind, **(extra or {}), "env": environment()}, indent=1)
+            )
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after `step` (written by a run that died after its last checkpoint)."""

@@ -4,13 +4,14 @@ Every step's randomness (augmentation, masks, dropout) is a function of (seed, s
 epoch's sample order a function of (seed, epoch), so a run resumed from any checkpoint continues exactly as
 the uninterrupted run would, and a run on N processes draws what one process with the same global batch draws.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import signal
-import threading
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -20,8 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import TrainConfig
-from ..errors import MaekitError
 from ..data.loader import step_batches
+from ..errors import MaekitError
 from .dist import DistInfo, all_reduce_sum
 from .optim import set_lr
 from .rundir import RunDir
@@ -43,9 +44,14 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
-        return cls(step=int(d["step"]), best=d.get("best"), best_epoch=int(d.get("best_epoch", -1)),
-                   loss_window=[float(x) for x in d.get("loss_window", [])], skipped_nonfinite=int(d.get("skipped_nonfinite", 0)),
-                   grad_scaler=d.get("grad_scaler"))
+        return cls(
+            step=int(d["step"]),
+            best=d.get("best"),
+            best_epoch=int(d.get("best_epoch", -1)),
+            loss_window=[float(x) for x in d.get("loss_window", [])],
+            skipped_nonfinite=int(d.get("skipped_nonfinite", 0)),
+            grad_scaler=d.get("grad_scaler"),
+        )
 
 
 @dataclass
@@ -85,7 +91,14 @@ class _StopRequest:
         self._old = {}
 
 
-def resume_state(out, model: nn.Module, optimizer: torch.optim.Optimizer, run: RunDir, resume: bool, effective_batch: int | None = None) -> TrainState:
+def resume_state(
+    out,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run: RunDir,
+    resume: bool,
+    effective_batch: int | None = None,
+) -> TrainState:
     """With `resume`, load `out/checkpoints/last` (or its .prev copy) into model and optimiser and drop the
     metrics logged after it; otherwise (or with no checkpoint yet) a fresh state.
 
@@ -108,7 +121,11 @@ def resume_state(out, model: nn.Module, optimizer: torch.optim.Optimizer, run: R
     if effective_batch and old and old != effective_batch:
         images = state.step * old
         state.step = images // effective_batch
-        print(f"resume: effective batch {old} -> {effective_batch}: continuing after {images} images at step {state.step}", flush=True)
+        print(
+            f"resume: effective batch {old} -> {effective_batch}: "
+            f"continuing after {images} images at step {state.step}",
+            flush=True,
+        )
     return state
 
 
@@ -126,7 +143,11 @@ def resolve_precision(precision: str, device: torch.device, flags: frozenset[str
     if device.type == "cpu":
         from ..environment import cpu_flags, fast_bf16_cpu
 
-        return "bf16" if fast_bf16_cpu(cpu_flags() if flags is None else flags) and torch.backends.mkldnn.is_available() else "fp32"
+        return (
+            "bf16"
+            if fast_bf16_cpu(cpu_flags() if flags is None else flags) and torch.backends.mkldnn.is_available()
+            else "fp32"
+        )
     return "fp32"
 
 
@@ -200,6 +221,7 @@ def fit(
     def checkpoint_as(name: str, epoch: int) -> None:
         state.grad_scaler = scaler.state_dict() if scaler else None
         save(name, state, epoch)
+
     model.train()
     try:
         while state.step < total:
@@ -214,7 +236,13 @@ def fit(
                 step_total = 0.0
                 for m in range(cfg.accum_steps):
                     idx = batches[s, m * micro_bs : (m + 1) * micro_bs]
-                    mb = MicroBatch(idx, step_generator(cfg.seed, state.step, m), micro_bs * dist.world, dist.rank * micro_bs, state.step)
+                    mb = MicroBatch(
+                        idx,
+                        step_generator(cfg.seed, state.step, m),
+                        micro_bs * dist.world,
+                        dist.rank * micro_bs,
+                        state.step,
+                    )
                     sync = (m == cfg.accum_steps - 1) or not ddp
                     with contextlib.nullcontext() if sync else model.no_sync():
                         loss = step_loss(mb)
@@ -252,7 +280,12 @@ def fit(
                     run.log({"step": state.step, "epoch": epoch, "train_loss": mean_loss, "lr": lr})
                     window.clear()
                 bar.update(1)
-                bar.set_postfix(loss=f"{step_total:.4f}", lr=f"{lr:.2e}", img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{step_total:.4f}",
+                    lr=f"{lr:.2e}",
+                    img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+                    refresh=False,
+                )
                 if cfg.ckpt_every_steps and state.step % cfg.ckpt_every_steps == 0 and state.step % spe:
                     checkpoint_as("last", epoch)
                 # at an epoch's last step a stop waits for the epoch's evaluation and `best` (below), so that a
@@ -271,7 +304,13 @@ def fit(
             with torch.no_grad():
                 metrics = evaluate(epoch) if (epoch + 1) % cfg.eval_every == 0 or state.step == total else {}
             model.train()
-            record = {"step": state.step, "epoch": epoch, "img_per_s": seen / max(elapsed, 1e-9), "epoch_time_s": elapsed, **metrics}
+            record = {
+                "step": state.step,
+                "epoch": epoch,
+                "img_per_s": seen / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed,
+                **metrics,
+            }
             run.log(record)
             improved = key in metrics and (
                 state.best is None or (metrics[key] < state.best if mode == "min" else metrics[key] > state.best)
@@ -281,17 +320,21 @@ def fit(
                 checkpoint_as("best", epoch)
             checkpoint_as("last", epoch)
             if dist.is_main:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v))
+                shown = ", ".join(
+                    f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)
+                )
                 speed = f"{record['img_per_s']:.0f} img/s"  # alone on epochs without evaluation (train.eval_every)
-                tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown + ', ' if shown else ''}{speed}", file=sys.stderr)
+                tqdm.write(
+                    f"{desc} epoch {epoch + 1}/{cfg.epochs}: {shown + ', ' if shown else ''}{speed}", file=sys.stderr
+                )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
             if state.step < total and cfg.stop_after and state.step >= cfg.stop_after:
                 return state
             if state.step < total and stop.requested:
                 raise Interrupted(
-                    f"{stop.requested} received: stopped after epoch {epoch + 1} (step {state.step}) with a checkpoint; "
-                    f"continue with resume=true and the same out={run.path}"
+                    f"{stop.requested} received: stopped after epoch {epoch + 1} (step {state.step}) "
+                    f"with a checkpoint; continue with resume=true and the same out={run.path}"
                 )
     finally:
         bar.close()

@@ -17,6 +17,7 @@ transformers, and nothing is unpickled: weights are read with `safetensors.torch
 
 transformers' ViTMAE assumes a square image (sin-cos table and patchify), so only square models export.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from safetensors.torch import save as st_save
+from safetensors.torch import load_file, save as st_save
 
-from ..files import fsync_dir
 from ..errors import MaekitError
+from ..files import fsync_dir
 from ..models.mae import MAE, ModelConfig
 
 EXPORT_FORMAT = "maekit-hf-export-1"
@@ -43,26 +43,51 @@ EXPORT_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
 # ViTMAEConfig's defaults: transformers omits keys equal to them when it writes config.json
 HF_DEFAULTS: dict[str, Any] = {
-    "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-    "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-12,
-    "image_size": 224, "patch_size": 16, "num_channels": 3, "qkv_bias": True, "decoder_num_attention_heads": 16,
-    "decoder_hidden_size": 512, "decoder_num_hidden_layers": 8, "decoder_intermediate_size": 2048,
-    "mask_ratio": 0.75, "norm_pix_loss": False,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "layer_norm_eps": 1e-12,
+    "image_size": 224,
+    "patch_size": 16,
+    "num_channels": 3,
+    "qkv_bias": True,
+    "decoder_num_attention_heads": 16,
+    "decoder_hidden_size": 512,
+    "decoder_num_hidden_layers": 8,
+    "decoder_intermediate_size": 2048,
+    "mask_ratio": 0.75,
+    "norm_pix_loss": False,
 }
 # ViTImageProcessor's defaults (IMAGENET_STANDARD_MEAN / STD, rescale 1/255)
 PROCESSOR_DEFAULTS: dict[str, Any] = {
-    "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
 }
 
 # maekit block sub-module -> transformers layer sub-module (Hub checkpoint names); qkv is handled apart
-_BLOCK = (("norm1", "layernorm_before"), ("attn.proj", "attention.output.dense"), ("norm2", "layernorm_after"),
-          ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense"))
+_BLOCK = (
+    ("norm1", "layernorm_before"),
+    ("attn.proj", "attention.output.dense"),
+    ("norm2", "layernorm_after"),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+)
 _QKV = ("attention.attention.query", "attention.attention.key", "attention.attention.value")
 # transformers >= 5 module names (what a 5.x model's state_dict holds) -> Hub checkpoint names
 _LAYER_ALIASES = {
-    "attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
-    "attention.v_proj": "attention.attention.value", "attention.o_proj": "attention.output.dense",
-    "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense",
+    "attention.q_proj": "attention.attention.query",
+    "attention.k_proj": "attention.attention.key",
+    "attention.v_proj": "attention.attention.value",
+    "attention.o_proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
 }
 _ENC_LAYER = re.compile(r"^(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
 # transformers 5.x writes decoder layers as `decoder.decoder_encoder.layer.N` (its reverse renaming of `layers.`)
@@ -121,10 +146,14 @@ def preprocessor_config(cfg: ModelConfig, mean: list[float], std: list[float], r
 def model_config_from_hf(conf: dict[str, Any], source: str) -> ModelConfig:
     """A ViTMAE config.json (missing keys take ViTMAEConfig's defaults) -> the equivalent ModelConfig."""
     if conf.get("model_type") is None:
-        raise MaekitError(f"{source} has a config.json without a model_type and no run.json: neither a Hugging Face ViTMAE directory nor a maekit run")
+        raise MaekitError(
+            f"{source} has a config.json without a model_type and no run.json: "
+            "neither a Hugging Face ViTMAE directory nor a maekit run"
+        )
     if conf.get("model_type") != "vit_mae":
         raise MaekitError(
-            f"{source} holds a Hugging Face model of type {conf.get('model_type')!r}; maekit reads only 'vit_mae' (ViTMAE) directories"
+            f"{source} holds a Hugging Face model of type {conf.get('model_type')!r}; "
+            "maekit reads only 'vit_mae' (ViTMAE) directories"
         )
     c = {**HF_DEFAULTS, **conf}
     img, patch = c["image_size"], c["patch_size"]
@@ -134,28 +163,47 @@ def model_config_from_hf(conf: dict[str, Any], source: str) -> ModelConfig:
             raise MaekitError(f"{source}: patch_size {patch} is not square; maekit's patches are square")
         patch = patch[0]
     if c["hidden_act"] != "gelu":
-        raise MaekitError(f"{source}: hidden_act {c['hidden_act']!r} is not supported (maekit's blocks use exact GELU, 'gelu')")
+        raise MaekitError(
+            f"{source}: hidden_act {c['hidden_act']!r} is not supported (maekit's blocks use exact GELU, 'gelu')"
+        )
     hidden, heads = c["hidden_size"], c["num_attention_heads"]
     if "head_dim" in c and c["head_dim"] * heads != hidden:
-        raise MaekitError(f"{source}: head_dim {c['head_dim']} x {heads} heads != hidden_size {hidden}; maekit needs head_dim = hidden_size / heads")
+        raise MaekitError(
+            f"{source}: head_dim {c['head_dim']} x {heads} heads != hidden_size "
+            f"{hidden}; maekit needs head_dim = hidden_size / heads"
+        )
     try:
         ratio = c["intermediate_size"] / hidden
         dec_ratio = c["decoder_intermediate_size"] / c["decoder_hidden_size"]
     except (TypeError, ZeroDivisionError):
         raise MaekitError(f"{source}: hidden sizes and intermediate sizes must be positive integers") from None
-    if int(hidden * ratio) != c["intermediate_size"] or int(c["decoder_hidden_size"] * ratio) != c["decoder_intermediate_size"]:
+    if (
+        int(hidden * ratio) != c["intermediate_size"]
+        or int(c["decoder_hidden_size"] * ratio) != c["decoder_intermediate_size"]
+    ):
         raise MaekitError(
-            f"{source}: intermediate_size / hidden_size = {ratio:g} but decoder_intermediate_size / decoder_hidden_size = "
-            f"{dec_ratio:g}; maekit uses one mlp_ratio for encoder and decoder"
+            f"{source}: intermediate_size / hidden_size = {ratio:g} but decoder_intermediate_size / "
+            f"decoder_hidden_size = {dec_ratio:g}; maekit uses one mlp_ratio for encoder and decoder"
         )
     from ..config import from_dict
 
     fields = {
-        "img_size": img, "in_chans": c["num_channels"], "patch_size": patch, "embed_dim": hidden,
-        "depth": c["num_hidden_layers"], "num_heads": heads, "decoder_embed_dim": c["decoder_hidden_size"],
-        "decoder_depth": c["decoder_num_hidden_layers"], "decoder_num_heads": c["decoder_num_attention_heads"],
-        "mlp_ratio": ratio, "qkv_bias": c["qkv_bias"], "norm_eps": c["layer_norm_eps"], "mask_ratio": c["mask_ratio"],
-        "norm_pix_loss": c["norm_pix_loss"], "drop": c["hidden_dropout_prob"], "drop_path": 0.0,
+        "img_size": img,
+        "in_chans": c["num_channels"],
+        "patch_size": patch,
+        "embed_dim": hidden,
+        "depth": c["num_hidden_layers"],
+        "num_heads": heads,
+        "decoder_embed_dim": c["decoder_hidden_size"],
+        "decoder_depth": c["decoder_num_hidden_layers"],
+        "decoder_num_heads": c["decoder_num_attention_heads"],
+        "mlp_ratio": ratio,
+        "qkv_bias": c["qkv_bias"],
+        "norm_eps": c["layer_norm_eps"],
+        "mask_ratio": c["mask_ratio"],
+        "norm_pix_loss": c["norm_pix_loss"],
+        "drop": c["hidden_dropout_prob"],
+        "drop_path": 0.0,
     }
     try:
         cfg = from_dict(ModelConfig, fields, "model.")
@@ -220,8 +268,14 @@ def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
             for leaf in ("weight", "bias"):
                 out[f"{hf}{h}.{leaf}"] = take(f"{mk}{m}.{leaf}")
     if missing or src:
-        detail = "; ".join(x for x in (f"missing: {', '.join(missing[:3])}" if missing else "",
-                                        f"unexpected: {', '.join(sorted(src)[:3])}" if src else "") if x)
+        detail = "; ".join(
+            x
+            for x in (
+                f"missing: {', '.join(missing[:3])}" if missing else "",
+                f"unexpected: {', '.join(sorted(src)[:3])}" if src else "",
+            )
+            if x
+        )
         raise MaekitError(f"weights do not match the model config ({detail})")
     return out
 
@@ -237,7 +291,9 @@ def _canonical(key: str) -> str:
     return "vit." + key  # a ViTMAEModel checkpoint (encoder only, no `vit.` prefix)
 
 
-def from_hf_state(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def from_hf_state(
+    tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """ViTMAE weights (Hub names, transformers 5 names, with or without `vit.`; the decoder may be absent) ->
     maekit MAE state dict (only the encoder's `encoder.*` tensors when the checkpoint holds no decoder)."""
     hf: dict[str, torch.Tensor] = {}
@@ -265,10 +321,16 @@ def from_hf_state(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: st
     }
     layers = [(f"encoder.blocks.{i}.", f"vit.encoder.layer.{i}.") for i in range(cfg.depth)]
     if has_decoder:
-        for mk, hk in (("decoder_embed.weight", "decoder_embed.weight"), ("decoder_embed.bias", "decoder_embed.bias"),
-                       ("mask_token", "mask_token"), ("decoder_pos_embed", "decoder_pos_embed"),
-                       ("decoder_norm.weight", "decoder_norm.weight"), ("decoder_norm.bias", "decoder_norm.bias"),
-                       ("decoder_pred.weight", "decoder_pred.weight"), ("decoder_pred.bias", "decoder_pred.bias")):
+        for mk, hk in (
+            ("decoder_embed.weight", "decoder_embed.weight"),
+            ("decoder_embed.bias", "decoder_embed.bias"),
+            ("mask_token", "mask_token"),
+            ("decoder_pos_embed", "decoder_pos_embed"),
+            ("decoder_norm.weight", "decoder_norm.weight"),
+            ("decoder_norm.bias", "decoder_norm.bias"),
+            ("decoder_pred.weight", "decoder_pred.weight"),
+            ("decoder_pred.bias", "decoder_pred.bias"),
+        ):
             out[mk] = take("decoder." + hk)
         layers += [(f"decoder_blocks.{i}.", f"decoder.decoder_layers.{i}.") for i in range(cfg.decoder_depth)]
     for mk, hk in layers:
@@ -280,8 +342,14 @@ def from_hf_state(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: st
             for leaf in ("weight", "bias"):
                 out[f"{mk}{m}.{leaf}"] = take(f"{hk}{h}.{leaf}")
     if missing or hf:
-        detail = "; ".join(x for x in (f"missing: {', '.join(missing[:3])}" if missing else "",
-                                        f"unexpected: {', '.join(sorted(hf)[:3])}" if hf else "") if x)
+        detail = "; ".join(
+            x
+            for x in (
+                f"missing: {', '.join(missing[:3])}" if missing else "",
+                f"unexpected: {', '.join(sorted(hf)[:3])}" if hf else "",
+            )
+            if x
+        )
         raise MaekitError(f"{source} does not fit its config.json ({detail})")
     _check_shapes(cfg, out, source)
     return out
@@ -312,7 +380,9 @@ def is_export(path: Path) -> bool:
     if not names or not names <= set(EXPORT_FILES) or "model.safetensors" not in names:
         return False
     try:
-        return json.loads(_metadata(Path(path) / "model.safetensors").get("maekit", "{}")).get("format") == EXPORT_FORMAT
+        return (
+            json.loads(_metadata(Path(path) / "model.safetensors").get("maekit", "{}")).get("format") == EXPORT_FORMAT
+        )
     except (json.JSONDecodeError, AttributeError):
         return False
 
@@ -355,7 +425,9 @@ def export_hf(
     if out.exists() and not out.is_dir():
         raise MaekitError(f"output path {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not is_export(out):
-        raise MaekitError(f"output directory {out} already holds files that are not a maekit export; choose another or empty it")
+        raise MaekitError(
+            f"output directory {out} already holds files that are not a maekit export; choose another or empty it"
+        )
     meta = {"format": EXPORT_FORMAT, **(provenance or {})}
     try:
         blob = st_save(tensors, metadata={"format": "pt", "maekit": json.dumps(meta)})
@@ -416,7 +488,9 @@ def _read_weights(d: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
         raise MaekitError(f"{d}: the safetensors weights are unreadable ({e})") from None
     if any((d / n).exists() for n in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        raise MaekitError(f"{d} holds only pytorch_model.bin (a pickle); maekit never unpickles: save it as model.safetensors")
+        raise MaekitError(
+            f"{d} holds only pytorch_model.bin (a pickle); maekit never unpickles: save it as model.safetensors"
+        )
     raise MaekitError(f"{d} has a config.json but no model.safetensors")
 
 
@@ -446,7 +520,9 @@ def _stats(d: Path, channels: int) -> tuple[list[float], list[float], str | None
     except (TypeError, ValueError, ZeroDivisionError):
         raise MaekitError(f"{f}: image_mean, image_std and rescale_factor must be numbers") from None
     if len(mean) != channels or len(std) != channels:
-        raise MaekitError(f"{f} has {len(mean)} image_mean and {len(std)} image_std values for a {channels}-channel model")
+        raise MaekitError(
+            f"{f} has {len(mean)} image_mean and {len(std)} image_std values for a {channels}-channel model"
+        )
     if min(std) <= 0:
         raise MaekitError(f"{f}: image_std must be positive, got {std}")
     return mean, std, None
@@ -489,8 +565,13 @@ def load_hf_vitmae(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tenso
     }
     if note:
         data["note"] = note
-    meta = {"kind": "hf_vitmae", "source": str(d), "model_config": asdict(cfg), "data": data,
-            "encoder_only": not any(k.startswith("decoder") for k in state)}
+    meta = {
+        "kind": "hf_vitmae",
+        "source": str(d),
+        "model_config": asdict(cfg),
+        "data": data,
+        "encoder_only": not any(k.startswith("decoder") for k in state),
+    }
     if prov:
         meta["exported_from"] = {k: v for k, v in prov.items() if k != "data"}
     return cfg, state, meta

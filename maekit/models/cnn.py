@@ -3,6 +3,7 @@
 Three 3x3 conv stages (width, 2 width, 4 width) with BatchNorm and ReLU, 2x2 max-pooling after the first two,
 global average pooling, dropout and a linear head. Pure torch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,11 @@ class SmallCNN(nn.Module):
             return layers + [nn.MaxPool2d(2)] if pool else layers
 
         self.features = nn.Sequential(
-            *stage(in_chans, width, True), *stage(width, 2 * width, True), *stage(2 * width, 4 * width, False),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *stage(in_chans, width, True),
+            *stage(width, 2 * width, True),
+            *stage(2 * width, 4 * width, False),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(4 * width, num_classes)

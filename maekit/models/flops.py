@@ -5,6 +5,7 @@ kernel of scaled_dot_product_attention (aten._scaled_dot_product_flash_attention
 as 0; `flops_per_image` adds that op through `custom_mapping` with the same formula torch uses for the GPU
 kernels: 2*B*H*S*T*d for Q K^T plus 2*B*H*S*T*d_v for the weighted sum of V (softmax, norms, GELU not counted).
 """
+
 from __future__ import annotations
 
 import torch

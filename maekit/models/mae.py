@@ -3,6 +3,7 @@ forward_encoder -> forward_decoder -> forward_loss; `forward` returns (loss, pre
 
 No I/O, no printing, no device logic. Works for any channel count and for H != W.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,6 @@ from torch import nn
 from .masking import patchify, random_masking, unpatchify
 from .pos_embed import sincos_2d
 from .vit import Block, ViT, init_linear_and_norm
-
 
 LOSSES = ("mse", "hit_intensity")
 HIT_PRIOR = 0.01  # initial hit probability of every pixel (hit_intensity): detector images are ~99 % empty
@@ -54,7 +54,10 @@ class ModelConfig:
     def validate(self, prefix: str = "model.") -> None:
         """Raise ValueError naming the first bad field."""
         if not 0.0 < self.mask_ratio < 1.0:  # at 0 no patch is masked and the loss is 0/0
-            raise ValueError(f"{prefix}mask_ratio must be in (0, 1) (the loss is taken over the masked patches), got {self.mask_ratio}")
+            raise ValueError(
+                f"{prefix}mask_ratio must be in (0, 1) (the loss is "
+                f"taken over the masked patches), got {self.mask_ratio}"
+            )
         for name in ("patch_size", "embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
@@ -72,15 +75,18 @@ class ModelConfig:
                 raise ValueError(f"{prefix}img_size must be [height, width], got {self.img_size}")
             h, w = self.img_size
             if h % self.patch_size or w % self.patch_size:
-                raise ValueError(
-                    f"{prefix}img_size {h}x{w} is not divisible by {prefix}patch_size={self.patch_size}"
-                )
+                raise ValueError(f"{prefix}img_size {h}x{w} is not divisible by {prefix}patch_size={self.patch_size}")
         if self.loss not in LOSSES:
             raise ValueError(f"{prefix}loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.loss == "hit_intensity" and self.norm_pix_loss:
-            raise ValueError(f"{prefix}loss=hit_intensity predicts pixels as they are; it cannot be combined with {prefix}norm_pix_loss=true")
+            raise ValueError(
+                f"{prefix}loss=hit_intensity predicts pixels as they are; "
+                f"it cannot be combined with {prefix}norm_pix_loss=true"
+            )
         if self.empty_level is not None and self.in_chans is not None and len(self.empty_level) != self.in_chans:
-            raise ValueError(f"{prefix}empty_level lists {len(self.empty_level)} values, the images have {self.in_chans} channels")
+            raise ValueError(
+                f"{prefix}empty_level lists {len(self.empty_level)} values, the images have {self.in_chans} channels"
+            )
         if not 0.0 < self.decoder_keep <= 1.0:
             raise ValueError(f"{prefix}decoder_keep must be in (0, 1], got {self.decoder_keep}")
         if not 0.0 <= self.drop_path < 1.0 or not 0.0 <= self.drop < 1.0:
@@ -153,7 +159,7 @@ class MAE(nn.Module):
             m.apply(init_linear_and_norm)
         nn.init.normal_(self.mask_token, std=0.02)
         if cfg.loss == "hit_intensity":  # hit logits start at a 1 % prior, not 50 % (the prior init of RetinaNet's
-            with torch.no_grad():        # classifier): a few hundred steps otherwise go to unlearning the 50 %
+            with torch.no_grad():  # classifier): a few hundred steps otherwise go to unlearning the 50 %
                 self.decoder_pred.bias[: outputs // 2] = math.log(HIT_PRIOR / (1 - HIT_PRIOR))
 
     @property
@@ -223,7 +229,9 @@ class MAE(nn.Module):
         for blk in self.decoder_blocks:
             x = blk(x)
         out = self.decoder_pred(self.decoder_norm(x[:, 1 + k :]))
-        pred = out.new_zeros(n, length, out.shape[-1]).scatter(1, ids_decoded.unsqueeze(-1).expand(-1, -1, out.shape[-1]), out)
+        pred = out.new_zeros(n, length, out.shape[-1]).scatter(
+            1, ids_decoded.unsqueeze(-1).expand(-1, -1, out.shape[-1]), out
+        )
         decoded = torch.zeros(n, length, device=x.device).scatter(1, ids_decoded, 1.0)
         return pred, decoded
 
@@ -246,7 +254,8 @@ class MAE(nn.Module):
 
     def calibrated_hits(self, pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """hit_intensity predictions [N, L, 2*p*p*C] -> pixels [N, L, p*p*C]: per image and channel, the
-        round(sum of hit probabilities) most probable pixels of the `mask`ed patches are hits (see predictions_to_pixels)."""
+        round(sum of hit probabilities) most probable pixels of the `mask`ed patches are hits
+        (see predictions_to_pixels)."""
         logits, intensity = pred.float().chunk(2, dim=-1)
         n, L, P = logits.shape
         c = self.cfg.in_chans
@@ -297,12 +306,16 @@ class MAE(nn.Module):
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise, generator)
         masked = mask.shape[1] - (latent.shape[1] - 1)  # L - K, with no host sync
         if self.training and self.cfg.decoder_keep < 1.0 and masked > 1:
-            pred, mask = self.forward_decoder_partial(latent, ids_restore, max(1, round(self.cfg.decoder_keep * masked)))
+            pred, mask = self.forward_decoder_partial(
+                latent, ids_restore, max(1, round(self.cfg.decoder_keep * masked))
+            )
             return self.forward_loss(imgs, pred, mask), pred, mask
         pred = self.forward_decoder(latent, ids_restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
 
-    def predictions_to_pixels(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def predictions_to_pixels(
+        self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Predicted patches [N, L, p*p*C] -> images [N, C, H, W] in the input's (normalised) pixel space.
 
         With norm_pix_loss the predictions are per-patch standardised; they are mapped back with each
@@ -326,6 +339,3 @@ class MAE(nn.Module):
 
 def build_mae(cfg: ModelConfig) -> MAE:
     return MAE(cfg)
-
-
-

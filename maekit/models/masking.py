@@ -1,4 +1,5 @@
 """Pure functions: patchify, unpatchify and per-sample random masking. Any channel count, H != W."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Fixed 2-D sine-cosine position embeddings (MAE, He et al. 2021), for any grid height and width."""
+
 from __future__ import annotations
 
 import torch

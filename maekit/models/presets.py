@@ -1,4 +1,5 @@
 """Named architectures. A config's `model.preset: NAME` starts from these values; keys set next to it win."""
+
 from __future__ import annotations
 
 PRESETS: dict[str, dict] = {

@@ -4,6 +4,7 @@ scaled_dot_product_attention, fixed sin-cos position embeddings, cls token.
 `forward_features(x)` returns normalised tokens [N, 1+L, D] (cls first); `forward_head(features)` pools
 (cls or mean of patch tokens) and applies the classification head, as in timm's vision_transformer.
 """
+
 from __future__ import annotations
 
 import torch

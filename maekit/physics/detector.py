@@ -10,6 +10,7 @@ Every approximation is listed in docs/physics.md. In short:
 - HCAL towers are 5 x 5 crystals (0.087 x 0.087); a tower's deposit is spread evenly over its 25 pixels;
 - optional Gaussian resolution per particle (calorimeter energy, track impact parameters).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,9 @@ CHANNEL_UNITS = {
     "tracks_dz": "GeV*mm (sum of track pT * dz)",
     "ecal": "GeV (transverse energy)",
     "hcal": "GeV (transverse energy, tower spread over 5x5 pixels)",
-    "bpix1": "hits", "bpix2": "hits", "bpix3": "hits",
+    "bpix1": "hits",
+    "bpix2": "hits",
+    "bpix3": "hits",
 }
 # channels whose pixels are transverse momenta / energies (they add up to the jet's visible pT)
 ENERGY_CHANNELS = {3: (0, 1, 2), 8: (0, 3, 4)}
@@ -80,7 +83,9 @@ def _cells(eta: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ieta, iphi
 
 
-def _local(ieta: np.ndarray, iphi: np.ndarray, ie0: int, ip0: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _local(
+    ieta: np.ndarray, iphi: np.ndarray, ie0: int, ip0: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Global crystal indices -> (row, col) in the image centred on crystal (ie0, ip0); phi wraps around."""
     half = size // 2
     row = ieta - ie0 + half
@@ -100,7 +105,9 @@ def _smear_energy(rng: np.random.Generator, e: np.ndarray, res: tuple[float, flo
     return np.clip(1.0 + rel * rng.standard_normal(e.shape), 0.0, None)
 
 
-def jet_image(parts: dict[str, np.ndarray], jet_eta: float, jet_phi: float, det: Detector, rng: np.random.Generator | None = None) -> np.ndarray:
+def jet_image(
+    parts: dict[str, np.ndarray], jet_eta: float, jet_phi: float, det: Detector, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Image [size, size, C] float32 of the visible final-state particles around the jet axis.
 
     parts: arrays of equal length: px, py, pz, e (GeV), pid (PDG id), charge, vx, vy, vz (production vertex, mm).

@@ -10,6 +10,7 @@ Images: physics/detector.py. Details, settings, approximations and measured spee
 The work is cut into jobs of at most `chunk` jets (both classes); job k has its own seeds derived from
 (seed, k), so the file depends on (settings, seed, n) only, not on the number of worker processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,8 @@ from .detector import CHANNEL_NAMES, CHANNEL_UNITS, ECAL_DETA, ECAL_DPHI, ENERGY
 PYTHIA_PIN = "pythia8mc==8.317.2"
 INSTALL_HINT = "install with pip install 'maekit[physics]'"
 _NEUTRINOS = (12, 14, 16)
-_INVISIBLE = (*_NEUTRINOS, 23)  # the prefilter's partons: all but neutrinos (and an undecayed Z, never there by default)
+# the prefilter's partons: all but neutrinos (and an undecayed Z, never there by default)
+_INVISIBLE = (*_NEUTRINOS, 23)
 QUARK, GLUON = 0, 1  # labels, as in the ML4SCI quark/gluon files
 
 
@@ -39,7 +41,9 @@ def require_physics() -> None:
         try:
             __import__(mod)
         except ImportError:
-            raise MaekitError(f"maekit jets generate needs the physics extra ({mod} is not installed): {INSTALL_HINT}") from None
+            raise MaekitError(
+                f"maekit jets generate needs the physics extra ({mod} is not installed): {INSTALL_HINT}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,9 @@ class JetGenConfig:
         if self.channels not in CHANNEL_NAMES:
             raise MaekitError(f"--channels must be 3 or 8, got {self.channels}")
         if self.size < 1 or self.size % 2 == 0:
-            raise MaekitError(f"--size must be odd and positive (the jet axis sits in the middle pixel), got {self.size}")
+            raise MaekitError(
+                f"--size must be odd and positive (the jet axis sits in the middle pixel), got {self.size}"
+            )
         if not 0 < self.pt_min < self.pt_max:
             raise MaekitError(f"need 0 < --pt-min < --pt-max, got {self.pt_min:g} and {self.pt_max:g}")
         if not 0.0 <= self.quark_fraction <= 1.0:
@@ -118,7 +124,11 @@ def _job_seeds(seed: int, index: int) -> tuple[int, int, np.random.Generator]:
     ss = np.random.SeedSequence([seed, index])
     a, b, c = ss.spawn(3)
     # Pythia's Random:seed must be in [1, 900000000]
-    return int(a.generate_state(1)[0]) % 900_000_000 + 1, int(b.generate_state(1)[0]) % 900_000_000 + 1, np.random.default_rng(c)
+    return (
+        int(a.generate_state(1)[0]) % 900_000_000 + 1,
+        int(b.generate_state(1)[0]) % 900_000_000 + 1,
+        np.random.default_rng(c),
+    )
 
 
 _BANNER_DONE = False
@@ -137,7 +147,9 @@ def _quiet_fastjet_banner() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
-        fastjet.ClusterSequence([fastjet.PseudoJet(1.0, 0.0, 0.0, 1.0)], fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4))
+        fastjet.ClusterSequence(
+            [fastjet.PseudoJet(1.0, 0.0, 0.0, 1.0)], fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4)
+        )
     finally:
         os.dup2(saved, 1)
         os.close(saved)
@@ -173,8 +185,15 @@ def _make_pythia(cfg: JetGenConfig, label: int, seed: int, record: bool = False)
     return py, hook
 
 
-def prefilter_keeps(wide_pt: float, lead_pt: float, lead_y: float, cfg: JetGenConfig,
-                    low: float = PREFILTER_LOW, high: float = PREFILTER_HIGH, dy: float = PREFILTER_DY) -> bool:
+def prefilter_keeps(
+    wide_pt: float,
+    lead_pt: float,
+    lead_y: float,
+    cfg: JetGenConfig,
+    low: float = PREFILTER_LOW,
+    high: float = PREFILTER_HIGH,
+    dy: float = PREFILTER_DY,
+) -> bool:
     """The prefilter's decision from the parton-level jets: the leading R = 0.6 jet's pT, the leading R = 0.4 jet's
     pT and rapidity."""
     return wide_pt >= cfg.pt_min - low and lead_pt <= cfg.pt_max + high and abs(lead_y) < cfg.abs_y_max + dy
@@ -248,9 +267,9 @@ def _event_filter(cfg: JetGenConfig, light_quarks: bool, record: bool = False):
             self.in_a_row += 1
             if self.in_a_row >= PREFILTER_GIVE_UP:
                 raise MaekitError(
-                    f"the parton-level prefilter vetoed {self.in_a_row} events in a row: no jet gets near the pT window "
-                    f"{cfg.pt_min:g}-{cfg.pt_max:g} GeV with |y| < {cfg.abs_y_max:g} (pTHatMin {cfg.pthat:g} GeV); "
-                    "check the window and --pthat-min"
+                    f"the parton-level prefilter vetoed {self.in_a_row} events in a row: no jet gets "
+                    f"near the pT window {cfg.pt_min:g}-{cfg.pt_max:g} GeV with |y| < "
+                    f"{cfg.abs_y_max:g} (pTHatMin {cfg.pthat:g} GeV); check the window and --pthat-min"
                 )
             return True
 
@@ -282,7 +301,9 @@ def leading_jets(events, cfg: JetGenConfig) -> dict[str, Any]:
     return {**first, "pt": pt, "rap": rap, "ok": ok, "const": ak.firsts(consts[order], axis=1), "fs": fs}
 
 
-def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np.random.Generator, det: Detector) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def _class_jets(
+    cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np.random.Generator, det: Detector
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """n accepted jets of one class: images and jet quantities, plus counts of generated events."""
     import awkward as ak
 
@@ -310,8 +331,14 @@ def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np
             sel = fs[take]
             bounds = np.cumsum(ak.to_numpy(ak.num(sel, axis=1)))[:-1]
             flat = {
-                "px": sel.p.px, "py": sel.p.py, "pz": sel.p.pz, "e": sel.p.e, "pid": sel.id,
-                "vx": ak.fill_none(sel.vProd.px, 0.0), "vy": ak.fill_none(sel.vProd.py, 0.0), "vz": ak.fill_none(sel.vProd.pz, 0.0),
+                "px": sel.p.px,
+                "py": sel.p.py,
+                "pz": sel.p.pz,
+                "e": sel.p.e,
+                "pid": sel.id,
+                "vx": ak.fill_none(sel.vProd.px, 0.0),
+                "vy": ak.fill_none(sel.vProd.py, 0.0),
+                "vz": ak.fill_none(sel.vProd.pz, 0.0),
             }
             flat = {k: ak.to_numpy(ak.flatten(v)) for k, v in flat.items()}
             flat["pid"] = flat["pid"].astype(np.int64)
@@ -349,12 +376,16 @@ def _class_jets(cfg: JetGenConfig, label: int, n: int, pythia_seed: int, rng: np
 
 def _stack(out: dict[str, list], det: Detector) -> dict[str, np.ndarray]:
     res = {k: np.asarray(v, dtype=np.float32) for k, v in out.items() if k not in ("X_jets", "n_const")}
-    res["X_jets"] = np.stack(out["X_jets"]) if out["X_jets"] else np.zeros((0, det.size, det.size, det.channels), np.float32)
+    res["X_jets"] = (
+        np.stack(out["X_jets"]) if out["X_jets"] else np.zeros((0, det.size, det.size, det.channels), np.float32)
+    )
     res["n_const"] = np.asarray(out["n_const"], dtype=np.int32)
     return res
 
 
-def run_job(cfg_dict: dict[str, Any], job: tuple[int, int, int, int]) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]:
+def run_job(
+    cfg_dict: dict[str, Any], job: tuple[int, int, int, int]
+) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]:
     """One job: its quark and gluon jets, shuffled together with the job's own seed. Runs in a worker process."""
     cfg = JetGenConfig(**cfg_dict)
     index, start, n_q, n_g = job
@@ -389,13 +420,21 @@ def file_attrs(cfg: JetGenConfig) -> dict[str, str]:
         "channel_names": json.dumps(list(names)),
         "channel_units": json.dumps({n: CHANNEL_UNITS[n] for n in names}),
         "energy_channels": json.dumps(list(ENERGY_CHANNELS[cfg.channels])),
-        "layout": "X_jets (N, H, W, C) float32 channels-last, rows = eta, columns = phi, jet axis in pixel (H//2, W//2); "
-        "y (N,) float32 0 = quark, 1 = gluon; pt, m0 (GeV): FastJet anti-kT jet pT and mass; eta, phi: jet axis; "
-        "n_const: number of jet constituents",
+        "layout": "X_jets (N, H, W, C) float32 channels-last, rows = eta, columns = phi, jet "
+        "axis in pixel (H//2, W//2); y (N,) float32 0 = quark, 1 = gluon; pt, m0 (GeV): FastJet "
+        "anti-kT jet pT and mass; eta, phi: jet axis; n_const: number of jet constituents",
         "pixel_size": json.dumps({"eta": ECAL_DETA, "phi": ECAL_DPHI}),
-        "generator": json.dumps({**asdict(cfg), "pthat_min": cfg.pthat, "pythia_quark": pythia_settings(cfg, QUARK, 0)[:-1],
-                                 "pythia_gluon": pythia_settings(cfg, GLUON, 0)[:-1], "seeds": "per job from numpy SeedSequence([seed, job])",
-                                 "versions": _versions(), "docs": "docs/physics.md"}),
+        "generator": json.dumps(
+            {
+                **asdict(cfg),
+                "pthat_min": cfg.pthat,
+                "pythia_quark": pythia_settings(cfg, QUARK, 0)[:-1],
+                "pythia_gluon": pythia_settings(cfg, GLUON, 0)[:-1],
+                "seeds": "per job from numpy SeedSequence([seed, job])",
+                "versions": _versions(),
+                "docs": "docs/physics.md",
+            }
+        ),
     }
 
 
@@ -420,7 +459,16 @@ def generate(cfg: JetGenConfig, out: str | Path, workers: int = 1, progress: boo
     try:
         with h5py.File(tmp, "w", track_order=True) as f:
             dsets = {
-                "X_jets": f.create_dataset("X_jets", (cfg.n, h, w, c), np.float32, chunks=(1, h, w, c), compression="gzip", compression_opts=4, shuffle=True, track_times=False),
+                "X_jets": f.create_dataset(
+                    "X_jets",
+                    (cfg.n, h, w, c),
+                    np.float32,
+                    chunks=(1, h, w, c),
+                    compression="gzip",
+                    compression_opts=4,
+                    shuffle=True,
+                    track_times=False,
+                ),
                 "y": f.create_dataset("y", (cfg.n,), np.float32, track_times=False),
                 "pt": f.create_dataset("pt", (cfg.n,), np.float32, track_times=False),
                 "m0": f.create_dataset("m0", (cfg.n,), np.float32, track_times=False),
@@ -478,10 +526,17 @@ def generate(cfg: JetGenConfig, out: str | Path, workers: int = 1, progress: boo
         raise
     seconds = time.time() - t0
     return {
-        "out": str(out), "n": cfg.n, "channels": list(CHANNEL_NAMES[cfg.channels]), "workers": workers,
-        "seconds": round(seconds, 2), "jets_per_second": round(cfg.n / seconds, 2), "cpu_seconds": round(cpu, 1),
+        "out": str(out),
+        "n": cfg.n,
+        "channels": list(CHANNEL_NAMES[cfg.channels]),
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "jets_per_second": round(cfg.n / seconds, 2),
+        "cpu_seconds": round(cpu, 1),
         "events": {k: int(v["events"]) for k, v in totals.items()},
-        "acceptance": {k: round(float(v["accepted"] / v["events"]), 4) if v["events"] else None for k, v in totals.items()},
+        "acceptance": {
+            k: round(float(v["accepted"] / v["events"]), 4) if v["events"] else None for k, v in totals.items()
+        },
         "vetoed_heavy_flavour": int(totals["quark"]["vetoed_heavy_flavour"]),
         "prefiltered": {k: int(v["prefiltered"]) for k, v in totals.items()},
     }

@@ -6,6 +6,7 @@ The image jet mass treats every pixel as a massless particle with transverse mom
 (summed over the energy channels) at (eta, phi) = the pixel centre relative to the image centre. Boost
 invariance along the beam makes the mass independent of where the image sits in eta.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,9 @@ def _select(x: torch.Tensor, channels: Sequence[int] | None) -> torch.Tensor:
     return x if channels is None else x[:, list(channels)]
 
 
-def disc(h: int, w: int, radius: float | None, deta: float = ECAL_DETA, dphi: float = ECAL_DPHI, device=None) -> torch.Tensor:
+def disc(
+    h: int, w: int, radius: float | None, deta: float = ECAL_DETA, dphi: float = ECAL_DPHI, device=None
+) -> torch.Tensor:
     """Bool [H, W]: pixel centres within `radius` of the image centre in (eta, phi); all True if radius is None."""
     if radius is None:
         return torch.ones(h, w, dtype=torch.bool, device=device)
@@ -37,7 +40,9 @@ def disc(h: int, w: int, radius: float | None, deta: float = ECAL_DETA, dphi: fl
     return eta**2 + phi**2 < radius**2
 
 
-def pt_map(x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = None, clamp: bool = True) -> torch.Tensor:
+def pt_map(
+    x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = None, clamp: bool = True
+) -> torch.Tensor:
     """[N, H, W] float64: the energy channels summed (negative values set to 0 when clamp), outside `radius` zeroed."""
     s = _select(x, channels).double().sum(dim=1)
     if clamp:
@@ -45,13 +50,20 @@ def pt_map(x: torch.Tensor, channels: Sequence[int] | None = None, radius: float
     return s * disc(s.shape[1], s.shape[2], radius, device=s.device)
 
 
-def total_intensity(x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = None) -> torch.Tensor:
+def total_intensity(
+    x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = None
+) -> torch.Tensor:
     """[N]: sum of the (selected) channels' pixels, e.g. the scalar sum of pT in GeV for the energy channels."""
     return pt_map(x, channels, radius, clamp=False).sum(dim=(1, 2))
 
 
-def image_jet_mass(x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = None,
-                   deta: float = ECAL_DETA, dphi: float = ECAL_DPHI) -> torch.Tensor:
+def image_jet_mass(
+    x: torch.Tensor,
+    channels: Sequence[int] | None = None,
+    radius: float | None = None,
+    deta: float = ECAL_DETA,
+    dphi: float = ECAL_DPHI,
+) -> torch.Tensor:
     """[N]: invariant mass of the massless four-vectors (pT = pixel, eta, phi = pixel centre) of the image."""
     pt = pt_map(x, channels, radius)
     eta, phi = _grid(pt.shape[1], pt.shape[2], deta, dphi, pt.device, pt.dtype)
@@ -62,15 +74,22 @@ def image_jet_mass(x: torch.Tensor, channels: Sequence[int] | None = None, radiu
     return (e**2 - px**2 - py**2 - pz**2).clamp_min(0).sqrt()
 
 
-def image_jet_pt(x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = None, dphi: float = ECAL_DPHI) -> torch.Tensor:
+def image_jet_pt(
+    x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = None, dphi: float = ECAL_DPHI
+) -> torch.Tensor:
     """[N]: magnitude of the vector sum of the pixels' transverse momenta."""
     pt = pt_map(x, channels, radius)
     _, phi = _grid(pt.shape[1], pt.shape[2], 0.0, dphi, pt.device, pt.dtype)
     return torch.hypot((pt * torch.cos(phi)).sum(dim=(1, 2)), (pt * torch.sin(phi)).sum(dim=(1, 2)))
 
 
-def radial_moment(x: torch.Tensor, channels: Sequence[int] | None = None, radius: float | None = 0.4,
-                  deta: float = ECAL_DETA, dphi: float = ECAL_DPHI) -> torch.Tensor:
+def radial_moment(
+    x: torch.Tensor,
+    channels: Sequence[int] | None = None,
+    radius: float | None = 0.4,
+    deta: float = ECAL_DETA,
+    dphi: float = ECAL_DPHI,
+) -> torch.Tensor:
     """[N]: pT-weighted mean distance of the pixels from the image centre (the jet's "girth" / width)."""
     pt = pt_map(x, channels, radius)
     eta, phi = _grid(pt.shape[1], pt.shape[2], deta, dphi, pt.device, pt.dtype)
@@ -109,8 +128,13 @@ def _summary(v: torch.Tensor) -> dict[str, float]:
     v = v[torch.isfinite(v)]
     if v.numel() == 0:
         return {"mean": float("nan"), "std": float("nan"), "median": float("nan"), "mean_abs": float("nan"), "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std()) if v.numel() > 1 else 0.0, "median": float(v.median()),
-            "mean_abs": float(v.abs().mean()), "n": int(v.numel())}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()) if v.numel() > 1 else 0.0,
+        "median": float(v.median()),
+        "mean_abs": float(v.abs().mean()),
+        "n": int(v.numel()),
+    }
 
 
 class ReconMetrics:
@@ -125,8 +149,14 @@ class ReconMetrics:
     - occupancy: mean fraction of pixels above occupancy_threshold per channel, original and reconstruction.
     """
 
-    def __init__(self, channel_names: Sequence[str] | None = None, energy_channels: Sequence[int] | None = None,
-                 occupancy_threshold: float = 0.0, radius: float | None = None, paste_visible: bool = True):
+    def __init__(
+        self,
+        channel_names: Sequence[str] | None = None,
+        energy_channels: Sequence[int] | None = None,
+        occupancy_threshold: float = 0.0,
+        radius: float | None = None,
+        paste_visible: bool = True,
+    ):
         self.names = list(channel_names) if channel_names is not None else None
         self.energy = list(energy_channels) if energy_channels is not None else None
         self.threshold, self.radius, self.paste = occupancy_threshold, radius, paste_visible
@@ -137,7 +167,9 @@ class ReconMetrics:
 
     def update(self, original: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor) -> None:
         if original.shape != recon.shape:
-            raise ValueError(f"original {tuple(original.shape)} and reconstruction {tuple(recon.shape)} differ in shape")
+            raise ValueError(
+                f"original {tuple(original.shape)} and reconstruction {tuple(recon.shape)} differ in shape"
+            )
         c = original.shape[1]
         if self.names is None:
             self.names = [f"ch{i}" for i in range(c)]
@@ -149,14 +181,25 @@ class ReconMetrics:
         md = m.double()
         full = torch.where(m, r, o) if self.paste else r
         parts = {
-            "se_masked": (se * md).sum(dim=(0, 2, 3)), "n_masked": md.sum(dim=(0, 2, 3)).expand(c),
-            "se_all": se.sum(dim=(0, 2, 3)), "n_all": torch.full((c,), float(se[:, 0].numel()), dtype=torch.float64),
-            "occ_o": occupancy(o, self.threshold).sum(0), "occ_r": occupancy(full, self.threshold).sum(0),
+            "se_masked": (se * md).sum(dim=(0, 2, 3)),
+            "n_masked": md.sum(dim=(0, 2, 3)).expand(c),
+            "se_all": se.sum(dim=(0, 2, 3)),
+            "n_all": torch.full((c,), float(se[:, 0].numel()), dtype=torch.float64),
+            "occ_o": occupancy(o, self.threshold).sum(0),
+            "occ_r": occupancy(full, self.threshold).sum(0),
         }
         for k, v in parts.items():
             setattr(self, k, v if getattr(self, k) is None else getattr(self, k) + v)
-        self.ti.append(torch.stack([total_intensity(o, self.energy, self.radius), total_intensity(full, self.energy, self.radius)], 1))
-        self.jm.append(torch.stack([image_jet_mass(o, self.energy, self.radius), image_jet_mass(full, self.energy, self.radius)], 1))
+        self.ti.append(
+            torch.stack(
+                [total_intensity(o, self.energy, self.radius), total_intensity(full, self.energy, self.radius)], 1
+            )
+        )
+        self.jm.append(
+            torch.stack(
+                [image_jet_mass(o, self.energy, self.radius), image_jet_mass(full, self.energy, self.radius)], 1
+            )
+        )
         self.n += original.shape[0]
 
     def result(self) -> dict:
@@ -176,21 +219,37 @@ class ReconMetrics:
             "mse_masked": {n: float(v) for n, v in zip(names, mse_m)},
             "mse_all": {n: float(v) for n, v in zip(names, mse_a)},
             "mse_masked_mean": float(mse_m.mean()),
-            "total_intensity": {"original_mean": float(ti[:, 0].mean()), "recon_mean": float(ti[:, 1].mean()),
-                                "rel_residual": _summary((ti[ok_t, 1] - ti[ok_t, 0]) / ti[ok_t, 0])},
-            "jet_mass": {"original_mean": float(jm[:, 0].mean()), "recon_mean": float(jm[:, 1].mean()),
-                         "rel_residual": _summary((jm[ok_m, 1] - jm[ok_m, 0]) / jm[ok_m, 0]),
-                         "left_out_massless": int((~ok_m).sum())},
-            "occupancy": {"threshold": self.threshold, "original": {n: float(v) / self.n for n, v in zip(names, self.occ_o)},
-                          "recon": {n: float(v) / self.n for n, v in zip(names, self.occ_r)}},
+            "total_intensity": {
+                "original_mean": float(ti[:, 0].mean()),
+                "recon_mean": float(ti[:, 1].mean()),
+                "rel_residual": _summary((ti[ok_t, 1] - ti[ok_t, 0]) / ti[ok_t, 0]),
+            },
+            "jet_mass": {
+                "original_mean": float(jm[:, 0].mean()),
+                "recon_mean": float(jm[:, 1].mean()),
+                "rel_residual": _summary((jm[ok_m, 1] - jm[ok_m, 0]) / jm[ok_m, 0]),
+                "left_out_massless": int((~ok_m).sum()),
+            },
+            "occupancy": {
+                "threshold": self.threshold,
+                "original": {n: float(v) / self.n for n, v in zip(names, self.occ_o)},
+                "recon": {n: float(v) / self.n for n, v in zip(names, self.occ_r)},
+            },
             "paste_visible": self.paste,
             "radius": self.radius,
         }
 
 
-def recon_metrics(original: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor, energy_channels: Sequence[int] | None = None,
-                  channel_names: Sequence[str] | None = None, occupancy_threshold: float = 0.0, radius: float | None = None,
-                  paste_visible: bool = True) -> dict:
+def recon_metrics(
+    original: torch.Tensor,
+    recon: torch.Tensor,
+    mask: torch.Tensor,
+    energy_channels: Sequence[int] | None = None,
+    channel_names: Sequence[str] | None = None,
+    occupancy_threshold: float = 0.0,
+    radius: float | None = None,
+    paste_visible: bool = True,
+) -> dict:
     """ReconMetrics of one batch: see ReconMetrics."""
     acc = ReconMetrics(channel_names, energy_channels, occupancy_threshold, radius, paste_visible)
     acc.update(original, recon, mask)
@@ -203,14 +262,23 @@ def energy_channels_of(names: Sequence[str] | None, c: int) -> list[int]:
     if names:
         keys = ("pt", "ecal", "hcal", "energy", "et", "calo", "track")
         bad = ("d0", "dz", "bpix", "pix", "hit", "ip")
-        idx = [i for i, n in enumerate(names) if any(k in n.lower() for k in keys) and not any(b in n.lower() for b in bad)]
+        idx = [
+            i for i, n in enumerate(names) if any(k in n.lower() for k in keys) and not any(b in n.lower() for b in bad)
+        ]
         if idx:
             return idx
     return [0, 3, 4] if c == 8 else list(range(c))
 
 
-def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, out: str | Path, channel_names: Sequence[str] | None = None,
-                   title: str = "", max_images: int = 4) -> None:
+def channel_panels(
+    original: np.ndarray,
+    mask: np.ndarray,
+    recon: np.ndarray,
+    out: str | Path,
+    channel_names: Sequence[str] | None = None,
+    title: str = "",
+    max_images: int = 4,
+) -> None:
     """Per-channel panels on a log colour scale: for each image (rows) and channel, original | masked | reconstruction.
 
     original, recon: [N, C, H, W] (numpy or tensors) in the data's units; mask [N, H, W] (1 = masked, drawn grey).
@@ -225,7 +293,10 @@ def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, ou
 
     from ..plots import save_figure
 
-    original, recon, mask = (np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64) for a in (original, recon, mask))
+    original, recon, mask = (
+        np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+        for a in (original, recon, mask)
+    )
     n, c = min(max_images, original.shape[0]), original.shape[1]
     names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(c)]
     fig, axes = plt.subplots(n, 3 * c, figsize=(1.5 * 3 * c, 1.6 * n + 0.6), squeeze=False)
@@ -255,4 +326,3 @@ def channel_panels(original: np.ndarray, mask: np.ndarray, recon: np.ndarray, ou
     if title:
         fig.suptitle(title, fontsize=9)
     save_figure(fig, Path(out))
-
