@@ -195,7 +195,7 @@ def test_folder_pixels_match_the_files(tmp_path, fmnist_full):
     for i, f in enumerate(files):
         if f.suffix == ".png":
             orig = int(f.stem)
-            assert torch.equal(s.test.images[i, 0], torch.from_numpy(images[orig]))
+            assert torch.equal(s.test.images[i, 0], torch.from_numpy(images[orig].copy()))
 
 
 def test_preprocessing():
