@@ -15,7 +15,9 @@ memory.
    Epoch images/s from metrics.jsonl, peak RSS and wall time.
 4. Whether the folder reader could hold all N photos in memory here (what its memory check says).
 
-Writes OUT/result.json and docs/results/pack_photos.md from it (headed SMOKE RUN when N < 300,000).
+Writes OUT/result.json and docs/results/pack_photos.md from it (headed SMOKE RUN when N < 300,000). Resumable:
+each finished stage is saved in OUT/partial.json and skipped when the command is run again with the same N.
+The 1-minute load average before and after each stage is recorded: other work on the cores slows every figure.
 At the default N that is 600,000 decodes plus writing the photos: hours of CPU on a few cores. `--n 2000
 --pretrain-images 500` checks that it works in about 15 minutes on 2 busy cores.
 """
@@ -194,8 +196,15 @@ def write_doc(res: dict, path: Path) -> None:
         "`maekit data pack` and pretrains from the packs; every number below is from its result JSON "
         f"(`{res['command']}`).",
         "",
-        f"Machine: {res['machine']}, {res['cores']} cores, {res['memory_gb']} GB of memory available at the start; "
+        f"Machine: {res['machine']}, {res['cores']} cores "
+        f"(CPU flags {res.get('cpu_flags') or 'none of the speed flags'}), "
+        f"{res['memory_gb']} GB of memory available at the start; "
         f"{res['workers']} decoding worker(s). Photos: {n:,} files, {res['photos_mb']:,.0f} MB of JPEG.",
+        "",
+        "Load on the cores (1-minute load average before / after each stage; about "
+        f"{res['cores']} means the stage had the cores to itself, more means it shared them): "
+        + "; ".join(f"{k} {v[0]:.1f} / {v[1]:.1f}" for k, v in res.get("load", {}).items())
+        + ".",
         "",
         "| size | images | bad | command wall (s) | decode and write (s) | images/s | peak RSS "
         "main (MB) | peak RSS worker (MB) | pack on disk (MB) | folder check per run (s) |",
@@ -248,7 +257,7 @@ def main() -> None:
     if args.from_json:
         write_doc(json.loads(Path(args.from_json).read_text()), ROOT / args.doc)
         return
-    from maekit.environment import available_memory
+    from maekit.environment import SPEED_FLAGS, available_memory, cpu_flags, cpu_name
 
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -260,16 +269,32 @@ def main() -> None:
         "command": "python benchmarks/pack_photos.py " + " ".join(sys.argv[1:]),
         "workers": args.workers,
         "threads": args.threads,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": cpu_name() or f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_flags": " ".join(f for f in SPEED_FLAGS if f in cpu_flags()),
         "cores": os.cpu_count(),
         "memory_gb": round(avail / 1e9, 1),
         "pretrain_images": min(args.pretrain_images, args.n),
     }
-    res["photos_mb"] = round(write_photos(photos, args.n, args.workers) / 2**20, 1)
+    partial = out / "partial.json"
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    if done.get("n") != args.n:
+        done = {"n": args.n}
+    res["load"] = done.setdefault("load", {})
+
+    def stage(name: str, fn):
+        """fn() once; its result kept in partial.json, so a rerun skips it (with the load it ran under)."""
+        if name not in done:
+            before = os.getloadavg()[0]
+            done[name] = fn()
+            done["load"][name] = [round(before, 2), round(os.getloadavg()[0], 2)]
+            partial.write_text(json.dumps(done, indent=1))
+        return done[name]
+
+    res["photos_mb"] = stage("photos", lambda: round(write_photos(photos, args.n, args.workers) / 2**20, 1))
     res["pack"], res["in_memory_all"], res["pretrain"] = {}, {}, {}
     small = subset(photos, out / "photos_subset", res["pretrain_images"])
     for s in sizes:
-        res["pack"][s] = pack(photos, out / f"photos_{args.n}_{s}.h5", s, args.workers)
+        res["pack"][s] = stage(f"pack {s}", lambda s=s: pack(photos, out / f"photos_{args.n}_{s}.h5", s, args.workers))
         print(f"pack {s}", json.dumps(res["pack"][s]), flush=True)
         need = args.n * 3 * s * s
         res["in_memory_all"][s] = {
@@ -278,20 +303,24 @@ def main() -> None:
             "fits": bool(avail and need <= avail),
         }
         sub = out / f"subset_{s}.h5"
-        pack(small, sub, s, args.workers)
         folder = ["data.source=folder", f"data.path={small}"]
-        res["pretrain"][s] = {
-            "streamed from the pack": pretrain(
-                out / f"run_{s}_streamed",
-                [*folder, f"data.pack={sub}", "data.stream=true", "data.memory_mb=64"],
-                s,
-                args.threads,
-            ),
-            "pack loaded into memory": pretrain(
-                out / f"run_{s}_pack_memory", [*folder, f"data.pack={sub}", "data.stream=false"], s, args.threads
-            ),
-            "folder decoded into memory": pretrain(out / f"run_{s}_folder", folder, s, args.threads),
-        }
+
+        def compare_reading(s=s, sub=sub, folder=folder) -> dict:
+            pack(small, sub, s, args.workers)
+            return {
+                "streamed from the pack": pretrain(
+                    out / f"run_{s}_streamed",
+                    [*folder, f"data.pack={sub}", "data.stream=true", "data.memory_mb=64"],
+                    s,
+                    args.threads,
+                ),
+                "pack loaded into memory": pretrain(
+                    out / f"run_{s}_pack_memory", [*folder, f"data.pack={sub}", "data.stream=false"], s, args.threads
+                ),
+                "folder decoded into memory": pretrain(out / f"run_{s}_folder", folder, s, args.threads),
+            }
+
+        res["pretrain"][s] = stage(f"pretrain {s}", compare_reading)
         print(f"pretrain {s}", json.dumps(res["pretrain"][s]), flush=True)
     (out / "result.json").write_text(json.dumps(res, indent=1))
     write_doc(res, ROOT / args.doc)
