@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .commands.common import fixed_noise, load_run, resolve
+from .commands.common import check_hit_decoding, fixed_noise, hit_generator, load_run, resolve
 from .data.transforms import eval_batch_size, normalize
 from .engine.rundir import read_metrics
 from .errors import MaekitError
@@ -138,17 +138,21 @@ class Run:
         return torch.cat(parts).float().numpy() if parts else np.zeros((0, enc.embed_dim), np.float32)
 
     @torch.no_grad()
-    def reconstruct(self, images, mask_ratio: float | None = None, seed: int = 0) -> dict[str, Any]:
-        """Masked reconstruction with seeded masks (the same call gives the same result):
+    def reconstruct(
+        self, images, mask_ratio: float | None = None, seed: int = 0, hit_decoding: str = "top"
+    ) -> dict[str, Any]:
+        """Masked reconstruction with seeded masks (the same call gives the same result; hit_decoding: "top" or
+        "sample" for model.loss=hit_intensity, as `maekit reconstruct --hit-decoding`):
         {"reconstruction": [N, C, H, W] float32 on the input's scale (0-1 for uint8 input), "mask": [N, L] (1 = masked
         patch), "loss": mean masked-patch loss}."""
+        check_hit_decoding(self._loaded.model_cfg, hit_decoding)
         ratio = self._loaded.model_cfg.mask_ratio if mask_ratio is None else mask_ratio
         if not 0.0 < ratio < 1.0:
             raise MaekitError(f"mask_ratio must be in (0, 1), got {ratio}")
         x = normalize(self.as_batch(images), self.mean, self.std)
         noise = fixed_noise(len(x), self.model.num_patches, seed)
         loss, pred, mask = self.model(x, ratio, noise=noise)
-        pixels = self.model.predictions_to_pixels(x, pred, mask) * self.std.view(1, -1, 1, 1) + self.mean.view(
+        pixels = self.model.predictions_to_pixels(x, pred, mask, hit_decoding, hit_generator(seed)) * self.std.view(
             1, -1, 1, 1
-        )
+        ) + self.mean.view(1, -1, 1, 1)
         return {"reconstruction": pixels.float().numpy(), "mask": mask.numpy(), "loss": float(loss)}

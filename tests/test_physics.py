@@ -452,6 +452,10 @@ def test_reconstruct_reports_physics_metrics_for_detector_data(tmp_path, capsys)
     assert ph["total_intensity"]["original_mean"] > 100  # GeV: log1p undone
     assert ph["jet_mass"]["rel_residual"]["n"] == ph["images"]
     assert (pre / Path(ph["panels"]).name).read_bytes()[:4] == b"\x89PNG"
+    assert main(["reconstruct", str(pre), "--hit-decoding", "sample"]) == 2  # plain MSE has no hit map to sample
+    assert "--hit-decoding sample applies to model.loss=hit_intensity; this run's model.loss is mse" in (
+        capsys.readouterr().err
+    )
     assert not is_detector_data(SimpleNamespace(dtype="uint8", channels=3))  # photos: no physics metrics
     assert not is_detector_data(SimpleNamespace(dtype="float32", channels=1))
 
@@ -485,8 +489,17 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     assert run.model_cfg.loss == "hit_intensity" and run.model_cfg.empty_level == pytest.approx((-mean / std).tolist())
     capsys.readouterr()
     assert main(["reconstruct", str(pre), "--n", "2"]) == 0
-    ph = json.loads((pre / "reconstruct.jsonl").read_text().splitlines()[-1])["physics"]
-    assert ph["jet_mass"]["rel_residual"]["n"] == ph["images"]
+    line = json.loads((pre / "reconstruct.jsonl").read_text().splitlines()[-1])
+    ph = line["physics"]
+    assert ph["jet_mass"]["rel_residual"]["n"] == ph["images"] and line["hit_decoding"] == "top"
+    # sampled hits: recorded, their own picture, the same numbers for the same seed
+    for _ in range(2):
+        assert main(["reconstruct", str(pre), "--n", "2", "--hit-decoding", "sample", "--seed", "3"]) == 0
+    first, second = (json.loads(x) for x in (pre / "reconstruct.jsonl").read_text().splitlines()[-2:])
+    assert first["hit_decoding"] == "sample" and first["grid"].endswith("_seed3_sampled.png")
+    assert first["physics"]["total_intensity"] == second["physics"]["total_intensity"]
+    assert main(["reconstruct", str(pre), "--hit-decoding", "mean"]) == 2
+    assert "--hit-decoding must be one of top, sample, got 'mean'" in capsys.readouterr().err
     assert main(["export", str(pre), str(tmp_path / "hf")]) == 0
     assert "exported the encoder of" in capsys.readouterr().out
     config = json.loads((tmp_path / "hf" / "config.json").read_text())

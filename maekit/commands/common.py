@@ -32,7 +32,7 @@ from ..engine import checkpoint
 from ..engine.dist import DistInfo, all_reduce_sum, setup
 from ..engine.rundir import default_out
 from ..errors import MaekitError
-from ..models.mae import MAE, ModelConfig
+from ..models.mae import HIT_DECODINGS, MAE, ModelConfig
 
 CONFIGS = {
     "pretrain": PretrainConfig,
@@ -195,6 +195,21 @@ def spread(n: int, k: int) -> torch.Tensor:
     return torch.linspace(0, n - 1, k).round().long() if k > 1 else torch.zeros(k, dtype=torch.long)
 
 
+def check_hit_decoding(model_cfg, decoding: str) -> None:
+    """A clear error for a decoding that is not one of HIT_DECODINGS or a model whose loss has no hit map."""
+    if decoding not in HIT_DECODINGS:
+        raise MaekitError(f"--hit-decoding must be one of {', '.join(HIT_DECODINGS)}, got {decoding!r}")
+    if decoding != "top" and model_cfg.loss != "hit_intensity":
+        raise MaekitError(
+            f"--hit-decoding {decoding} applies to model.loss=hit_intensity; this run's model.loss is {model_cfg.loss}"
+        )
+
+
+def hit_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of sampled hits: seeded apart from the masks' noise, so one seed fixes both."""
+    return torch.Generator(device=device).manual_seed(10_007 + seed)
+
+
 def fixed_noise(n: int, num_patches: int, seed: int) -> torch.Tensor:
     """Masking noise [n, L] that depends on the seed only, so evaluations are repeatable."""
     return torch.rand(n, num_patches, generator=torch.Generator().manual_seed(seed))
@@ -241,12 +256,15 @@ def write_recon_grid(
     out: Path,
     title: str,
     mask_ratio: float | None = None,
+    hit_decoding: str = "top",
+    seed: int = 0,
 ) -> None:
-    """Original | masked | reconstruction | reconstruction with the visible patches pasted back."""
+    """Original | masked | reconstruction | reconstruction with the visible patches pasted back (hit_decoding and
+    seed: see MAE.hit_pixels)."""
     device = next(model.parameters()).device
     x = normalize(images.to(device), mean, std)
     _, pred, mask = model(x, mask_ratio, noise=noise.to(device))
-    recon = model.predictions_to_pixels(x, pred, mask)
+    recon = model.predictions_to_pixels(x, pred, mask, hit_decoding, hit_generator(seed, device))
     p, c = model.patch_size, model.in_chans
     m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))
     m_, s_ = mean.view(1, -1, 1, 1).to(device), std.view(1, -1, 1, 1).to(device)

@@ -23,7 +23,7 @@ from ..errors import MaekitError
 from ..files import atomic_write_text
 from ..models.mae import MAE
 from ..models.masking import num_kept
-from .common import fixed_noise, load_run, split_by_name
+from .common import check_hit_decoding, fixed_noise, hit_generator, load_run, split_by_name
 
 RATIOS = (0.0, 0.5, 0.75, 0.9)
 
@@ -37,10 +37,12 @@ def run(
     limit: int | None = 2000,
     seed: int = 0,
     out: str | None = None,
+    hit_decoding: str = "top",
 ) -> dict:
     from ..physics.metrics import ReconMetrics, energy_channels_of
 
     loaded = load_run(run_dir, "best")
+    check_hit_decoding(loaded.model_cfg, hit_decoding)
     for r in ratios:
         if not 0.0 <= r < 1.0:
             raise MaekitError(f"--mask-ratios must be in [0, 1), got {r}")
@@ -74,12 +76,13 @@ def run(
     for ratio in ratios:
         keep = num_kept(L, ratio)  # the encoder's own count of visible patches
         noise = fixed_noise(n, L, seed)
+        generator = hit_generator(seed)
         acc = ReconMetrics(names, energy, threshold, paste_visible=False)
         for i in range(0, n, bs):
             x = normalize(images[i : i + bs], mean, std)
             latent, mask, ids_restore = model.forward_encoder(x, ratio, noise=noise[i : i + bs])
             pred = model.forward_decoder(latent.half().float(), ids_restore)  # what float16 storage gives back
-            recon = model.predictions_to_pixels(x, pred)
+            recon = model.predictions_to_pixels(x, pred, None, hit_decoding, generator)
             o = undo_preprocess(x * s_ + m_, pre)
             acc.update(o, undo_preprocess(recon * s_ + m_, pre), torch.ones(x.shape[0], h, w))
             if ratio == ratios[0]:
@@ -133,6 +136,7 @@ def run(
         "images": n,
         "shape": [c, h, w],
         "seed": seed,
+        **({"hit_decoding": hit_decoding} if loaded.model_cfg.loss == "hit_intensity" else {}),
         "units": "the data file's (data.preprocess log1p and scale undone)",
         "rows": rows,
     }

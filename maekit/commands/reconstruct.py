@@ -13,7 +13,16 @@ from ..data.transforms import normalize
 from ..engine import checkpoint
 from ..errors import MaekitError
 from ..models.mae import MAE
-from .common import fixed_noise, load_run, recon_loss, split_by_name, spread, write_recon_grid
+from .common import (
+    check_hit_decoding,
+    fixed_noise,
+    hit_generator,
+    load_run,
+    recon_loss,
+    split_by_name,
+    spread,
+    write_recon_grid,
+)
 
 
 def run(
@@ -24,8 +33,10 @@ def run(
     seed: int = 0,
     limit: int | None = None,
     out: str | None = None,
+    hit_decoding: str = "top",
 ) -> dict:
     loaded = load_run(run_dir, "best")
+    check_hit_decoding(loaded.model_cfg, hit_decoding)
     if mask_ratio is not None and not 0.0 < mask_ratio < 1.0:  # it reports the loss over the masked patches
         raise MaekitError(
             f"--mask-ratio must be in (0, 1) (the loss is taken over the masked patches), got {mask_ratio:g}"
@@ -40,7 +51,8 @@ def run(
     ratio = loaded.model_cfg.mask_ratio if mask_ratio is None else mask_ratio
     noise = fixed_noise(len(data), model.num_patches, seed)
     loss = recon_loss(model, data, loaded.mean, loaded.std, noise, ratio, progress=True)
-    out_png = Path(out) if out else loaded.path / f"reconstruct_{split}_mask{ratio:g}_seed{seed}.png"
+    sampled = "_sampled" if hit_decoding == "sample" else ""
+    out_png = Path(out) if out else loaded.path / f"reconstruct_{split}_mask{ratio:g}_seed{seed}{sampled}.png"
     k = min(n, len(data))
     grid = spread(len(data), k)  # every class of a split read class by class
     write_recon_grid(
@@ -50,8 +62,10 @@ def run(
         loaded.std,
         noise[grid],
         out_png,
-        f"{split} images, mask ratio {ratio:g}, seed {seed}",
+        f"{split} images, mask ratio {ratio:g}, seed {seed}{', sampled hits' if sampled else ''}",
         ratio,
+        hit_decoding,
+        seed,
     )
     result = {
         "split": split,
@@ -61,6 +75,8 @@ def run(
         "recon_loss": loss,
         "grid": str(out_png),
     }
+    if loaded.model_cfg.loss == "hit_intensity":
+        result["hit_decoding"] = hit_decoding
     if is_detector_data(splits):
         names = loaded.meta["data"].get("channel_names") or splits.channel_names
         panels = out_png.with_name(out_png.stem + "_channels.png")
@@ -77,6 +93,8 @@ def run(
             f"{split} images, mask ratio {ratio:g}, seed {seed}",
             k,
             mean_image(splits.train.images),
+            hit_decoding=hit_decoding,
+            seed=seed,
         )
     with open(loaded.path / "reconstruct.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
@@ -118,6 +136,8 @@ def physics_metrics(
     n_panels: int,
     baseline: torch.Tensor | None = None,
     batch_size: int = 64,
+    hit_decoding: str = "top",
+    seed: int = 0,
 ) -> dict:
     """Per-channel MSE (masked / all pixels), total-intensity and image-jet-mass residuals, occupancy, and the
     per-channel log-scale panels, with the same fixed masks as the loss; with `baseline` (the training split's mean
@@ -135,10 +155,11 @@ def physics_metrics(
     base = ReconMetrics(names, energy, threshold) if baseline is not None else None
     m_, s_ = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
     first = None
+    generator = hit_generator(seed)
     for i in range(0, len(data), batch_size):
         x = normalize(data[i : i + batch_size], mean, std)
         _, pred, mask = model(x, ratio, noise=noise[i : i + batch_size])
-        recon = model.predictions_to_pixels(x, pred, mask)
+        recon = model.predictions_to_pixels(x, pred, mask, hit_decoding, generator)
         m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * c))[:, 0]
         o, r = undo_preprocess(x * s_ + m_, data_cfg.preprocess), undo_preprocess(recon * s_ + m_, data_cfg.preprocess)
         acc.update(o, r, m)

@@ -19,6 +19,10 @@ from .pos_embed import sincos_2d
 from .vit import Block, ViT, init_linear_and_norm
 
 LOSSES = ("mse", "hit_intensity")
+# hit_intensity predictions -> pixels: "top" puts the expected number of hits at the most probable pixels (the
+# expected occupancy, concentrated where hits are likeliest); "sample" draws each pixel's hit from its probability
+# (a picture from the predicted hit map: the same expected occupancy, spread as the probabilities are)
+HIT_DECODINGS = ("top", "sample")
 HIT_PRIOR = 0.01  # initial hit probability of every pixel (hit_intensity): detector images are ~99 % empty
 HIT_MARGIN = 1e-4  # normalised units above the empty level that count as a hit (float rounding of exact zeros)
 
@@ -252,21 +256,32 @@ class MAE(nn.Module):
         """[N, L, p*p*C] 1.0 where a pixel is above its channel's empty level (hit_intensity)."""
         return (self.patchify(imgs) > self.empty_patches(imgs.dtype) + HIT_MARGIN).float()
 
-    def calibrated_hits(self, pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """hit_intensity predictions [N, L, 2*p*p*C] -> pixels [N, L, p*p*C]: per image and channel, the
-        round(sum of hit probabilities) most probable pixels of the `mask`ed patches are hits
-        (see predictions_to_pixels)."""
+    def hit_pixels(
+        self,
+        pred: torch.Tensor,
+        mask: torch.Tensor | None,
+        decoding: str = "top",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """hit_intensity predictions [N, L, 2*p*p*C] -> pixels [N, L, p*p*C] over the `mask`ed patches (HIT_DECODINGS):
+        "top": per image and channel, the round(sum of hit probabilities) most probable pixels are hits; "sample":
+        each pixel is a hit with its probability, drawn with `generator`. A hit gets its predicted intensity."""
+        if decoding not in HIT_DECODINGS:
+            raise ValueError(f"hit decoding must be one of {', '.join(HIT_DECODINGS)}, got {decoding!r}")
         logits, intensity = pred.float().chunk(2, dim=-1)
         n, L, P = logits.shape
         c = self.cfg.in_chans
         inside = torch.ones(n, L, device=pred.device) if mask is None else mask.float()
         prob = torch.sigmoid(logits) * inside[..., None]  # patches outside the mask never hold a hit
-        per_channel = prob.reshape(n, L * P // c, c)  # patch pixels are ordered (row, col, channel)
-        count = per_channel.sum(dim=1).round()  # [N, C] expected hits
-        order = per_channel.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every pixel in its channel
-        hit = (order < count[:, None, :]) & (per_channel > 0)
+        if decoding == "sample":
+            hit = torch.rand(prob.shape, generator=generator, device=generator.device if generator else None) < prob
+        else:
+            per_channel = prob.reshape(n, L * P // c, c)  # patch pixels are ordered (row, col, channel)
+            count = per_channel.sum(dim=1).round()  # [N, C] expected hits
+            order = per_channel.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every pixel in its channel
+            hit = ((order < count[:, None, :]) & (per_channel > 0)).reshape(n, L, P)
         level = self.empty_patches(torch.float32).expand_as(intensity)
-        pixels = torch.where(hit.reshape(n, L, P), torch.maximum(intensity, level), level)
+        pixels = torch.where(hit, torch.maximum(intensity, level), level)
         return pixels.to(pred.dtype)
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -314,7 +329,12 @@ class MAE(nn.Module):
         return self.forward_loss(imgs, pred, mask), pred, mask
 
     def predictions_to_pixels(
-        self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        imgs: torch.Tensor,
+        pred: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        hit_decoding: str = "top",
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Predicted patches [N, L, p*p*C] -> images [N, C, H, W] in the input's (normalised) pixel space.
 
@@ -322,13 +342,13 @@ class MAE(nn.Module):
         patch's mean and variance from `imgs` (what the reference visualisation does), so such pictures
         borrow the true patch brightness and contrast.
 
-        hit_intensity: each image and channel gets as many hits as its hit probabilities add up to over the patches
-        of `mask` [N, L] (1 = predicted; None = all), at its most probable pixels, with their predicted intensity;
-        every other pixel is empty. So the occupancy is the expected one, where "p > 0.5" would keep almost none of
-        a sparse image's hits.
+        hit_intensity: by default each image and channel gets as many hits as its hit probabilities add up to over
+        the patches of `mask` [N, L] (1 = predicted; None = all), at its most probable pixels, with their predicted
+        intensity; every other pixel is empty. So the occupancy is the expected one, where "p > 0.5" would keep almost
+        none of a sparse image's hits. hit_decoding="sample" draws the hits instead (see hit_pixels).
         """
         if self.cfg.loss == "hit_intensity":
-            pred = self.calibrated_hits(pred, mask)
+            pred = self.hit_pixels(pred, mask, hit_decoding, generator)
         if self.cfg.norm_pix_loss:
             target = self.patchify(imgs)
             mean = target.mean(dim=-1, keepdim=True)

@@ -24,6 +24,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     z.add_argument("--limit", type=int, default=2000, help="images (default 2000)")
     z.add_argument("--seed", type=int, default=0, help="seed of the masks")
     z.add_argument("--out", default=None, help="output folder (default RUN_DIR/compress_<split>)")
+    z.add_argument(
+        "--hit-decoding", default="top", help="model.loss=hit_intensity: top (default) or sample, as in reconstruct"
+    )
     return z
 
 
@@ -34,4 +37,4 @@ def run(args: argparse.Namespace) -> None:
         raise MaekitError(f"--mask-ratios must be comma-separated numbers, got {args.mask_ratios!r}") from None
     from ..compress import run as compress
 
-    compress(args.run_dir, args.data, args.split, ratios, args.limit, args.seed, args.out)
+    compress(args.run_dir, args.data, args.split, ratios, args.limit, args.seed, args.out, args.hit_decoding)

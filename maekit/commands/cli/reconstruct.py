@@ -14,10 +14,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the fixed masks")
     r.add_argument("--limit", type=int, default=None, help="use only the first N images of the split for the loss")
     r.add_argument("--out", default=None, help="grid PNG path (default: in the run directory)")
+    r.add_argument(
+        "--hit-decoding",
+        default="top",
+        help="model.loss=hit_intensity: top (the expected number of hits at the most probable pixels, default) or "
+        "sample (each pixel's hit drawn from its probability, seeded by --seed); docs/physics.md",
+    )
     return r
 
 
 def run(args: argparse.Namespace) -> None:
     from ..reconstruct import run as reconstruct
 
-    reconstruct(args.run_dir, args.split, args.n, args.mask_ratio, args.seed, args.limit, args.out)
+    reconstruct(args.run_dir, args.split, args.n, args.mask_ratio, args.seed, args.limit, args.out, args.hit_decoding)
