@@ -228,6 +228,15 @@ def _square(cfg: ModelConfig) -> tuple[int, int]:
 # ---------------------------------------------------------------- weights
 
 
+def _mismatch(missing: list[str], unexpected) -> str:
+    """'missing: a, b; unexpected: c' (the first three of each) for a weights-do-not-fit error."""
+    parts = [
+        f"missing: {', '.join(missing[:3])}" if missing else "",
+        f"unexpected: {', '.join(sorted(unexpected)[:3])}" if unexpected else "",
+    ]
+    return "; ".join(x for x in parts if x)
+
+
 def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """maekit MAE state dict -> ViTMAEForPreTraining checkpoint names (the Hub's), qkv split into q, k, v."""
     src = dict(state)
@@ -268,15 +277,7 @@ def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
             for leaf in ("weight", "bias"):
                 out[f"{hf}{h}.{leaf}"] = take(f"{mk}{m}.{leaf}")
     if missing or src:
-        detail = "; ".join(
-            x
-            for x in (
-                f"missing: {', '.join(missing[:3])}" if missing else "",
-                f"unexpected: {', '.join(sorted(src)[:3])}" if src else "",
-            )
-            if x
-        )
-        raise MaekitError(f"weights do not match the model config ({detail})")
+        raise MaekitError(f"weights do not match the model config ({_mismatch(missing, src)})")
     return out
 
 
@@ -342,15 +343,7 @@ def from_hf_state(
             for leaf in ("weight", "bias"):
                 out[f"{mk}{m}.{leaf}"] = take(f"{hk}{h}.{leaf}")
     if missing or hf:
-        detail = "; ".join(
-            x
-            for x in (
-                f"missing: {', '.join(missing[:3])}" if missing else "",
-                f"unexpected: {', '.join(sorted(hf)[:3])}" if hf else "",
-            )
-            if x
-        )
-        raise MaekitError(f"{source} does not fit its config.json ({detail})")
+        raise MaekitError(f"{source} does not fit its config.json ({_mismatch(missing, hf)})")
     _check_shapes(cfg, out, source)
     return out
 
