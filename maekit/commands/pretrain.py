@@ -96,7 +96,6 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     meta = checkpoint_meta(
         "mae", mcfg, splits, cfg.data, {"effective_batch": eff_batch, "peak_lr": peak, "steps_per_epoch": spe}
     )
-
     grid = spread(len(evals["test"]), 8)  # test images of every reconstruction grid
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
@@ -125,8 +124,10 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
             + (f", resuming at step {trainer.state.step}" if trainer.state.step else ""),
             flush=True,
         )
-    units = (train_images.chunk_of, train_images.buffer_units) if splits.train.streamed else None
-    state = trainer.fit(Task(step_loss, evaluate, ("val_recon_loss", "min"), meta, on_epoch_end, units))
+    task = Task(step_loss, evaluate, select=("val_recon_loss", "min"), meta=meta, on_epoch_end=on_epoch_end)
+    if splits.train.streamed:
+        task.units = (train_images.chunk_of, train_images.buffer_units)
+    state = trainer.fit(task)
     run.close()
     if dist.is_main:
         if state.best is not None:
