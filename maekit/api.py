@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .commands.common import check_hit_decoding, fixed_noise, hit_generator, load_run, resolve
+from .commands.common import resolve
 from .data.transforms import eval_batch_size, normalize
 from .engine.rundir import read_metrics
 from .errors import MaekitError
 from .models.mae import MAE
+from .runs import check_hit_decoding, fixed_noise, hit_generator, load_run
 
 
 def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:

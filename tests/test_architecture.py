@@ -20,6 +20,8 @@ layer. A unit that is missing here fails the test, so a new module gets a place 
 | 5     | plots, metrics, interop  | libraries for commands: plots reads engine.rundir's metrics.jsonl; metrics  |
 |       |                          | is pure torch; interop (transformers ViTMAE) needs config, models, files    |
 | 6     | physics                  | detector geometry, jet generator, physics metrics; its pictures use plots   |
+| 6     | runs                     | a run as a library: load_run, checkpoint metadata, batched inference; needs |
+|       |                          | engine (checkpoints), data, interop (HF dirs); physics and runs are apart   |
 | 7     | commands                 | one file per user-facing command; they may import each other's public names |
 | 8     | api                      | the Python face: calls commands                                             |
 | 9     | cli                      | the argparse face: each command of commands/cli registers and runs itself   |
@@ -50,6 +52,7 @@ LAYERS: dict[str, int] = {
     "metrics": 5,
     "interop": 5,
     "physics": 6,
+    "runs": 6,
     "commands": 7,
     "api": 8,
     "cli": 9,

@@ -71,8 +71,8 @@ def test_compress_counts_the_patches_the_encoder_keeps(jets_run):
     # 16 patches at mask 0.9: the encoder keeps int(16 * (1 - 0.9)) = 1, not 16 - int(16 * 0.9) = 2
     import torch
 
-    from maekit.commands.common import load_run
     from maekit.models.mae import MAE
+    from maekit.runs import load_run
 
     tmp, run = jets_run
     loaded = load_run(run, "best")

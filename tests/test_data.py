@@ -299,7 +299,7 @@ def test_pretrain_streamed_from_hdf5_then_finetune_on_a_labelled_file(tmp_path):
     meta = json.loads((pre / "run.json").read_text())
     assert meta["kind"] == "pretrain"
     # float data export to transformers without the 1/255 rescale, and come back with the run's own statistics
-    from maekit.commands.common import load_run
+    from maekit.runs import load_run
 
     assert main(["export", str(pre), str(tmp_path / "hf")]) == 0
     pp = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())

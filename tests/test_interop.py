@@ -10,7 +10,6 @@ import torch
 from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
 from maekit.cli import main
-from maekit.commands.common import load_run
 from maekit.config import DataConfig
 from maekit.data.loader import load_splits
 from maekit.data.transforms import normalize
@@ -18,6 +17,7 @@ from maekit.engine import checkpoint
 from maekit.errors import MaekitError
 from maekit.interop import hf
 from maekit.models.mae import MAE, ModelConfig
+from maekit.runs import load_run
 
 from conftest import TINY
 

@@ -466,7 +466,7 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     that transformers loads without missing weights) and the encoder serves downstream."""
     from transformers import ViTMAEModel
 
-    from maekit.commands.common import load_run
+    from maekit.runs import load_run
 
     import formats
     from conftest import TINY

@@ -1,12 +1,11 @@
-"""What several commands share: the config of a config-driven command (`resolve`), process set-up, model building and
-loading, reconstruction evaluation and pictures. No training loop here (that is engine/train.py)."""
+"""What several commands share: the config of a config-driven command (`resolve`), evaluation subsets and
+reconstruction pictures. Loading a run and batched inference are the run library's (runs.py); the training run is
+engine/trainer.py's."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import torch
 from .. import plots
 from ..config import (
     CompareConfig,
-    DataConfig,
     FinetuneConfig,
     KnnConfig,
     LinprobeConfig,
@@ -27,12 +25,11 @@ from ..config import (
     to_dict,
 )
 from ..data.loader import ImageSet, Splits
-from ..data.transforms import eval_batch_size, normalize
-from ..engine import checkpoint
-from ..engine.dist import DistInfo, all_reduce_sum, setup
+from ..data.transforms import normalize
 from ..engine.rundir import default_out
 from ..errors import MaekitError
-from ..models.mae import HIT_DECODINGS, MAE, ModelConfig
+from ..models.mae import MAE, ModelConfig
+from ..runs import hit_generator
 
 CONFIGS = {
     "pretrain": PretrainConfig,
@@ -86,94 +83,6 @@ def dotted_overrides(overrides: dict | list[str] | None) -> list[tuple[str, Any]
     return [(".".join(path), value) for path, value in map(parse_override, overrides)]
 
 
-def init_process(device: str, threads: int | None) -> DistInfo:
-    dist = setup(device)
-    if dist.device.type == "cpu":
-        n = threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-        torch.set_num_threads(n)
-    return dist
-
-
-def checkpoint_meta(
-    kind: str, model_cfg: ModelConfig, splits: Splits, data_cfg: DataConfig, extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "model_config": asdict(model_cfg),
-        "data": {
-            "mean": splits.mean.tolist(),
-            "std": splits.std.tolist(),
-            "class_names": splits.class_names,
-            "image_size": list(splits.image_size),
-            "channels": splits.channels,
-            "channel_names": splits.channel_names,
-            "dtype": splits.dtype,  # uint8: images were divided by 255 before normalising; float32: used as read
-            "config": asdict(data_cfg),
-        },
-        **(extra or {}),
-    }
-
-
-@dataclass
-class LoadedRun:
-    path: Path
-    model_cfg: ModelConfig
-    state: dict[str, torch.Tensor]
-    meta: dict[str, Any]
-    config: dict[str, Any]
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return torch.tensor(self.meta["data"]["mean"])
-
-    @property
-    def std(self) -> torch.Tensor:
-        return torch.tensor(self.meta["data"]["std"])
-
-
-def load_run(path: str | Path, which: str = "best") -> LoadedRun:
-    """A pretraining run directory (or a checkpoint file in one) -> its model config, weights and metadata.
-
-    A Hugging Face transformers ViTMAE directory (config.json with model_type "vit_mae" + model.safetensors,
-    no run.json) works too: its config, weights converted to maekit's names, and meta["data"]["mean"/"std"]
-    from its preprocessor_config.json (zeros/ones and meta["data"]["note"] without one); see interop/hf.py.
-    """
-    from ..interop import hf
-
-    hf_dir = hf.hf_model_dir(path)
-    if hf_dir is not None:
-        model_cfg, state, meta = hf.load_hf_vitmae(hf_dir)
-        return LoadedRun(hf_dir, model_cfg, state, meta, {})
-    p = Path(path)
-    if p.is_file():
-        ckpt, run_dir = p, p.parent.parent
-    elif p.is_dir():
-        run_dir = p
-        ckpt = p / "checkpoints" / f"{which}.safetensors"
-        if not ckpt.exists() and not checkpoint.previous_path(ckpt).exists():
-            ckpt = p / "checkpoints" / "last.safetensors"
-        if not (p / "run.json").exists() or not (ckpt.exists() or checkpoint.previous_path(ckpt).exists()):
-            raise MaekitError(
-                f"{p} is not a maekit run directory with a checkpoint (expected "
-                f"run.json and checkpoints/{which}.safetensors) nor a Hugging "
-                "Face ViTMAE directory (config.json and model.safetensors)"
-            )
-    else:
-        raise MaekitError(
-            f"pretrained path {p} does not exist (expected a maekit run directory or a Hugging Face ViTMAE directory)"
-        )
-    tensors, meta = checkpoint.load(ckpt)
-    try:
-        model_cfg = from_dict(ModelConfig, meta["model_config"], "model_config.")
-    except (KeyError, MaekitError) as e:
-        raise MaekitError(f"checkpoint {ckpt} has an unreadable model config ({e})") from None
-    cfg_file = run_dir / "config.yaml"
-    import yaml
-
-    config = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
-    return LoadedRun(run_dir, model_cfg, checkpoint.model_state(tensors), meta, config)
-
-
 def split_by_name(splits: Splits, name: str) -> ImageSet:
     if name not in ("train", "val", "test"):
         raise MaekitError(f"split must be train, val or test, got {name!r}")
@@ -193,57 +102,6 @@ def spread(n: int, k: int) -> torch.Tensor:
     split read class by class (a folder of class folders, or its pack) shows every class, not only the first."""
     k = min(k, n)
     return torch.linspace(0, n - 1, k).round().long() if k > 1 else torch.zeros(k, dtype=torch.long)
-
-
-def check_hit_decoding(model_cfg, decoding: str) -> None:
-    """A clear error for a decoding that is not one of HIT_DECODINGS or a model whose loss has no hit map."""
-    if decoding not in HIT_DECODINGS:
-        raise MaekitError(f"--hit-decoding must be one of {', '.join(HIT_DECODINGS)}, got {decoding!r}")
-    if decoding != "top" and model_cfg.loss != "hit_intensity":
-        raise MaekitError(
-            f"--hit-decoding {decoding} applies to model.loss=hit_intensity; this run's model.loss is {model_cfg.loss}"
-        )
-
-
-def hit_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator of sampled hits: seeded apart from the masks' noise, so one seed fixes both."""
-    return torch.Generator(device=device).manual_seed(10_007 + seed)
-
-
-def fixed_noise(n: int, num_patches: int, seed: int) -> torch.Tensor:
-    """Masking noise [n, L] that depends on the seed only, so evaluations are repeatable."""
-    return torch.rand(n, num_patches, generator=torch.Generator().manual_seed(seed))
-
-
-@torch.no_grad()
-def recon_loss(
-    model: MAE,
-    images: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    noise: torch.Tensor,
-    mask_ratio: float | None = None,
-    batch_size: int | None = None,
-    dist: DistInfo | None = None,
-    progress: bool = False,
-) -> float:
-    """Mean masked-patch loss over images [N, C, H, W] (uint8 or float) with the given masking noise [N, L]
-    (sharded across processes under DDP, then summed)."""
-    rank, world = (dist.rank, dist.world) if dist else (0, 1)
-    device = next(model.parameters()).device
-    batch_size = batch_size or eval_batch_size(images)
-    total = torch.zeros(2, dtype=torch.float64)
-    starts = list(range(rank * batch_size, images.shape[0], batch_size * world))
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="reconstruction loss", leave=False, disable=None)
-    for i in starts:
-        x = normalize(images[i : i + batch_size].to(device), mean, std)
-        loss, _, _ = model(x, mask_ratio, noise=noise[i : i + batch_size].to(device))
-        total += torch.tensor([loss.item() * x.shape[0], x.shape[0]], dtype=torch.float64)
-    total = all_reduce_sum(total)
-    return float(total[0] / total[1])
 
 
 @torch.no_grad()

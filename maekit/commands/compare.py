@@ -13,9 +13,9 @@ from ..config import CompareConfig, save_yaml, to_dict
 from ..engine.dist import barrier, held as dist_held
 from ..errors import MaekitError
 from ..files import atomic_write_text
+from ..runs import load_run
 from . import cells, finetune, knn, linprobe, pretrain
 from .cells import LABELS, summarize
-from .common import load_run
 
 
 def _cell_config(

@@ -23,7 +23,8 @@ from ..errors import MaekitError
 from ..files import atomic_write_text
 from ..models.mae import MAE
 from ..models.masking import num_kept
-from .common import check_hit_decoding, fixed_noise, hit_generator, load_run, split_by_name
+from ..runs import check_hit_decoding, fixed_noise, hit_generator, load_run
+from .common import split_by_name
 
 RATIOS = (0.0, 0.5, 0.75, 0.9)
 

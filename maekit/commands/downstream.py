@@ -1,5 +1,5 @@
 """What linprobe, finetune and knn share: the encoder (pretrained or random), the stratified label subset,
-feature extraction, test evaluation and its outputs (result.json, confusion matrix, curves)."""
+the run directory's opening, test evaluation and its outputs (result.json, confusion matrix, curves)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import plots
-from ..config import DataConfig, DownstreamConfig, save_yaml, to_dict
+from ..config import DownstreamConfig, save_yaml, to_dict
 from ..data.loader import ImageSet, Splits, load_splits
-from ..data.transforms import eval_batch_size, normalize
 from ..engine import checkpoint
 from ..engine.rundir import RunDir, prepare
 from ..errors import MaekitError
@@ -22,7 +20,7 @@ from ..files import save_json
 from ..metrics import AUC_UNDEFINED, classification_report, confusion_matrix, text_or_na
 from ..models.mae import ModelConfig
 from ..models.vit import ViT
-from .common import LoadedRun, init_process, load_run
+from ..runs import check_test_not_pretrained, load_run
 
 
 def label_subset(labels: torch.Tensor, budget: float, seed: int) -> torch.Tensor:
@@ -59,33 +57,6 @@ class Setup:
     mean: torch.Tensor
     std: torch.Tensor
     num_classes: int
-
-
-SPLIT_KEYS = ("path", "test_path", "split_seed", "test_fraction")
-
-
-def check_test_not_pretrained(run: LoadedRun, splits: Splits, data: DataConfig) -> None:
-    """Refuse a test split that holds images the encoder was pretrained on (another split_seed, test_fraction or
-    file than the pretraining run's): its accuracy would not measure generalisation."""
-    saved = run.path / "splits.npz"
-    if not saved.exists():  # a Hugging Face directory (or a run from before splits.npz): nothing to check against
-        return
-    with np.load(saved) as z:
-        if "train_rows" not in z or "train_source" not in z:
-            return
-        seen, source = z["train_rows"], str(z["train_source"])
-    if splits.sources.get("test") != source:
-        return
-    overlap = np.intersect1d(seen, splits.rows["test"]).size
-    if overlap:
-        before = run.config.get("data", {})
-        theirs = ", ".join(f"{k}={before.get(k)}" for k in SPLIT_KEYS)
-        ours = ", ".join(f"{k}={getattr(data, k)}" for k in SPLIT_KEYS)
-        raise MaekitError(
-            f"{overlap} of the {len(splits.rows['test'])} test images ({source}) were pretraining images of {run.path} "
-            f"(pretrained with data.{theirs}; this run has data.{ours}); use the pretraining's split settings, "
-            f"or pass allow_test_overlap=true to evaluate anyway"
-        )
 
 
 def prepare_setup(cfg: DownstreamConfig) -> Setup:
@@ -160,41 +131,6 @@ def build_encoder(
     return vit
 
 
-@torch.no_grad()
-def extract_features(
-    encoder: ViT, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, pool: str, batch_size: int | None = None
-) -> torch.Tensor:
-    """uint8 images [N, C, H, W] -> pooled features [N, D] (encoder in eval mode, no masking)."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    batch_size = batch_size or eval_batch_size(images)
-    out = []
-    for i in range(0, images.shape[0], batch_size):
-        x = normalize(images[i : i + batch_size].to(device), mean, std)
-        out.append(encoder.pool(encoder.forward_features(x), pool).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
-
-
-def extract_features_sharded(
-    encoder: ViT, images, mean: torch.Tensor, std: torch.Tensor, pool: str, dist
-) -> torch.Tensor:
-    """extract_features with the images split across DDP processes (contiguous blocks) and the features
-    gathered on every process; the same as extract_features in a single process."""
-    if not dist.enabled:
-        return extract_features(encoder, images, mean, std, pool)
-    import torch.distributed as tdist
-
-    n = images.shape[0]
-    per = -(-n // dist.world)
-    lo, hi = min(n, dist.rank * per), min(n, (dist.rank + 1) * per)
-    local = extract_features(encoder, images[lo:hi], mean, std, pool)
-    padded = torch.zeros(per, encoder.embed_dim)
-    padded[: hi - lo] = local
-    parts = [torch.empty(per, encoder.embed_dim, device=dist.device) for _ in range(dist.world)]
-    tdist.all_gather(parts, padded.to(dist.device))
-    return torch.cat([q.cpu() for q in parts])[:n]
-
-
 def open_run(cfg: DownstreamConfig, out: Path, kind: str, dist, splits: Splits | None = None) -> RunDir:
     if dist.is_main:
         prepare(out, cfg.resume, kind)
@@ -237,13 +173,20 @@ def finish(
     return result
 
 
+def redraw_curves(out: Path, title: str):
+    """An epoch-end hook that redraws curves.png after each evaluation (the last epoch has one), not every epoch:
+    a drawing costs ~0.5 s."""
+
+    def draw(epoch: int, metrics: dict) -> None:
+        if metrics:
+            plots.training_curves(out, out / "curves.png", title)
+
+    return draw
+
+
 def stopped_early(run: RunDir, kind: str, step: int, total: int) -> dict:
     """A run ended by train.stop_after: no test yet (it is read once, by the finished run)."""
     if run.active:
         run.close()
         print(f"{kind}: stopped at step {step} of {total}; continue with resume=true out={run.path}", flush=True)
     return {"method": kind, "stopped_at_step": step, "steps": total}
-
-
-def dist_for(cfg: DownstreamConfig):
-    return init_process(cfg.train.device, cfg.train.threads)

@@ -11,11 +11,12 @@ import numpy as np
 
 from ..config import DataConfig, apply_overrides, from_dict
 from ..data.loader import load_splits
-from ..engine.dist import cleanup
+from ..engine.dist import cleanup, init_process
 from ..errors import MaekitError
 from ..files import atomic_write_bytes
-from .common import init_process, load_run, split_by_name
-from .downstream import Setup, build_encoder, extract_features
+from ..runs import extract_features, load_run
+from .common import split_by_name
+from .downstream import Setup, build_encoder
 
 
 def _npy(path: Path, array: np.ndarray) -> None:

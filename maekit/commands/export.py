@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import MaekitError
 from ..interop import hf
-from .common import load_run
+from ..runs import load_run
 
 FORMATS = ("hf",)
 

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from ..config import KnnConfig
 from ..data.transforms import eval_batch_size, normalize
-from ..engine.dist import cleanup
+from ..engine.trainer import process
 from ..metrics import accuracy
-from .downstream import build_encoder, dist_for, extract_features_sharded, finish, open_run, prepare_setup
+from ..runs import extract_features_sharded
+from .downstream import build_encoder, finish, open_run, prepare_setup
 
 
 def knn_scores(
@@ -48,8 +49,7 @@ def pixel_features(images, mean: torch.Tensor, std: torch.Tensor) -> torch.Tenso
 
 
 def run(cfg: KnnConfig, out: Path, kind: str = "knn") -> dict:
-    dist = dist_for(cfg)
-    try:
+    with process(cfg.train) as dist:
         t0 = time.perf_counter()
         setup = prepare_setup(cfg)
         run_dir = open_run(cfg, out, kind, dist, setup.splits)
@@ -84,5 +84,3 @@ def run(cfg: KnnConfig, out: Path, kind: str = "knn") -> dict:
                 "time_s": time.perf_counter() - t0,
             },
         )
-    finally:
-        cleanup()

@@ -3,6 +3,7 @@ trained on the cached features with the shared engine. pretrained=none probes a 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,22 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import plots
 from ..config import LinprobeConfig
-from ..engine import checkpoint
-from ..engine.dist import DistInfo, cleanup
-from ..engine.optim import build_optimizer, lr_at, peak_lr
-from ..engine.train import MicroBatch, TrainState, fit, resume_state, steps_per_epoch
+from ..engine.dist import DistInfo
+from ..engine.optim import build_optimizer
+from ..engine.train import MicroBatch
+from ..engine.trainer import Task, Trainer, process
 from ..metrics import accuracy
-from .downstream import (
-    build_encoder,
-    dist_for,
-    extract_features_sharded,
-    finish,
-    open_run,
-    prepare_setup,
-    stopped_early,
-)
+from ..runs import extract_features_sharded
+from .downstream import build_encoder, finish, open_run, prepare_setup, redraw_curves, stopped_early
 
 
 def make_head(dim: int, num_classes: int, kind: str, hidden: int) -> nn.Module:
@@ -37,11 +30,8 @@ def make_head(dim: int, num_classes: int, kind: str, hidden: int) -> nn.Module:
 
 
 def run(cfg: LinprobeConfig, out: Path, kind: str = "linprobe") -> dict:
-    dist = dist_for(cfg)
-    try:
+    with process(cfg.train) as dist:
         return _run(cfg, out, kind, dist)
-    finally:
-        cleanup()
 
 
 def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
@@ -61,14 +51,19 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
         return {}  # under DDP the processes share the feature extraction; the head trains in seconds on rank 0
     torch.manual_seed(cfg.train.seed)
     head = make_head(encoder.embed_dim, setup.num_classes, cfg.head, cfg.mlp_hidden).to(dist.device)
-    optimizer = build_optimizer(head, cfg.optim)
     n = len(setup.labelled)
-    batch = min(cfg.train.batch_size, n)
-    train_cfg = (
-        cfg.train if batch == cfg.train.batch_size else type(cfg.train)(**{**cfg.train.__dict__, "batch_size": batch})
+    train_cfg = dataclasses.replace(cfg.train, batch_size=min(cfg.train.batch_size, n))
+    trainer = Trainer(
+        head,
+        build_optimizer(head, cfg.optim),
+        kind=kind,
+        run=run,
+        train=train_cfg,
+        optim=cfg.optim,
+        dist=DistInfo(rank=0, world=1, device=dist.device),  # the head trains in one process
+        n_train=n,
+        resume=cfg.resume,
     )
-    spe = steps_per_epoch(n, train_cfg)  # the head trains in one process
-    peak = peak_lr(cfg.optim, batch * train_cfg.accum_steps)
     x_train, y_train = feats["train"].to(dist.device), setup.labelled.labels.to(dist.device)
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
@@ -82,45 +77,18 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
             "train_accuracy": accuracy(head(x_train).cpu(), setup.labelled.labels),
         }
 
-    def save(name: str, st: TrainState, epoch: int) -> None:
-        if dist.is_main:
-            checkpoint.save(
-                out / "checkpoints" / f"{name}.safetensors",
-                head.state_dict(),
-                {"kind": kind, "head": cfg.head, "pool": cfg.pool, "train_state": st.to_dict(), "epoch": epoch},
-                optimizer,
-            )
-
     print(
         f"{kind}: features of {n} labelled / {len(setup.val)} val / {len(setup.splits.test)} "
         f"test images in {t_feat:.1f}s; {cfg.head} head on {cfg.pool} features, encoder "
         f"{'from ' + str(cfg.pretrained) if cfg.pretrained else 'random'}",
         flush=True,
     )
-    state = fit(
-        head,
-        optimizer,
-        n_train=n,
-        step_loss=step_loss,
-        evaluate=evaluate,
-        select=("val_accuracy", "max"),
-        save=save,
-        lr_fn=lambda step: lr_at(step, spe, train_cfg.epochs, cfg.optim, peak),
-        cfg=train_cfg,
-        clip_grad=cfg.optim.clip_grad,
-        run=run,
-        dist=DistInfo(rank=0, world=1, device=dist.device),
-        state=resume_state(out, head, optimizer, run, cfg.resume),
-        # curves redrawn after each evaluation (the last epoch has one), not every epoch: a drawing costs ~0.5 s
-        on_epoch_end=lambda e, m: (
-            dist.is_main and bool(m) and plots.training_curves(out, out / "curves.png", f"{kind}, {n} labels")
-        ),
-        desc=kind,
-    )
-    if state.step < spe * train_cfg.epochs:  # train.stop_after: checkpointed; the test waits for the finished run
-        return stopped_early(run, kind, state.step, spe * train_cfg.epochs)
-    tensors, _ = checkpoint.load(out / "checkpoints" / "best.safetensors")
-    head.load_state_dict(checkpoint.model_state(tensors))
+    meta = {"kind": kind, "head": cfg.head, "pool": cfg.pool}
+    curves = redraw_curves(out, f"{kind}, {n} labels")
+    state = trainer.fit(Task(step_loss, evaluate, select=("val_accuracy", "max"), meta=meta, on_epoch_end=curves))
+    if not trainer.finished:  # train.stop_after: checkpointed; the test waits for the finished run
+        return stopped_early(run, kind, state.step, trainer.total_steps)
+    trainer.load_best()
     head.eval()
     with torch.no_grad():
         logits = head(feats["test"].to(dist.device)).cpu()

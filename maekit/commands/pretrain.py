@@ -5,41 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import plots
 from ..config import PretrainConfig, save_yaml, to_dict
 from ..data.loader import load_splits
 from ..data.transforms import normalize, random_resized_crop_flip
 from ..engine import checkpoint
-from ..engine.dist import cleanup
-from ..engine.optim import build_optimizer, lr_at, peak_lr
+from ..engine.optim import build_optimizer
 from ..engine.rundir import RunDir, prepare
-from ..engine.train import MicroBatch, TrainState, autocast, fit, resolve_precision, resume_state, steps_per_epoch
+from ..engine.train import MicroBatch, autocast, resolve_precision
+from ..engine.trainer import Task, Trainer, process
 from ..errors import MaekitError
 from ..models.mae import MAE
-from .common import (
-    checkpoint_meta,
-    eval_subset,
-    fixed_noise,
-    init_process,
-    load_run,
-    model_config_of,
-    recon_loss,
-    spread,
-    write_recon_grid,
-)
+from ..runs import checkpoint_meta, fixed_noise, load_run, recon_loss
+from .common import eval_subset, model_config_of, spread, write_recon_grid
 
 EVAL_MASK_SEED = 1234
 
 
 def run(cfg: PretrainConfig, out: Path) -> Path:
     """Pretrain into run directory `out` (new, or resumed when cfg.resume); returns `out`."""
-    dist = init_process(cfg.train.device, cfg.train.threads)
-    try:
+    with process(cfg.train) as dist:
         return _run(cfg, out, dist)
-    finally:
-        cleanup()
 
 
 def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
@@ -59,21 +46,25 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         init = load_run(cfg.init, "best")
         checkpoint.load_weights(model, init.state, str(cfg.init))
     run = RunDir(out, active=dist.is_main)
-    eff_batch = cfg.train.batch_size * cfg.train.accum_steps * dist.world
     precision = resolve_precision(cfg.train.precision, dist.device)
-    num_layers = mcfg.depth
-    optimizer = build_optimizer(model, cfg.optim, num_layers)
-    state = resume_state(out, model, optimizer, run, cfg.resume, eff_batch)
+    trainer = Trainer(
+        model,
+        build_optimizer(model, cfg.optim, mcfg.depth),
+        kind="pretrain",
+        run=run,
+        train=cfg.train,
+        optim=cfg.optim,
+        dist=dist,
+        n_train=len(splits.train),
+        resume=cfg.resume,
+    )
+    eff_batch, peak = trainer.effective_batch, trainer.peak_lr
     if dist.is_main:
         save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
         splits.save_rows(out / "splits.npz")
         run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world, "precision": precision})
-        run.tb(purge_step=state.step + 1 if state.step else None)
-    wrapped = DDP(model) if dist.enabled else model
-    peak = peak_lr(cfg.optim, eff_batch)
-    n_train = len(splits.train)
-    spe = steps_per_epoch(n_train, cfg.train, dist.world)
-    steps_total = spe * cfg.train.epochs
+        run.tb(purge_step=trainer.state.step + 1 if trainer.state.step else None)
+    n_train, spe = len(splits.train), trainer.steps_per_epoch
     mean, std = splits.mean.to(dist.device), splits.std.to(dist.device)
     aug = cfg.data.augment
     L = mcfg.num_patches
@@ -86,7 +77,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         )
         noise = torch.rand(mb.global_batch, L, generator=mb.generator)[mb.offset : mb.offset + x.shape[0]]
         with autocast(dist.device, cfg.train.precision):
-            loss, _, _ = wrapped(x, noise=noise.to(dist.device))
+            loss, _, _ = trainer.wrapped(x, noise=noise.to(dist.device))
         return loss.float()
 
     n_eval = cfg.train.eval_samples
@@ -102,22 +93,12 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
             for name, s in evals.items()
         }
 
-    meta_base = checkpoint_meta("mae", mcfg, splits, cfg.data, {"effective_batch": eff_batch, "peak_lr": peak})
-
-    def save(name: str, st: TrainState, epoch: int) -> None:
-        if dist.is_main:
-            checkpoint.save(
-                out / "checkpoints" / f"{name}.safetensors",
-                model.state_dict(),
-                meta_base | {"train_state": st.to_dict(), "epoch": epoch, "steps_per_epoch": spe},
-                optimizer,
-            )
-
+    meta = checkpoint_meta(
+        "mae", mcfg, splits, cfg.data, {"effective_batch": eff_batch, "peak_lr": peak, "steps_per_epoch": spe}
+    )
     grid = spread(len(evals["test"]), 8)  # test images of every reconstruction grid
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
-        if not dist.is_main:
-            return
         plots.loss_curves(out, out / "loss.png")
         if (epoch + 1) % cfg.train.recon_every == 0 or epoch + 1 == cfg.train.epochs:
             model.eval()
@@ -140,33 +121,21 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
             f"of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, effective batch "
             f"{eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {precision}"
             + (f" (precision=auto on {dist.device.type})" if cfg.train.precision == "auto" else "")
-            + (f", resuming at step {state.step}" if state.step else ""),
+            + (f", resuming at step {trainer.state.step}" if trainer.state.step else ""),
             flush=True,
         )
-    state = fit(
-        wrapped,
-        optimizer,
-        n_train=n_train,
-        step_loss=step_loss,
-        evaluate=evaluate,
-        select=("val_recon_loss", "min"),
-        save=save,
-        lr_fn=lambda step: lr_at(step, spe, cfg.train.epochs, cfg.optim, peak),
-        cfg=cfg.train,
-        clip_grad=cfg.optim.clip_grad,
-        run=run,
-        dist=dist,
-        state=state,
-        on_epoch_end=on_epoch_end,
-        desc="pretrain",
-        units=(train_images.chunk_of, train_images.buffer_units) if splits.train.streamed else None,
-    )
+    task = Task(step_loss, evaluate, select=("val_recon_loss", "min"), meta=meta, on_epoch_end=on_epoch_end)
+    if splits.train.streamed:
+        task.units = (train_images.chunk_of, train_images.buffer_units)
+    state = trainer.fit(task)
     run.close()
     if dist.is_main:
         if state.best is not None:
             print(f"pretrain: best val reconstruction loss {state.best:.4f} at epoch {state.best_epoch + 1}")
-        if state.step < steps_total:
-            print(f"pretrain: stopped at step {state.step} of {steps_total}; continue with resume=true out={out}")
+        if not trainer.finished:
+            print(
+                f"pretrain: stopped at step {state.step} of {trainer.total_steps}; continue with resume=true out={out}"
+            )
         print(f"run directory: {out}")
         for f in (
             "config.yaml",

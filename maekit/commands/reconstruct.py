@@ -13,16 +13,8 @@ from ..data.transforms import normalize
 from ..engine import checkpoint
 from ..errors import MaekitError
 from ..models.mae import MAE
-from .common import (
-    check_hit_decoding,
-    fixed_noise,
-    hit_generator,
-    load_run,
-    recon_loss,
-    split_by_name,
-    spread,
-    write_recon_grid,
-)
+from ..runs import check_hit_decoding, fixed_noise, hit_generator, load_run, recon_loss
+from .common import split_by_name, spread, write_recon_grid
 
 
 def run(

@@ -292,7 +292,7 @@ def run_cell(cell: Cell, out: Path, then: list[str]) -> dict | None:
 def cell_record(cell: Cell, out: Path) -> dict:
     """One row of sweep.csv: the grid point, final reconstruction losses, downstream results, size and speed."""
     from ..models.flops import flops_per_image
-    from .common import load_run
+    from ..runs import load_run
 
     cell_dir = cell_runner.cell_dir(out, cell.name)
     pre_dir = cell_dir / "pretrain"
@@ -476,7 +476,7 @@ def reconstruction_figure(out: Path, cells: list[Cell]) -> None:
     from ..data.loader import load_splits
     from ..data.transforms import normalize
     from ..models.mae import MAE
-    from .common import fixed_noise, load_run
+    from ..runs import fixed_noise, load_run
 
     cache: dict[str, Any] = {}
     columns: dict[str, np.ndarray] = {}

@@ -49,6 +49,15 @@ def setup(device_pref: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
+def init_process(device: str, threads: int | None) -> DistInfo:
+    """`setup`, and on CPU `threads` (default: this machine's cores shared among its processes) for torch."""
+    dist = setup(device)
+    if dist.device.type == "cpu":
+        n = threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        torch.set_num_threads(n)
+    return dist
+
+
 _HELD = False
 
 

@@ -190,17 +190,19 @@ def fit(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     desc: str = "train",
     units: tuple | None = None,
+    epoch_steps: int | None = None,
 ) -> TrainState:
     """Train for cfg.epochs epochs from `state`; evaluate and checkpoint each epoch.
 
     `select` = (metric key, 'min' | 'max') picks the `best` checkpoint; `save(name, state, epoch)` writes a
     checkpoint called `name` ('last' or 'best'). `units` (read unit per image, units per buffer) gives
-    streamed data their chunk-wise shuffle. Returns the final state.
+    streamed data their chunk-wise shuffle. `epoch_steps`: steps_per_epoch(n_train, cfg, dist.world) if the caller
+    has it already. Returns the final state.
     """
     key, mode = select
     micro_bs = cfg.batch_size
     per_step = micro_bs * cfg.accum_steps
-    spe = steps_per_epoch(n_train, cfg, dist.world)
+    spe = epoch_steps or steps_per_epoch(n_train, cfg, dist.world)
     total = spe * cfg.epochs
     bar = tqdm(
         total=total,
