@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,6 +172,30 @@ def finish(
         auc = text_or_na(rep["roc_auc"], f"{rep['roc_auc']:.4f}", AUC_UNDEFINED)
         print(f"{kind}: test accuracy {acc}, ROC-AUC {auc} ({len(labels)} test images) -> {run.path}")
     return result
+
+
+def finish_trained(
+    run: RunDir, kind: str, logits: torch.Tensor, setup: Setup, cfg: DownstreamConfig, state, t_start: float, **extra
+) -> dict:
+    """`finish` for a classifier trained on the label subset (finetune, linprobe): what every such result records
+    (labels, seeds, the selected validation accuracy and epoch, the encoder it started from, the time taken)."""
+    return finish(
+        run,
+        kind,
+        logits,
+        setup.splits.test.labels,
+        setup.splits.class_names,
+        {
+            "labels": len(setup.labelled),
+            "seed": cfg.train.seed,
+            "label_seed": cfg.label_seed,
+            "val_accuracy": state.best,
+            "best_epoch": state.best_epoch + 1,
+            "pretrained": cfg.pretrained,
+            **extra,
+            "time_s": time.perf_counter() - t_start,
+        },
+    )
 
 
 def redraw_curves(out: Path, title: str):

@@ -18,7 +18,7 @@ from ..engine.trainer import Task, Trainer, process
 from ..metrics import accuracy
 from ..models.cnn import SmallCNN
 from ..runs import predict
-from .downstream import build_encoder, finish, open_run, prepare_setup, redraw_curves, stopped_early
+from .downstream import build_encoder, finish_trained, open_run, prepare_setup, redraw_curves, stopped_early
 
 
 def run(cfg: FinetuneConfig, out: Path, kind: str = "finetune") -> dict:
@@ -103,19 +103,4 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         return stopped_early(run, kind, state.step, trainer.total_steps)
     trainer.load_best()
     logits = predict(model, setup.splits.test.images, mean, std)
-    return finish(
-        run,
-        kind,
-        logits,
-        setup.splits.test.labels,
-        setup.splits.class_names,
-        {
-            "labels": n,
-            "seed": cfg.train.seed,
-            "label_seed": cfg.label_seed,
-            "val_accuracy": state.best,
-            "best_epoch": state.best_epoch + 1,
-            "pretrained": cfg.pretrained,
-            "time_s": time.perf_counter() - t_start,
-        },
-    )
+    return finish_trained(run, kind, logits, setup, cfg, state, t_start)

@@ -18,7 +18,7 @@ from ..engine.train import MicroBatch
 from ..engine.trainer import Task, Trainer, process
 from ..metrics import accuracy
 from ..runs import extract_features_sharded
-from .downstream import build_encoder, finish, open_run, prepare_setup, redraw_curves, stopped_early
+from .downstream import build_encoder, finish_trained, open_run, prepare_setup, redraw_curves, stopped_early
 
 
 def make_head(dim: int, num_classes: int, kind: str, hidden: int) -> nn.Module:
@@ -92,20 +92,4 @@ def _run(cfg: LinprobeConfig, out: Path, kind: str, dist: DistInfo) -> dict:
     head.eval()
     with torch.no_grad():
         logits = head(feats["test"].to(dist.device)).cpu()
-    return finish(
-        run,
-        kind,
-        logits,
-        setup.splits.test.labels,
-        setup.splits.class_names,
-        {
-            "labels": n,
-            "seed": cfg.train.seed,
-            "label_seed": cfg.label_seed,
-            "val_accuracy": state.best,
-            "best_epoch": state.best_epoch + 1,
-            "pretrained": cfg.pretrained,
-            "feature_time_s": t_feat,
-            "time_s": time.perf_counter() - t_start,
-        },
-    )
+    return finish_trained(run, kind, logits, setup, cfg, state, t_start, feature_time_s=t_feat)
