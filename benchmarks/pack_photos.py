@@ -194,7 +194,8 @@ def write_doc(res: dict, path: Path) -> None:
     lines += [
         "`benchmarks/pack_photos.py` writes synthetic JPEG photos (500x375 and 375x500, quality 90), packs them with "
         "`maekit data pack` and pretrains from the packs; every number below is from its result JSON "
-        f"(`{res['command']}`).",
+        f"(`{res['command'].strip()}`; this page is rewritten from the JSON kept next to it with "
+        "`--from-json docs/results/pack_photos/result.json`).",
         "",
         f"Machine: {res['machine']}, {res['cores']} cores "
         f"(CPU flags {res.get('cpu_flags') or 'none of the speed flags'}), "
@@ -237,6 +238,22 @@ def write_doc(res: dict, path: Path) -> None:
                 f"| {s} | {name} | {r['epoch_images_per_s']:,.1f} | "
                 f"{r['epoch_s']:,.1f} | {r['wall_s']:,.1f} | {r['peak_rss_mb']:,.0f} |"
             )
+    lines += ["", "What the tables show (computed from them):", ""]
+    for s, p in res["pack"].items():
+        m = res["in_memory_all"][s]
+        lines.append(
+            f"- {s} px: the pack of {p['images']:,} photos took {p['seconds'] / 60:.1f} min with a peak RSS of "
+            f"{max(p['peak_rss_mb'], p['peak_rss_worker_mb']):,.0f} MB per process, "
+            f"{p['disk_mb'] / 1024:,.1f} GB on disk; decoded into memory the folder would need {m['need_gb']:,.1f} GB "
+            f"({'more than' if not m['fits'] else 'within'} the {m['available_gb']:,.1f} GB available)."
+        )
+    for s, runs in res["pretrain"].items():
+        st, mem = runs["streamed from the pack"], runs["pack loaded into memory"]
+        lines.append(
+            f"- {s} px pretraining: streamed at {st['epoch_images_per_s'] / mem['epoch_images_per_s']:.2f}x the "
+            f"images/s of the same pack held in memory, peak RSS {st['peak_rss_mb']:,.0f} against "
+            f"{mem['peak_rss_mb']:,.0f} MB."
+        )
     lines.append("")
     path.write_text("\n".join(lines))
 
@@ -323,6 +340,9 @@ def main() -> None:
         res["pretrain"][s] = stage(f"pretrain {s}", compare_reading)
         print(f"pretrain {s}", json.dumps(res["pretrain"][s]), flush=True)
     (out / "result.json").write_text(json.dumps(res, indent=1))
+    kept = (ROOT / args.doc).with_suffix("") / "result.json"  # next to the doc, committed with it
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(res, indent=1))
     write_doc(res, ROOT / args.doc)
     print(f"{out / 'result.json'}, {ROOT / args.doc}")
 
