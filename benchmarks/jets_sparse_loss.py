@@ -35,6 +35,21 @@ EPOCHS = 6
 INTENSITY_TARGET, MASS_TARGET, OCCUPANCY_FACTOR = 0.10, 0.15, 1.5
 
 
+# seed 0 of each objective is the jets study's own pretraining (benchmarks/jets_qg.py: the same command and seed),
+# copied here rather than trained twice
+JETS_STUDY = {"mse": RUNS / "jets_pretrain_m075", "hit_intensity": RUNS / "jets_pretrain_m075_hit"}
+
+
+def reuse_jets_study() -> None:
+    """Copy the jets study's seed-0 runs in (without their reconstruct.jsonl) when this study has not made them."""
+    import shutil
+
+    for loss, src in JETS_STUDY.items():
+        dst = run_dir(loss, 0)
+        if not dst.exists() and (src / "checkpoints" / "best.safetensors").exists():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("reconstruct.jsonl", "reconstruct_*"))
+
+
 def run_dir(loss: str, seed: int) -> Path:
     return OUT / f"{loss}_seed{seed}"
 
@@ -165,7 +180,8 @@ def write_doc() -> None:
         "fixed seeded masks of `maekit reconstruct`; units: the file's (GeV).",
         f"{len(SEEDS)} seeds per objective (pretraining seed and mask seed), mean "
         f"± std over seeds. Each model: configs/pretrain_jets_qg.yaml, {EPOCHS} "
-        "epochs on the training split. docs/physics.md explains the objective. `--hit-decoding top` puts each image's "
+        "epochs on the training split (seed 0: the pretraining runs of benchmarks/jets_qg.py, the same command, "
+        "copied in). docs/physics.md explains the objective. `--hit-decoding top` puts each image's "
         "expected number of hits at its most probable pixels; `sample` draws every pixel's hit from its predicted "
         "probability (seeded by the mask seed).",
         "",
@@ -281,6 +297,7 @@ def main() -> None:
     ap.add_argument("--doc-only", action="store_true")
     a = ap.parse_args()
     if not a.doc_only:
+        reuse_jets_study()
         for cmd in steps():
             if done(cmd):
                 continue
