@@ -54,27 +54,13 @@ def run_dir(loss: str, seed: int) -> Path:
     return OUT / f"{loss}_seed{seed}"
 
 
-def steps() -> list[list[str]]:
-    out = []
-    if not DATA.exists():
-        out.append(
-            PY
-            + [
-                "jets",
-                "generate",
-                "--out",
-                str(DATA.relative_to(ROOT)),
-                "--n",
-                "20000",
-                "--channels",
-                "3",
-                "--seed",
-                "0",
-                "--workers",
-                "2",
-                "--no-progress",
-            ]
-        )
+GENERATE = PY + ["jets", "generate", "--out", str(DATA.relative_to(ROOT)), "--n", "20000", "--channels", "3"]
+GENERATE += ["--seed", "0", "--workers", "2"]
+
+
+def steps(every: bool = False) -> list[list[str]]:
+    """The commands of the study; the data generation only when the file is missing (every=True: always)."""
+    out = [GENERATE + ["--no-progress"]] if every or not DATA.exists() else []
     for loss in LOSSES:
         for seed in SEEDS:
             d = run_dir(loss, seed).relative_to(ROOT)
@@ -265,31 +251,12 @@ def write_doc() -> None:
         "## Commands",
         "",
         "```bash",
-        *[" ".join(["maekit", *c[3:]]) for c in steps_all()],
+        *[" ".join(["maekit", *c[3:]]) for c in steps(every=True)],
         "```",
         "",
     ]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
-
-
-def steps_all() -> list[list[str]]:
-    """Every command of the study, the data generation included (for the doc)."""
-    gen = PY + [
-        "jets",
-        "generate",
-        "--out",
-        str(DATA.relative_to(ROOT)),
-        "--n",
-        "20000",
-        "--channels",
-        "3",
-        "--seed",
-        "0",
-        "--workers",
-        "2",
-    ]
-    return [gen] + [c for c in steps() if c[3] != "jets"]
 
 
 def main() -> None:
