@@ -321,6 +321,8 @@ def cell_record(cell: Cell, out: Path) -> dict:
         if f.exists():
             res = json.loads(f.read_text())
             rec[f"{m}_test_accuracy"] = res["test_accuracy"]
+            if res.get("val_accuracy") is not None:  # for choosing between cells without looking at the test split
+                rec[f"{m}_val_accuracy"] = res["val_accuracy"]
             rec[f"{m}_labels"] = res.get("labels")
     rec.update(
         {
@@ -378,6 +380,7 @@ def write_tables(out: Path, axes: list[Axis], cells: list[Cell], records: dict[s
     extra = [
         "val_recon_loss",
         "epochs",
+        *[f"{m}_val_accuracy" for m in DOWNSTREAM if any(f"{m}_val_accuracy" in r for r in records.values())],
         *[f"{m}_labels" for m in DOWNSTREAM if any(f"{m}_labels" in r for r in records.values())],
         "encoder_params_m",
         "attention_mflops_per_image",
