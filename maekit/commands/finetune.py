@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..config import FinetuneConfig
 from ..data.transforms import mixup_cutmix, normalize, random_resized_crop_flip
 from ..engine.optim import build_optimizer
-from ..engine.train import MicroBatch, autocast
+from ..engine.train import MicroBatch, autocast, resolve_precision
 from ..engine.trainer import Task, Trainer, process
 from ..metrics import accuracy
 from ..models.cnn import SmallCNN
@@ -29,7 +29,8 @@ def run(cfg: FinetuneConfig, out: Path, kind: str = "finetune") -> dict:
 def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     t_start = time.perf_counter()
     setup = prepare_setup(cfg)
-    run = open_run(cfg, out, kind, dist, setup.splits)
+    precision = resolve_precision(cfg.train.precision, dist.device)
+    run = open_run(cfg, out, kind, dist, setup.splits, {"precision": precision, "world_size": dist.world})
     if cfg.arch == "cnn":
         torch.manual_seed(cfg.train.seed)
         model = SmallCNN(setup.splits.channels, setup.num_classes, cfg.cnn_width).to(dist.device)
@@ -94,7 +95,8 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         print(
             f"{kind}: {n} labelled images ({cfg.labels:g}), {len(setup.val)} val, "
             f"{'small CNN' if cfg.arch == 'cnn' else encoder}, peak lr {trainer.peak_lr:.2e}, layer "
-            f"decay {cfg.optim.layer_decay}, {trainer.steps_per_epoch} steps/epoch x {cfg.train.epochs} epochs",
+            f"decay {cfg.optim.layer_decay}, {trainer.steps_per_epoch} steps/epoch x {cfg.train.epochs} epochs, "
+            f"{precision}" + (f" (precision=auto on {dist.device.type})" if cfg.train.precision == "auto" else ""),
             flush=True,
         )
     curves = redraw_curves(out, f"{kind}, {n} labels")

@@ -1,0 +1,370 @@
+"""maekit's CUDA paths, checked in one script under 8 minutes on one GPU; writes docs/results/gpu_check.json and
+docs/gpu.md from it (`--doc-only` rewrites the doc from the JSON).
+
+    python benchmarks/gpu_check.py --data DIR      # on a CUDA machine; DIR holds the Fashion-MNIST idx files
+    .venv/bin/python benchmarks/gpu_check.py --smoke   # the script itself on CPU, tiny sizes (its doc: OUT/gpu.md)
+
+Steps, each timed; a step that fails is recorded with its error and the others still run:
+  1. the environment, and what `train.precision: auto` picks on this GPU (bf16 where the GPU has it);
+  2. training-step throughput against transformers' ViTMAEForPreTraining at identical architecture, weights and
+     batch (configs (a) and (c) of docs/performance.md), fp32 and bf16 autocast, plus maekit's partial decoding;
+  3. `maekit pretrain -c configs/fashion_mnist_long.yaml` (the 14-epoch recipe that takes ~30 min on 2 CPU cores),
+     precision auto;
+  4. `maekit finetune` of that encoder with 600 labels (the recipe of configs/compare_fashion_mnist.yaml,
+     learning rate as chosen there on the validation split), one test evaluation;
+  5. `torchrun --nproc_per_node=1 maekit pretrain` (NCCL process group, DDP-wrapped model): stopped after 40 steps
+     with a checkpoint, then resumed to the end of its epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+DOC = ROOT / "docs/gpu.md"
+RESULT = ROOT / "docs/results/gpu_check.json"  # what the doc is written from (kept in the repo)
+CONFIGS = ("a", "c")
+GPU_BATCH = {"a": 256, "c": 64}  # larger than the CPU batches of docs/performance.md: a GPU needs work per launch
+FINETUNE = [  # configs/compare_fashion_mnist.yaml's fine-tune recipe (base_lr: its validation-chosen 1.6e-2)
+    "labels=600",
+    "pool=mean",
+    "label_smoothing=0.1",
+    "patch_dropout=0.5",
+    "model.drop_path=0.1",
+    "optim.base_lr=1.6e-2",
+    "optim.layer_decay=0.75",
+    "optim.weight_decay=0.05",
+    "optim.warmup_epochs=5",
+    "optim.min_lr=1.0e-6",
+    "train.epochs=100",
+    "train.batch_size=64",
+    "train.eval_every=10",
+    "train.eval_samples=2000",
+]
+SMOKE_MODEL = [  # --smoke: a tiny model on a few thousand images, so the script's own logic runs in a minute on CPU
+    "model.embed_dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "model.decoder_embed_dim=32",
+    "model.decoder_depth=1",
+    "model.decoder_num_heads=2",
+    "data.val_fraction=0.95",
+]
+
+
+def maekit(args: list[str], timeout: float, log: Path, launcher: list[str] | None = None) -> float:
+    """Run one maekit command as a user would (a subprocess), its output to `log`; its wall time in seconds."""
+    cmd = [*(launcher or [sys.executable, "-m"]), "maekit", *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t = time.perf_counter()
+    with log.open("w") as f:
+        f.write("+ " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+    if proc.returncode:
+        tail = log.read_text().strip().splitlines()[-3:]
+        raise RuntimeError(f"exit status {proc.returncode}: {' | '.join(tail)}")
+    return time.perf_counter() - t
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def environment(device: torch.device) -> dict:
+    from maekit.engine.train import resolve_precision
+
+    env = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "auto_precision": resolve_precision("auto", device),
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:
+        env["transformers"] = None
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env.update(
+            gpu=p.name,
+            capability=f"{p.major}.{p.minor}",
+            memory_gib=p.total_memory / 2**30,
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
+    return env
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(key: str, device: torch.device, smoke: bool) -> dict:
+    """Images/s of whole training steps (forward, backward, AdamW) for maekit, transformers and maekit with partial
+    decoding, each in fp32 and bf16 autocast; contenders alternate, median of 3 timed repeats after a warm-up."""
+    from throughput import CONFIGS as ALL, PARTIAL_KEEP, build
+
+    from maekit.models.mae import MAE
+
+    cfg = dict(ALL[key], batch=4 if smoke else GPU_BATCH[key])
+    torch.manual_seed(0)
+    ours, hf, mcfg = build(cfg)
+    partial = MAE(dataclasses.replace(mcfg, decoder_keep=PARTIAL_KEEP))
+    partial.load_state_dict(ours.state_dict())
+    models = {"maekit": ours, "transformers": hf, "maekit partial": partial}
+    for m in models.values():
+        m.to(device).train()
+    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4) for n, m in models.items()}
+    x = torch.randn(cfg["batch"], cfg["chans"], cfg["img"], cfg["img"], device=device)
+    steps = 1 if smoke else 10
+    out: dict = {"title": cfg["title"], "batch": cfg["batch"], "steps_per_repeat": steps}
+    # on a CPU without native bf16 (the --smoke check) bf16 is emulated and ~100x slower: fp32 only
+    for precision in ("fp32", "bf16") if device.type == "cuda" else ("fp32",):
+        ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else None
+
+        def step(name: str) -> None:
+            with ctx() if ctx else torch.autocast(device.type, enabled=False):
+                loss = models[name](pixel_values=x).loss if name == "transformers" else models[name](x)[0]
+            opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[name].step()
+
+        for name in models:  # warm-up (kernel selection, allocator)
+            for _ in range(2):
+                step(name)
+        times: dict[str, list[float]] = {n: [] for n in models}
+        for _ in range(3):
+            for name in models:
+                sync(device)
+                t = time.perf_counter()
+                for _ in range(steps):
+                    step(name)
+                sync(device)
+                times[name].append(cfg["batch"] * steps / (time.perf_counter() - t))
+        med = {n: statistics.median(v) for n, v in times.items()}
+        out[precision] = {
+            "img_s": med,
+            "ratio": med["maekit"] / med["transformers"],
+            "partial_ratio": med["maekit partial"] / med["transformers"],
+        }
+    if device.type == "cuda":
+        out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def pretraining(out: Path, data: list[str], smoke: bool, timeout: float) -> dict:
+    run = out / "pretrain"
+    extra = [*SMOKE_MODEL, "train.epochs=1", "train.eval_samples=200"] if smoke else []
+    wall = maekit(
+        ["pretrain", "-c", "configs/fashion_mnist_long.yaml", *data, "train.progress=false", *extra, f"out={run}"],
+        timeout,
+        out / "pretrain.log",
+    )
+    info = json.loads((run / "run.json").read_text())
+    rows = metrics(run)
+    epochs = [r for r in rows if "img_per_s" in r]
+    last = [r for r in rows if "test_recon_loss" in r][-1]
+    return {
+        "wall_s": wall,
+        "precision": info.get("precision"),
+        "gpu": info.get("env", {}).get("gpu"),
+        "epochs": len(epochs),
+        "img_per_s": statistics.median(r["img_per_s"] for r in epochs),
+        "train_time_s": sum(r["epoch_time_s"] for r in epochs),
+        "train_recon_loss": last["train_recon_loss"],
+        "test_recon_loss": last["test_recon_loss"],
+    }
+
+
+def finetuning(out: Path, data: list[str], smoke: bool, timeout: float) -> dict:
+    run = out / "finetune"
+    extra = ["labels=100", "train.epochs=2", "train.eval_every=1", "train.eval_samples=200"] if smoke else []
+    wall = maekit(
+        ["finetune", f"pretrained={out / 'pretrain'}", *data, *FINETUNE, "train.progress=false", *extra, f"out={run}"],
+        timeout,
+        out / "finetune.log",
+    )
+    res = json.loads((run / "result.json").read_text())
+    info = json.loads((run / "run.json").read_text())
+    return {
+        "wall_s": wall,
+        "precision": info.get("precision"),
+        "labels": res.get("labels"),
+        "val_accuracy": res.get("val_accuracy"),
+        "test_accuracy": res["test_accuracy"],
+        "test_images": res.get("test_images"),
+    }
+
+
+def torchrun(out: Path, data: list[str], smoke: bool, timeout: float) -> dict:
+    run = out / "torchrun"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m"]
+    extra = SMOKE_MODEL if smoke else []
+    args = ["pretrain", "-c", "configs/fashion_mnist_long.yaml", *data, "train.epochs=1", "train.progress=false"]
+    args += [*extra, "train.eval_samples=200", f"out={run}"]
+    first = maekit([*args, f"train.stop_after={4 if smoke else 40}"], timeout / 2, out / "torchrun_stop.log", launcher)
+    second = maekit([*args, "resume=true"], timeout / 2, out / "torchrun_resume.log", launcher)
+    info = json.loads((run / "run.json").read_text())
+    rows = metrics(run)
+    resumed = re.search(r"resuming at step (\d+)", (out / "torchrun_resume.log").read_text())
+    return {
+        "wall_s": first + second,
+        "world_size": info.get("world_size"),
+        "precision": info.get("precision"),
+        "stopped_at_step": int(resumed.group(1)) if resumed else None,
+        "resumed": bool(resumed),
+        "gpu": info.get("env", {}).get("gpu"),
+        "final_step": max(r["step"] for r in rows if "step" in r),
+        "test_recon_loss": [r for r in rows if "test_recon_loss" in r][-1]["test_recon_loss"],
+    }
+
+
+def write_doc(res: dict, doc: Path = DOC) -> None:
+    env = res["environment"]
+    steps = res["steps"]
+    lines = [
+        "# maekit on a CUDA GPU",
+        "",
+        "Generated by `python benchmarks/gpu_check.py --data DIR` on a machine with one CUDA GPU "
+        f"({res['date']}; `--doc-only` rewrites it from docs/results/gpu_check.json). It checks maekit's CUDA "
+        "paths end to end: `train.precision: auto`, the training step against transformers, pretraining, "
+        "fine-tuning and a 1-process torchrun with NCCL. CI has no GPU, so these paths are checked only when this "
+        "script runs.",
+        "",
+        f"GPU: {env.get('gpu', '-')} (compute capability {env.get('capability', '-')}, "
+        f"{env.get('memory_gib', float('nan')):.0f} GiB); torch {env['torch']} (CUDA {env['cuda']}), transformers "
+        f"{env['transformers']}, Python {env['python']}, {env['cpu_count']} CPU cores. The GPU machine's own "
+        "packages were used (its torch is not the project's pinned CPU wheel). `train.precision: auto` picked "
+        f"**{env['auto_precision']}** there.",
+        f"Whole script: {res['total_s'] / 60:.1f} min.",
+        "",
+        "| step | result | wall (s) |",
+        "|---|---|---:|",
+    ]
+    for name, s in steps.items():
+        lines.append(f"| {name} | {'passed' if s.get('ok') else 'FAILED: ' + s.get('error', '?')} | {s['s']:.0f} |")
+    tp = [(k, steps[f"throughput ({k})"]) for k in CONFIGS if steps.get(f"throughput ({k})", {}).get("ok")]
+    if tp:
+        lines += [
+            "",
+            "## Training step against transformers' ViTMAEForPreTraining",
+            "",
+            "Same architecture, weights, batch and mask ratio, SDPA attention in both, AdamW; images/s of whole "
+            "steps (forward, backward, optimiser), median of 3 repeats after a warm-up, contenders alternating. "
+            "Partial: `model.decoder_keep: 0.25` (CrossMAE's partial reconstruction). Random input tensors: "
+            "the data pipeline is not in these numbers (it is in the pretraining row below).",
+            "",
+            "| config | batch | precision | maekit img/s | transformers img/s | ratio | maekit partial img/s | ratio |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for k, s in tp:
+            for p in ("fp32", "bf16"):
+                if p not in s["result"]:
+                    continue
+                r = s["result"][p]
+                lines.append(
+                    f"| ({k}) {s['result']['title']} | {s['result']['batch']} | {p} | {r['img_s']['maekit']:,.0f} "
+                    f"| {r['img_s']['transformers']:,.0f} | {r['ratio']:.2f}x | {r['img_s']['maekit partial']:,.0f} "
+                    f"| {r['partial_ratio']:.2f}x |"
+                )
+    pre, ft, tr = steps.get("pretrain", {}), steps.get("finetune", {}), steps.get("torchrun", {})
+    if pre.get("ok"):
+        p = pre["result"]
+        lines += [
+            "",
+            "## Pretraining and fine-tuning (Fashion-MNIST, one seed)",
+            "",
+            f"- `maekit pretrain -c configs/fashion_mnist_long.yaml` ({p['epochs']} epochs, precision "
+            f"{p['precision']}): {p['train_time_s']:.0f} s of training ({p['wall_s']:.0f} s with start-up and "
+            f"evaluations), a median of {p['img_per_s']:,.0f} images/s; test reconstruction loss "
+            f"{p['test_recon_loss']:.4f} (train {p['train_recon_loss']:.4f}).",
+        ]
+        if ft.get("ok"):
+            f = ft["result"]
+            lines.append(
+                f"- `maekit finetune` of that encoder with {f['labels']} labels (configs/compare_fashion_mnist.yaml's "
+                f"recipe, precision {f['precision']}): {f['wall_s']:.0f} s; validation accuracy "
+                f"{100 * f['val_accuracy']:.2f} %, test accuracy {100 * f['test_accuracy']:.2f} % on "
+                f"{f['test_images']:,} images. One seed: docs/results/fashion_mnist.md has the 3-seed comparison "
+                "made on CPU."
+            )
+    if tr.get("ok"):
+        t = tr["result"]
+        lines += [
+            "",
+            "## torchrun, one process",
+            "",
+            f"`torchrun --standalone --nproc_per_node=1 -m maekit pretrain ...`: world size {t['world_size']}, "
+            f"precision {t['precision']}; stopped at step {t['stopped_at_step']} with a checkpoint, "
+            f"{'resumed from it' if t['resumed'] else 'NOT resumed'} to step {t['final_step']} (test reconstruction "
+            f"loss {t['test_recon_loss']:.4f}), {t['wall_s']:.0f} s in all, on {t['gpu'] or 'the CPU'}.",
+        ]
+    doc.write_text("\n".join(lines) + "\n")
+    print(f"wrote {doc}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="folder with the Fashion-MNIST idx files (default: maekit's own search)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/runs/gpu_check"), help="run folder")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on any device; the doc goes to OUT/gpu.md")
+    ap.add_argument("--doc-only", action="store_true", help="rewrite docs/gpu.md from docs/results/gpu_check.json")
+    args = ap.parse_args()
+    out = Path(args.out)
+    if args.doc_only:
+        write_doc(json.loads(RESULT.read_text()))
+        return
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda" and not args.smoke:
+        sys.exit("gpu_check: no CUDA device here (use --smoke to check the script on CPU)")
+    out.mkdir(parents=True, exist_ok=True)
+    data = [f"data.path={args.data}"] if args.data else []
+    t0 = time.perf_counter()
+    res: dict = {"date": time.strftime("%Y-%m-%d"), "environment": environment(device), "steps": {}}
+    print(json.dumps(res["environment"]), flush=True)
+    plan = {
+        **{f"throughput ({k})": (lambda k=k: throughput(k, device, args.smoke)) for k in CONFIGS},
+        "pretrain": lambda: pretraining(out, data, args.smoke, 240),
+        "finetune": lambda: finetuning(out, data, args.smoke, 120),
+        "torchrun": lambda: torchrun(out, data, args.smoke, 120),
+    }
+    for name, fn in plan.items():
+        t = time.perf_counter()
+        try:
+            step = {"ok": True, "result": fn()}
+        except Exception as e:  # recorded, and the remaining steps still run
+            traceback.print_exc()
+            step = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+        step["s"] = time.perf_counter() - t
+        res["steps"][name] = step
+        print(f"{name}: {json.dumps(step)}", flush=True)
+    res["total_s"] = time.perf_counter() - t0
+    (out / "gpu_check.json").write_text(json.dumps(res, indent=1))
+    if not args.smoke:
+        RESULT.write_text(json.dumps(res, indent=1))
+    write_doc(res, out / "gpu.md" if args.smoke else DOC)
+    if not all(s["ok"] for s in res["steps"].values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
