@@ -187,6 +187,46 @@ def test_precision_auto_picks_bf16_only_where_it_is_fast():
     assert resolve_precision("fp32", cpu, avx2 | {"avx512_bf16"}) == "fp32"
 
 
+def test_precision_auto_keeps_bf16_only_if_a_timed_trial_is_faster(monkeypatch):
+    """Where bf16 is native, 'auto' times a forward and backward in each precision and keeps bf16 only if it is
+    faster (on an H200 a small MAE ran 27 % slower in bf16: docs/gpu.md); where it is not, no trial is run."""
+    from maekit.engine import train
+
+    cpu = torch.device("cpu")
+    native = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    model = torch.nn.Linear(4, 2)
+
+    def loss_of(m):
+        return m(torch.ones(3, 4)).sum()
+
+    def never(*a, **k):
+        raise AssertionError("a trial ran where bf16 is not native or the precision was set")
+
+    monkeypatch.setattr(train, "timed_precisions", never)
+    assert train.choose_precision("auto", cpu, model, loss_of, frozenset({"avx2"}))[0] == "fp32"
+    assert train.choose_precision("bf16", cpu, model, loss_of, frozenset({"avx2"})) == ("bf16", "bf16")
+    if not torch.backends.mkldnn.is_available():
+        return
+    for times, expected in (({"fp32": 1.0, "bf16": 1.37}, "fp32"), ({"fp32": 1.0, "bf16": 0.5}, "bf16")):
+        monkeypatch.setattr(train, "timed_precisions", lambda *a, t=times, **k: t)
+        chosen, why = train.choose_precision("auto", cpu, model, loss_of, native)
+        assert chosen == expected and f"bf16 ran at {times['fp32'] / times['bf16']:.2f}x fp32's speed" in why, why
+
+
+def test_timed_precisions_leaves_the_run_untouched():
+    from maekit.engine.train import timed_precisions
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    t = timed_precisions(model, lambda m: m(torch.randn(16, 8)).sum(), torch.device("cpu"), reps=2)
+    assert set(t) == {"fp32", "bf16"} and min(t.values()) > 0
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout draws of the trial came from a forked stream
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # BatchNorm statistics too
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_precision_auto_is_recorded_in_run_json(tmp_path, tiny_pretrain_args):
     import json
 

@@ -132,10 +132,8 @@ def build_encoder(
     return vit
 
 
-def open_run(
-    cfg: DownstreamConfig, out: Path, kind: str, dist, splits: Splits | None = None, info: dict | None = None
-) -> RunDir:
-    """The run directory, with its config, split rows and run.json (`info`: more for run.json)."""
+def open_run(cfg: DownstreamConfig, out: Path, kind: str, dist, splits: Splits | None = None) -> RunDir:
+    """The run directory, with its config, split rows and run.json."""
     if dist.is_main:
         prepare(out, cfg.resume, kind)
     run = RunDir(out, active=dist.is_main)
@@ -143,7 +141,7 @@ def open_run(
         save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
         if splits is not None:
             splits.save_rows(out / "splits.npz")
-        run.write_info(kind, info)
+        run.write_info(kind)
     return run
 
 

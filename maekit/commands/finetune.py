@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..config import FinetuneConfig
 from ..data.transforms import mixup_cutmix, normalize, random_resized_crop_flip
 from ..engine.optim import build_optimizer
-from ..engine.train import MicroBatch, autocast, resolve_precision
+from ..engine.train import MicroBatch, autocast
 from ..engine.trainer import Task, Trainer, process
 from ..metrics import accuracy
 from ..models.cnn import SmallCNN
@@ -29,8 +29,7 @@ def run(cfg: FinetuneConfig, out: Path, kind: str = "finetune") -> dict:
 def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     t_start = time.perf_counter()
     setup = prepare_setup(cfg)
-    precision = resolve_precision(cfg.train.precision, dist.device)
-    run = open_run(cfg, out, kind, dist, setup.splits, {"precision": precision, "world_size": dist.world})
+    run = open_run(cfg, out, kind, dist, setup.splits)
     if cfg.arch == "cnn":
         torch.manual_seed(cfg.train.seed)
         model = SmallCNN(setup.splits.channels, setup.num_classes, cfg.cnn_width).to(dist.device)
@@ -52,6 +51,11 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     )
     mean, std = setup.mean.to(dist.device), setup.std.to(dist.device)
     images, labels = setup.labelled.images, setup.labelled.labels
+    first = torch.arange(min(cfg.train.batch_size, n))
+    trial_x, trial_y = normalize(images[first].to(dist.device), mean, std), labels[first].to(dist.device)
+    precision = trainer.choose_precision(lambda m: F.cross_entropy(m(trial_x).float(), trial_y))
+    if dist.is_main:
+        run.write_info(kind, {"precision": precision, "world_size": dist.world})
     aug = cfg.data.augment
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
@@ -60,7 +64,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
             x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset
         )
         x, lam = mixup_cutmix(x, mb.generator, cfg.mixup, cfg.cutmix)
-        with autocast(dist.device, cfg.train.precision):
+        with autocast(dist.device, precision):
             logits = trainer.wrapped(x).float()
         y = labels[mb.indices].to(dist.device)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -96,7 +100,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
             f"{kind}: {n} labelled images ({cfg.labels:g}), {len(setup.val)} val, "
             f"{'small CNN' if cfg.arch == 'cnn' else encoder}, peak lr {trainer.peak_lr:.2e}, layer "
             f"decay {cfg.optim.layer_decay}, {trainer.steps_per_epoch} steps/epoch x {cfg.train.epochs} epochs, "
-            f"{precision}" + (f" (precision=auto on {dist.device.type})" if cfg.train.precision == "auto" else ""),
+            f"{trainer.precision_note}",
             flush=True,
         )
     curves = redraw_curves(out, f"{kind}, {n} labels")

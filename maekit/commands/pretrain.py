@@ -13,7 +13,7 @@ from ..data.transforms import normalize, random_resized_crop_flip
 from ..engine import checkpoint
 from ..engine.optim import build_optimizer
 from ..engine.rundir import RunDir, prepare
-from ..engine.train import MicroBatch, autocast, resolve_precision
+from ..engine.train import MicroBatch, autocast
 from ..engine.trainer import Task, Trainer, process
 from ..errors import MaekitError
 from ..models.mae import MAE
@@ -46,7 +46,6 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         init = load_run(cfg.init, "best")
         checkpoint.load_weights(model, init.state, str(cfg.init))
     run = RunDir(out, active=dist.is_main)
-    precision = resolve_precision(cfg.train.precision, dist.device)
     trainer = Trainer(
         model,
         build_optimizer(model, cfg.optim, mcfg.depth),
@@ -59,16 +58,19 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
         resume=cfg.resume,
     )
     eff_batch, peak = trainer.effective_batch, trainer.peak_lr
-    if dist.is_main:
-        save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
-        splits.save_rows(out / "splits.npz")
-        run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world, "precision": precision})
-        run.tb(purge_step=trainer.state.step + 1 if trainer.state.step else None)
     n_train, spe = len(splits.train), trainer.steps_per_epoch
     mean, std = splits.mean.to(dist.device), splits.std.to(dist.device)
     aug = cfg.data.augment
     L = mcfg.num_patches
     train_images = splits.train.images
+    trial = normalize(train_images[torch.arange(min(cfg.train.batch_size, n_train))].to(dist.device), mean, std)
+    trial_noise = torch.rand(trial.shape[0], L, generator=torch.Generator().manual_seed(0)).to(dist.device)
+    precision = trainer.choose_precision(lambda m: m(trial, noise=trial_noise)[0])
+    if dist.is_main:
+        save_yaml(to_dict(cfg) | {"out": str(out)}, out / "config.yaml")
+        splits.save_rows(out / "splits.npz")
+        run.write_info("pretrain", {"effective_batch": eff_batch, "world_size": dist.world, "precision": precision})
+        run.tb(purge_step=trainer.state.step + 1 if trainer.state.step else None)
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(train_images[mb.indices].to(dist.device), mean, std)
@@ -76,7 +78,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
             x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset
         )
         noise = torch.rand(mb.global_batch, L, generator=mb.generator)[mb.offset : mb.offset + x.shape[0]]
-        with autocast(dist.device, cfg.train.precision):
+        with autocast(dist.device, precision):
             loss, _, _ = trainer.wrapped(x, noise=noise.to(dist.device))
         return loss.float()
 
@@ -119,8 +121,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
             f"{splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {mcfg.num_patches} patches "
             f"of {mcfg.patch_size}x{mcfg.patch_size}, mask {mcfg.mask_ratio}, effective batch "
-            f"{eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {precision}"
-            + (f" (precision=auto on {dist.device.type})" if cfg.train.precision == "auto" else "")
+            f"{eff_batch} ({dist.world} process(es)), peak lr {peak:.2e}, {spe} steps/epoch, {trainer.precision_note}"
             + (f", resuming at step {trainer.state.step}" if trainer.state.step else ""),
             flush=True,
         )

@@ -81,9 +81,13 @@ def cleanup() -> None:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of `t` over the processes (a new tensor on `t`'s device); `t` itself outside torchrun."""
     if td.is_available() and td.is_initialized():
-        t = t.clone()
-        td.all_reduce(t, op=td.ReduceOp.SUM)
+        # NCCL reduces CUDA tensors only: the small host-side totals (losses, counts) travel through the GPU
+        dev = torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else t.device
+        out = t.to(dev, copy=True)
+        td.all_reduce(out, op=td.ReduceOp.SUM)
+        return out.to(t.device)
     return t
 
 

@@ -8,6 +8,7 @@ the uninterrupted run would, and a run on N processes draws what one process wit
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import sys
@@ -158,6 +159,56 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp16" and device.type != "cuda":
         raise MaekitError("train.precision=fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_precisions(
+    model: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor], device: torch.device, reps: int = 3
+) -> dict[str, float]:
+    """Seconds of one forward and backward of `loss_of(model copy)` in fp32 and in bf16 autocast, the fastest of
+    `reps` after a warm-up. On a copy and under a forked RNG: the run's weights, buffers and random streams are
+    untouched."""
+    probe = copy.deepcopy(model).train()
+    out = {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for precision in ("fp32", "bf16"):
+            times = []
+            for _ in range(reps + 1):
+                _sync(device)
+                t = time.perf_counter()
+                with autocast(device, precision):
+                    loss = loss_of(probe)
+                loss.float().backward()
+                _sync(device)
+                times.append(time.perf_counter() - t)
+                probe.zero_grad(set_to_none=True)
+            out[precision] = min(times[1:])
+    return out
+
+
+def choose_precision(
+    precision: str,
+    device: torch.device,
+    model: nn.Module | None = None,
+    loss_of: Callable[[nn.Module], torch.Tensor] | None = None,
+    flags: frozenset[str] | None = None,
+) -> tuple[str, str]:
+    """The precision a run trains in, and why (for its first line). 'auto' where bf16 is native (resolve_precision)
+    and a trial loss is given: bf16 only if its timed forward and backward (timed_precisions) beats fp32's, because
+    small models on a GPU are bound by kernel launches and autocast's casts slow them down (docs/gpu.md)."""
+    chosen = resolve_precision(precision, device, flags)
+    if precision != "auto":
+        return chosen, chosen
+    if chosen != "bf16" or model is None or loss_of is None:
+        return chosen, f"{chosen} (precision=auto on {device.type})"
+    t = timed_precisions(model, loss_of, device)
+    speed = t["fp32"] / t["bf16"]
+    chosen = "bf16" if speed > 1.0 else "fp32"
+    return chosen, f"{chosen} (precision=auto on {device.type}: bf16 ran at {speed:.2f}x fp32's speed in a timed trial)"
 
 
 def steps_per_epoch(n_train: int, cfg: TrainConfig, world: int = 1) -> int:

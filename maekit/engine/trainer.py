@@ -19,10 +19,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..config import OptimConfig, TrainConfig
 from . import checkpoint
-from .dist import DistInfo, cleanup, init_process
+from .dist import DistInfo, all_reduce_sum, cleanup, init_process
 from .optim import lr_at, peak_lr
 from .rundir import RunDir
-from .train import MicroBatch, TrainState, fit, resume_state, steps_per_epoch
+from .train import MicroBatch, TrainState, choose_precision, fit, resume_state, steps_per_epoch
 
 
 @contextlib.contextmanager
@@ -74,6 +74,18 @@ class Trainer:
         self.state = resume_state(run.path, model, optimizer, run, resume, self.effective_batch)
         # after resuming: DDP's constructor hands rank 0's (restored) weights to every process
         self.wrapped = DDP(model) if dist.enabled else model
+        self.precision, self.precision_note = choose_precision(train.precision, dist.device)  # no trial yet
+
+    def choose_precision(self, loss_of: Callable[[nn.Module], torch.Tensor]) -> str:
+        """Set and return `self.precision`, what train.precision means for this run (train.choose_precision, with
+        `loss_of(model)` as the timed trial of 'auto'); `self.precision_note` says why. Every process trains in
+        rank 0's choice."""
+        train, dist = self.train, self.dist
+        self.precision, self.precision_note = choose_precision(train.precision, dist.device, self.model, loss_of)
+        if dist.enabled and train.precision == "auto":
+            rank0_bf16 = all_reduce_sum(torch.tensor([float(dist.is_main and self.precision == "bf16")]))
+            self.precision = "bf16" if rank0_bf16.item() > 0 else "fp32"
+        return self.precision
 
     @cached_property
     def steps_per_epoch(self) -> int:
