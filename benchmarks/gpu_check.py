@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 DOC = ROOT / "docs/gpu.md"
 RESULT = ROOT / "docs/results/gpu_check.json"  # what the doc is written from (kept in the repo)
+# the first run on an H200, at commit 0264eb1, when `auto` picked bf16 on any GPU with it (no timed trial yet)
+BEFORE_TRIAL = ROOT / "docs/results/gpu_check_before_trial.json"
 CONFIGS = ("a", "c")
 GPU_BATCH = {"a": 256, "c": 64}  # larger than the CPU batches of docs/performance.md: a GPU needs work per launch
 FINETUNE = [  # configs/compare_fashion_mnist.yaml's fine-tune recipe (base_lr: its validation-chosen 1.6e-2)
@@ -308,6 +310,15 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
             f"evaluations), a median of {p['img_per_s']:,.0f} images/s; test reconstruction loss "
             f"{p['test_recon_loss']:.4f} (train {p['train_recon_loss']:.4f}).",
         ]
+        old = json.loads(BEFORE_TRIAL.read_text())["steps"].get("pretrain", {}) if BEFORE_TRIAL.exists() else {}
+        if old.get("ok") and old["result"]["precision"] != p["precision"]:
+            o = old["result"]
+            lines.append(
+                f"- The same pretraining in {o['precision']} (the first run of this script, at commit 0264eb1, when "
+                f"`auto` picked bf16 on every GPU that has it): {o['train_time_s']:.0f} s of training, a median of "
+                f"{o['img_per_s']:,.0f} images/s, test reconstruction loss {o['test_recon_loss']:.4f}. The timed "
+                f"trial's choice trains {o['train_time_s'] / p['train_time_s']:.2f}x as fast."
+            )
         if ft.get("ok"):
             f = ft["result"]
             lines.append(
