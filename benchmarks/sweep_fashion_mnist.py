@@ -58,6 +58,11 @@ def seed_args(seed: int) -> list[str]:
     return [*(f"{k}={seed}" for k in keys), f"out={seed_out(seed).relative_to(ROOT)}"]
 
 
+def sweep_args(seed: int) -> list[str]:
+    i = ARGS.index("--grid")  # the overrides go before --grid, whose values run to the next option
+    return [*ARGS[:i], *seed_args(seed), *ARGS[i:]]
+
+
 def seed_rows(out: Path) -> list[dict]:
     rows = []
     if not (out / "sweep.csv").exists():
@@ -259,8 +264,8 @@ The classifier of the cell with the best fine-tune validation accuracy (patch {i
 def main() -> None:
     if "--doc-only" not in sys.argv:
         for seed in SEEDS:
-            print("+", COMMAND, *seed_args(seed), flush=True)
-            subprocess.run([sys.executable, "-m", "maekit", *ARGS, *seed_args(seed)], cwd=ROOT, check=True)
+            print("+ maekit", *sweep_args(seed), flush=True)
+            subprocess.run([sys.executable, "-m", "maekit", *sweep_args(seed)], cwd=ROOT, check=True)
         subprocess.run([sys.executable, "-m", "maekit", "report", str(OUT)], cwd=ROOT, check=True)
     write_doc()
 
