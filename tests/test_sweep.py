@@ -1,6 +1,7 @@
 """maekit sweep: grid parsing, a tiny 2-cell sweep with k-NN that is interrupted, resumed and skipped, errors;
 FLOPs counting (attention included on CPU)."""
 
+import csv
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from maekit.errors import MaekitError
 from maekit.models.flops import flops_per_image
 from maekit.models.mae import MAE, ModelConfig
 
-from conftest import TINY
+from conftest import TINY, assert_picture
 
 
 def test_grid_parsing():
@@ -65,6 +66,11 @@ def tiny_sweep_args(fmnist_small):
         "train.log_every=2",
         "knn.labels=100",
         "knn.train.eval_samples=64",
+        "finetune.labels=100",
+        "finetune.train.epochs=2",
+        "finetune.train.batch_size=32",
+        "finetune.train.eval_samples=64",
+        "finetune.train.eval_every=1",
     ]
 
 
@@ -130,9 +136,22 @@ def test_sweep_interrupt_resume_skip(tmp_path, tiny_sweep_args, capsys, monkeypa
         raise AssertionError("a finished cell was recomputed")
 
     monkeypatch.setattr(sweep.pretrain, "run", boom)
+    real_knn = sweep.DOWNSTREAM["knn"]
     monkeypatch.setitem(sweep.DOWNSTREAM, "knn", (sweep.KnnConfig, boom))
     assert main(["sweep", *tiny_sweep_args, f"out={out}", *grid]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 2
+    # the seed assignment's classifier per configuration: --then grows to finetune without pretraining again; each
+    # cell gets its curves and confusion matrix, and sweep.csv the fine-tune's validation accuracy (for choosing a
+    # cell without the test split) beside its test accuracy
+    monkeypatch.setitem(sweep.DOWNSTREAM, "knn", real_knn)
+    assert main(["sweep", *tiny_sweep_args, f"out={out}", *grid[:-1], "knn,finetune"]) == 0
+    for r in list(csv.DictReader((out / "sweep.csv").open())):
+        assert r["status"] == "done" and 0.1 < float(r["finetune_val_accuracy"]) <= 1.0
+        result = json.loads((out / "cells" / r["cell"] / "finetune" / "result.json").read_text())
+        assert float(r["finetune_test_accuracy"]) == result["test_accuracy"]
+        for f in ("curves.png", "confusion_matrix.png"):
+            assert_picture(out / "cells" / r["cell"] / "finetune" / f)
+    assert_picture(out / "heatmap_finetune_test_accuracy.png")
     # the same directory with another grid or another setting is refused
     assert main(["sweep", *tiny_sweep_args, f"out={out}", "--grid", "model.mask_ratio=0.5,0.6"]) == 2
     assert (
