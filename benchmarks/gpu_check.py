@@ -13,8 +13,9 @@ Steps, each timed; a step that fails is recorded with its error and the others s
   4. `maekit finetune` of that encoder with 600 labels (the recipe of configs/compare_fashion_mnist.yaml,
      learning rate as chosen there on the validation split), one test evaluation;
   5. `torchrun --nproc_per_node=1 maekit pretrain` (torchrun's launcher and environment; with one process maekit
-     forms no process group, so NCCL and DDP need a machine with two GPUs): stopped after 40 steps with a
-     checkpoint, then resumed to the end of its epoch.
+     forms no process group): stopped after 40 steps with a checkpoint, then resumed to the end of its epoch;
+  6. a 1-process NCCL group: maekit's all-reduce of host tensors, a DDP-wrapped MAE step, the reconstruction loss
+     inside the group (`--only collectives` reruns this step alone into the saved results).
 """
 
 from __future__ import annotations
@@ -243,6 +244,55 @@ def torchrun(out: Path, data: list[str], smoke: bool, timeout: float) -> dict:
     }
 
 
+COLLECTIVES = """
+import json, sys, torch, torch.distributed as td
+from torch.nn.parallel import DistributedDataParallel as DDP
+from maekit.engine.dist import DistInfo, all_reduce_sum
+from maekit.models.mae import MAE, ModelConfig
+from maekit.runs import recon_loss
+cuda = torch.cuda.is_available()
+device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+if cuda:
+    torch.cuda.set_device(device)
+td.init_process_group("nccl" if cuda else "gloo", init_method="tcp://127.0.0.1:" + sys.argv[1], rank=0, world_size=1)
+host = torch.tensor([1.5, 2.0], dtype=torch.float64)
+total = all_reduce_sum(host)  # maekit's host-side totals: train loss, reconstruction loss sums
+torch.manual_seed(0)
+mae = MAE(ModelConfig(img_size=[28, 28], in_chans=1, patch_size=4, embed_dim=64, depth=2, num_heads=4,
+                      decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)).to(device)
+ddp = DDP(mae)
+x = torch.randn(8, 1, 28, 28, device=device)
+loss = ddp(x)[0]
+loss.backward()
+images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+noise = torch.rand(16, 49, generator=torch.Generator().manual_seed(0))
+one, zero = torch.ones(1), torch.zeros(1)
+alone = recon_loss(mae.eval(), images, zero, one * 255, noise)
+shared = recon_loss(mae, images, zero, one * 255, noise, dist=DistInfo(0, 1, 0, device))
+print(json.dumps({"backend": td.get_backend(), "all_reduce_sum_ok": bool(total.device == host.device and
+    torch.equal(total, host)), "ddp_step_ok": bool(torch.isfinite(loss).item() and all(p.grad is not None
+    for p in mae.parameters() if p.requires_grad)), "recon_loss_alone": alone, "recon_loss_in_group": shared}))
+td.destroy_process_group()
+"""
+
+
+def collectives(out: Path) -> dict:
+    """A 1-process NCCL group (gloo on CPU): maekit's all-reduce of host-side totals, a DDP-wrapped MAE step and the
+    process-group path of the reconstruction loss. One GPU cannot hold a 2-process NCCL group, so this is what one
+    GPU can check of the multi-GPU code."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", COLLECTIVES, "29533"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    (out / "collectives.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        raise RuntimeError(f"exit status {proc.returncode}: {' | '.join(proc.stderr.strip().splitlines()[-3:])}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not (res["all_reduce_sum_ok"] and res["ddp_step_ok"] and res["recon_loss_alone"] == res["recon_loss_in_group"]):
+        raise RuntimeError(f"wrong result: {res}")
+    return res
+
+
 def write_doc(res: dict, doc: Path = DOC) -> None:
     env = res["environment"]
     steps = res["steps"]
@@ -266,13 +316,14 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
             if env["auto_precision"] == "bf16"
             else "."
         ),
-        f"Whole script: {res['total_s'] / 60:.1f} min.",
+        f"Whole script: {res['total_s'] / 60:.1f} min." if "total_s" in res else "",
         "",
         "| step | result | wall (s) |",
         "|---|---|---:|",
     ]
     for name, s in steps.items():
-        lines.append(f"| {name} | {'passed' if s.get('ok') else 'FAILED: ' + s.get('error', '?')} | {s['s']:.0f} |")
+        result = "passed" if s.get("ok") else "FAILED: " + s.get("error", "?")
+        lines.append(f"| {name} | {result}{' (run alone, `--only`)' if s.get('alone') else ''} | {s['s']:.0f} |")
     tp = [(k, steps[f"throughput ({k})"]) for k in CONFIGS if steps.get(f"throughput ({k})", {}).get("ok")]
     if tp:
         lines += [
@@ -328,6 +379,18 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
                 f"{f['test_images']:,} images. One seed: docs/results/fashion_mnist.md has the 3-seed comparison "
                 "made on CPU."
             )
+    co = steps.get("collectives", {})
+    if co.get("ok"):
+        c = co["result"]
+        lines += [
+            "",
+            "## Process-group collectives, one process",
+            "",
+            f"A 1-process `{c['backend']}` group (one GPU cannot hold two NCCL ranks): maekit's all-reduce of "
+            "host-side totals (the logged train loss, the reconstruction-loss sums) returns them unchanged on the "
+            "host; a DDP-wrapped MAE takes a step with every gradient set; the reconstruction loss inside the group "
+            f"equals the one outside it ({c['recon_loss_in_group']:.6f} and {c['recon_loss_alone']:.6f}).",
+        ]
     if tr.get("ok"):
         t = tr["result"]
         lines += [
@@ -349,6 +412,7 @@ def main() -> None:
     ap.add_argument("--data", help="folder with the Fashion-MNIST idx files (default: maekit's own search)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/runs/gpu_check"), help="run folder")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on any device; the doc goes to OUT/gpu.md")
+    ap.add_argument("--only", choices=["collectives"], help="run this step alone, merged into the saved results")
     ap.add_argument("--doc-only", action="store_true", help="rewrite docs/gpu.md from docs/results/gpu_check.json")
     args = ap.parse_args()
     out = Path(args.out)
@@ -368,7 +432,11 @@ def main() -> None:
         "pretrain": lambda: pretraining(out, data, args.smoke, 240),
         "finetune": lambda: finetuning(out, data, args.smoke, 120),
         "torchrun": lambda: torchrun(out, data, args.smoke, 120),
+        "collectives": lambda: collectives(out),
     }
+    if args.only:  # one step again, merged into the last full run's results
+        res = json.loads(RESULT.read_text()) if RESULT.exists() and not args.smoke else res
+        plan = {args.only: plan[args.only]}
     for name, fn in plan.items():
         t = time.perf_counter()
         try:
@@ -377,9 +445,12 @@ def main() -> None:
             traceback.print_exc()
             step = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
         step["s"] = time.perf_counter() - t
+        if args.only:
+            step["alone"] = True
         res["steps"][name] = step
         print(f"{name}: {json.dumps(step)}", flush=True)
-    res["total_s"] = time.perf_counter() - t0
+    if not args.only:
+        res["total_s"] = time.perf_counter() - t0
     (out / "gpu_check.json").write_text(json.dumps(res, indent=1))
     if not args.smoke:
         RESULT.write_text(json.dumps(res, indent=1))
