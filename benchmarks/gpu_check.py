@@ -269,7 +269,12 @@ noise = torch.rand(16, 49, generator=torch.Generator().manual_seed(0))
 one, zero = torch.ones(1), torch.zeros(1)
 alone = recon_loss(mae.eval(), images, zero, one * 255, noise)
 shared = recon_loss(mae, images, zero, one * 255, noise, dist=DistInfo(0, 1, 0, device))
-print(json.dumps({"backend": td.get_backend(), "all_reduce_sum_ok": bool(total.device == host.device and
+try:  # what maekit did before: a plain all_reduce of the host tensor
+    td.all_reduce(host.clone())
+    plain = "accepted"
+except Exception as e:
+    plain = type(e).__name__ + ": " + str(e).splitlines()[0][:160]
+print(json.dumps({"backend": td.get_backend(), "plain_all_reduce_of_host_tensor": plain, "all_reduce_sum_ok": bool(total.device == host.device and
     torch.equal(total, host)), "ddp_step_ok": bool(torch.isfinite(loss).item() and all(p.grad is not None
     for p in mae.parameters() if p.requires_grad)), "recon_loss_alone": alone, "recon_loss_in_group": shared}))
 td.destroy_process_group()
@@ -389,7 +394,9 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
             f"A 1-process `{c['backend']}` group (one GPU cannot hold two NCCL ranks): maekit's all-reduce of "
             "host-side totals (the logged train loss, the reconstruction-loss sums) returns them unchanged on the "
             "host; a DDP-wrapped MAE takes a step with every gradient set; the reconstruction loss inside the group "
-            f"equals the one outside it ({c['recon_loss_in_group']:.6f} and {c['recon_loss_alone']:.6f}).",
+            f"equals the one outside it ({c['recon_loss_in_group']:.6f} and {c['recon_loss_alone']:.6f}). A plain "
+            f"`all_reduce` of the host tensor, as maekit did before it sent them through the GPU: "
+            f"{c.get('plain_all_reduce_of_host_tensor', 'not tried')}.",
         ]
     if tr.get("ok"):
         t = tr["result"]
