@@ -274,9 +274,11 @@ try:  # what maekit did before: a plain all_reduce of the host tensor
     plain = "accepted"
 except Exception as e:
     plain = type(e).__name__ + ": " + str(e).splitlines()[0][:160]
-print(json.dumps({"backend": td.get_backend(), "plain_all_reduce_of_host_tensor": plain, "all_reduce_sum_ok": bool(total.device == host.device and
-    torch.equal(total, host)), "ddp_step_ok": bool(torch.isfinite(loss).item() and all(p.grad is not None
-    for p in mae.parameters() if p.requires_grad)), "recon_loss_alone": alone, "recon_loss_in_group": shared}))
+reduced_ok = bool(total.device == host.device and torch.equal(total, host))
+stepped_ok = bool(torch.isfinite(loss).item() and all(p.grad is not None for p in mae.parameters() if p.requires_grad))
+print(json.dumps({"backend": td.get_backend(), "plain_all_reduce_of_host_tensor": plain,
+    "all_reduce_sum_ok": reduced_ok, "ddp_step_ok": stepped_ok, "recon_loss_alone": alone,
+    "recon_loss_in_group": shared}))
 td.destroy_process_group()
 """
 
