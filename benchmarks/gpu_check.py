@@ -407,7 +407,7 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
             "## torchrun, one process",
             "",
             f"`torchrun --standalone --nproc_per_node=1 -m maekit pretrain ...`: world size {t['world_size']} (one "
-            "process forms no process group: the NCCL all-reduce and DDP paths need two GPUs and are untested), "
+            "process forms no process group: the section above checks what one GPU can of the NCCL paths), "
             f"precision {t['precision']}; stopped at step {t['stopped_at_step']} with a checkpoint, "
             f"{'resumed from it' if t['resumed'] else 'NOT resumed'} to step {t['final_step']} (test reconstruction "
             f"loss {t['test_recon_loss']:.4f}), {t['wall_s']:.0f} s in all, on {t['gpu'] or 'the CPU'}.",
