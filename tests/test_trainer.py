@@ -97,6 +97,28 @@ def test_trainer_stop_after_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert second.finished and torch.equal(model_b.weight, model.weight)
 
 
+def test_a_resumed_auto_run_keeps_the_precision_its_trial_chose(tmp_path, monkeypatch):
+    """'auto' times a trial once, at the start; the choice goes into the checkpoints and a resumed run trains in it
+    (a second trial could choose otherwise, and the run would no longer continue as the uninterrupted one)."""
+    from maekit.engine import trainer as trainer_module
+
+    trials = []
+
+    def trial(precision, device, model=None, loss_of=None, flags=None):
+        if loss_of is not None:  # a timed trial (without one: the constructor's placeholder)
+            trials.append(precision)
+        return "bf16", "bf16 (precision=auto on cpu: bf16 ran at 1.50x fp32's speed in a timed trial)"
+
+    monkeypatch.setattr(trainer_module, "choose_precision", trial)
+    first, model = make(tmp_path, stop_after=7, precision="auto")
+    assert first.choose_precision(lambda m: m(X).sum()) == "bf16" and trials == ["auto"]
+    first.fit(task_of(model))
+    second, _ = make(tmp_path, resume=True, precision="auto")
+    assert second.state.precision == "bf16"  # from the checkpoint
+    assert second.choose_precision(lambda m: m(X).sum()) == "bf16" and trials == ["auto"]  # no second trial
+    assert "kept from the resumed run" in second.precision_note
+
+
 def test_trainer_hooks_run_on_the_main_process_only(tmp_path):
     trainer, model = make(tmp_path)
 

@@ -39,6 +39,7 @@ class TrainState:
     loss_window: list[float] = field(default_factory=list)  # step losses since the last train-loss log line
     skipped_nonfinite: int = 0  # batches skipped for a non-finite loss (train.skip_nonfinite)
     grad_scaler: dict | None = None  # fp16 GradScaler state (scale, growth tracker)
+    precision: str | None = None  # what the run trains in (a resumed 'auto' run keeps it: no second trial)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +53,7 @@ class TrainState:
             loss_window=[float(x) for x in d.get("loss_window", [])],
             skipped_nonfinite=int(d.get("skipped_nonfinite", 0)),
             grad_scaler=d.get("grad_scaler"),
+            precision=d.get("precision"),
         )
 
 

@@ -80,11 +80,16 @@ class Trainer:
         """Set and return `self.precision`, what train.precision means for this run (train.choose_precision, with
         `loss_of(model)` as the timed trial of 'auto'); `self.precision_note` says why. Every process trains in
         rank 0's choice."""
-        train, dist = self.train, self.dist
+        train, dist, kept = self.train, self.dist, self.state.precision
+        if train.precision == "auto" and kept in ("fp32", "bf16") and self.state.step:
+            # a resumed run continues as the uninterrupted one would: in the precision its trial chose
+            self.precision, self.precision_note = kept, f"{kept} (precision=auto, kept from the resumed run)"
+            return self.precision
         self.precision, self.precision_note = choose_precision(train.precision, dist.device, self.model, loss_of)
         if dist.enabled and train.precision == "auto":
             rank0_bf16 = all_reduce_sum(torch.tensor([float(dist.is_main and self.precision == "bf16")]))
             self.precision = "bf16" if rank0_bf16.item() > 0 else "fp32"
+        self.state.precision = self.precision
         return self.precision
 
     @cached_property
