@@ -297,6 +297,7 @@ def main() -> None:
     lines += [
         "",
         "torch.compile on configuration (a): `.venv/bin/python benchmarks/compile.py` (not part of this table).",
+        "On a CUDA GPU, the same comparison in fp32 and in bf16: [gpu.md](gpu.md) (`benchmarks/gpu_check.py`).",
         "",
     ]
     if not args.only:
