@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,11 +48,14 @@ MEASURES = (
 )
 
 
-def seed_out(seed: int) -> Path:
+FINETUNE_EPOCHS = yaml.safe_load((ROOT / "configs/sweep_fashion_mnist.yaml").read_text())["finetune"]["train"]["epochs"]
+
+
+def seed_out(seed: int | str) -> Path:
     return OUT if seed == 0 else OUT.with_name(f"{OUT.name}_seed{seed}")
 
 
-def seed_args(seed: int) -> list[str]:
+def seed_args(seed: int | str) -> list[str]:
     if seed == 0:
         return []
     keys = ("train.seed", "knn.label_seed", "finetune.label_seed", "finetune.train.seed")
@@ -177,6 +181,12 @@ def write_doc() -> None:
         src = OUT / "cells" / best["cell"] / "finetune" / name
         if src.exists():
             shutil.copy(src, FIGS / f"sweep_best_finetune_{name}")
+    best_epochs = [
+        json.loads((seed_out(s) / "cells" / r["cell"] / "finetune" / "result.json").read_text())["best_epoch"]
+        for s in SEEDS
+        for r in rs
+    ]
+    last = sum(e == FINETUNE_EPOCHS for e in best_epochs)
     envs = [json.loads((OUT / "cells" / r["cell"] / "pretrain" / "run.json").read_text()).get("env", {}) for r in rs]
     env = envs[0]
     wall = sum(r["wall_s"] for r in rs)
@@ -215,12 +225,11 @@ test images, with 600 labelled images (60 per class): weighted 20-NN on the froz
 project's classifier per configuration, a fine-tune of the whole encoder (the recipe of
 configs/compare_fashion_mnist.yaml at 30 epochs instead of 100; training curves and confusion matrix per cell).
 Three seeds ({", ".join(map(str, SEEDS))}), each a whole sweep with its own pretraining seed, label subsets and
-fine-tune seed (seed 0 is the command above; seed s adds `{" ".join(seed_args(1)).replace("1", "s")}`); every
+fine-tune seed (seed 0 is the command above; seed s adds `{" ".join(seed_args("<s>"))}`); every
 number is the mean ± standard deviation over them.
 Measured: {done} of 4 cells, **{wall / 60:.0f} minutes** of wall time for the three seeds{over}: the 2 cores were
-shared with other jobs (test suites, other benchmarks) throughout, so images/s and wall times are pessimistic and
-only roughly comparable between cells (an idle machine would be faster; not measured here). Wall time counts
-pretraining and both evaluations.
+shared with other jobs (test runs, script checks) during part of it, so images/s and wall times are pessimistic and
+only roughly comparable between cells. Wall time counts pretraining and both evaluations.
 Machine: {platform.machine()}, {env.get("cpu", "?")}, {env.get("torch_threads", "?")} threads, \
 torch {env.get("torch", torch.__version__)}, Python {env.get("python", "?")};
 maekit at commit {env.get("git_commit", "?")} when the first cell started{changes}.
@@ -241,17 +250,19 @@ The seed project found that smaller patches and a 0.75 mask gave the lowest reco
 Caveats: one epoch of pretraining per cell; a longer schedule may change the gaps (the seed project trained far
 longer). Patch 2 costs several times the compute of patch 4 per image (see MFLOPs and images/s), so at equal wall
 time patch 4 would get more epochs. Reconstruction loss is not the goal in itself: the k-NN column is a cheap
-check of what the encoder learnt.
+check of what the encoder learnt. The 30-epoch fine-tune is short: in {last} of {len(best_epochs)} fine-tunes the best
+validation accuracy came at the last evaluation, so longer fine-tuning would likely raise every cell.
 
 ![loss curves](figures/sweep_loss_curves.png)
 
 ![the same test images reconstructed by every cell](figures/sweep_reconstructions.png)
 
-![test reconstruction loss over the grid](figures/sweep_heatmap_test_recon_loss.png)
-![k-NN test accuracy over the grid](figures/sweep_heatmap_knn_test_accuracy.png)
-![fine-tune test accuracy over the grid](figures/sweep_heatmap_finetune_test_accuracy.png)
+![test reconstruction loss over the grid, seed 0](figures/sweep_heatmap_test_recon_loss.png)
+![k-NN test accuracy over the grid, seed 0](figures/sweep_heatmap_knn_test_accuracy.png)
+![fine-tune test accuracy over the grid, seed 0](figures/sweep_heatmap_finetune_test_accuracy.png)
 
-The classifier of the cell with the best fine-tune validation accuracy (patch {int(best["model.patch_size"])}, mask \
+Figures from the seed-0 sweep. The classifier of the cell with the best mean fine-tune validation accuracy \
+(patch {int(best["model.patch_size"])}, mask \
 {best["model.mask_ratio"]:g}); every cell's own are in its `finetune/` folder:
 
 ![fine-tune training curves](figures/sweep_best_finetune_curves.png)
