@@ -355,6 +355,21 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
                     f"| {r['img_s']['transformers']:,.0f} | {r['ratio']:.2f}x | {r['img_s']['maekit partial']:,.0f} "
                     f"| {r['partial_ratio']:.2f}x |"
                 )
+        old = json.loads(BEFORE_TRIAL.read_text())["steps"] if BEFORE_TRIAL.exists() else {}
+        pairs = [
+            (f"({k}) {p}", old[f"throughput ({k})"]["result"][p]["ratio"], s["result"][p]["ratio"])
+            for k, s in tp
+            if old.get(f"throughput ({k})", {}).get("ok")
+            for p in ("fp32", "bf16")
+        ]
+        if pairs:
+            spread = max(abs(a - b) for _, a, b in pairs)
+            lines += [
+                "",
+                "The first run of this script (commit 0264eb1) measured maekit / transformers at "
+                f"{', '.join(f'{n} {a:.2f}x' for n, a, _ in pairs)}: single runs of this table differ by up to "
+                f"{spread:.2f}x, so read each ratio to about that.",
+            ]
     pre, ft, tr = steps.get("pretrain", {}), steps.get("finetune", {}), steps.get("torchrun", {})
     if pre.get("ok"):
         p = pre["result"]
