@@ -361,6 +361,7 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
             for k, s in tp
             if old.get(f"throughput ({k})", {}).get("ok")
             for p in ("fp32", "bf16")
+            if p in s["result"]  # --smoke on CPU times fp32 only
         ]
         if pairs:
             spread = max(abs(a - b) for _, a, b in pairs)
