@@ -331,6 +331,7 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
     for name, s in steps.items():
         result = "passed" if s.get("ok") else "FAILED: " + s.get("error", "?")
         lines.append(f"| {name} | {result}{' (run alone, `--only`)' if s.get('alone') else ''} | {s['s']:.0f} |")
+    old = json.loads(BEFORE_TRIAL.read_text())["steps"] if BEFORE_TRIAL.exists() else {}  # the first run's steps
     tp = [(k, steps[f"throughput ({k})"]) for k in CONFIGS if steps.get(f"throughput ({k})", {}).get("ok")]
     if tp:
         lines += [
@@ -355,7 +356,6 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
                     f"| {r['img_s']['transformers']:,.0f} | {r['ratio']:.2f}x | {r['img_s']['maekit partial']:,.0f} "
                     f"| {r['partial_ratio']:.2f}x |"
                 )
-        old = json.loads(BEFORE_TRIAL.read_text())["steps"] if BEFORE_TRIAL.exists() else {}
         pairs = [
             (f"({k}) {p}", old[f"throughput ({k})"]["result"][p]["ratio"], s["result"][p]["ratio"])
             for k, s in tp
@@ -384,9 +384,9 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
             f"evaluations), a median of {p['img_per_s']:,.0f} images/s; test reconstruction loss "
             f"{p['test_recon_loss']:.4f} (train {p['train_recon_loss']:.4f}).",
         ]
-        old = json.loads(BEFORE_TRIAL.read_text())["steps"].get("pretrain", {}) if BEFORE_TRIAL.exists() else {}
-        if old.get("ok") and old["result"]["precision"] != p["precision"]:
-            o = old["result"]
+        before = old.get("pretrain", {})
+        if before.get("ok") and before["result"]["precision"] != p["precision"]:
+            o = before["result"]
             lines.append(
                 f"- The same pretraining in {o['precision']} (the first run of this script, at commit 0264eb1, when "
                 f"`auto` picked bf16 on every GPU that has it): {o['train_time_s']:.0f} s of training, a median of "

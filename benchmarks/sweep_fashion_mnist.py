@@ -123,32 +123,24 @@ def conclusions(rs: list[dict]) -> list[str]:
             lines.append(
                 f"- Patch {p}: mask 0.75 {'lower' if a < b else 'higher'} than mask 0.85 ({a:.4f} vs {b:.4f})."
             )
-    if all("knn_test_accuracy" in r for r in rs):
-        k = max(rs, key=lambda r: r["knn_test_accuracy"])
+    accuracies = (("knn_test_accuracy", "k-NN", "k-NN"), ("finetune_test_accuracy", "fine-tune", "Fine-tune"))
+    for key, name, title in accuracies:
+        if not all(key in r for r in rs):
+            continue
+        b = max(rs, key=lambda r: r[key])
+        lo, hi = 100 * min(r[key] for r in rs), 100 * max(r[key] for r in rs)
         lines.append(
-            f"- Best k-NN test accuracy (600 labels): patch {int(k['model.patch_size'])}, mask "
-            f"{k['model.mask_ratio']:g} ({100 * k['knn_test_accuracy']:.2f} %); the range is "
-            f"{100 * min(r['knn_test_accuracy'] for r in rs):.2f}-{100 * max(r['knn_test_accuracy'] for r in rs):.2f} "
-            "%."
+            f"- Best {name} test accuracy (600 labels): patch {int(b['model.patch_size'])}, mask "
+            f"{b['model.mask_ratio']:g} ({100 * b[key]:.2f} %); the range is {lo:.2f}-{hi:.2f} %."
         )
-    if all("finetune_test_accuracy" in r for r in rs):
-        f = max(rs, key=lambda r: r["finetune_test_accuracy"])
-        lines.append(
-            f"- Best fine-tune test accuracy (600 labels): patch {int(f['model.patch_size'])}, mask "
-            f"{f['model.mask_ratio']:g} ({100 * f['finetune_test_accuracy']:.2f} %); the range is "
-            f"{100 * min(r['finetune_test_accuracy'] for r in rs):.2f}-"
-            f"{100 * max(r['finetune_test_accuracy'] for r in rs):.2f} %."
-        )
-    for key, name in (("knn_test_accuracy", "k-NN"), ("finetune_test_accuracy", "Fine-tune")):
         if all(f"{key}_std" in r for r in rs):
-            span = 100 * (max(r[key] for r in rs) - min(r[key] for r in rs))
             sd = 100 * max(r[f"{key}_std"] for r in rs)
             lines.append(
-                f"- {name}: the cells' means span {span:.2f} points and the largest standard deviation over seeds is "
-                f"{sd:.2f} points: "
+                f"- {title}: the cells' means span {hi - lo:.2f} points and the largest standard "
+                f"deviation over seeds is {sd:.2f} points: "
                 + (
                     "the cells differ by more than twice the seed spread."
-                    if span > 2 * sd
+                    if hi - lo > 2 * sd
                     else "within twice the seed spread, so the grid does not rank them."
                 )
             )
