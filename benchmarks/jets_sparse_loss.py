@@ -1,6 +1,7 @@
 """Regenerates docs/results/jets_sparse_loss.md: reconstructions of quark/gluon jet images with the MAE's plain MSE
 against the sparse-aware objective (model.loss=hit_intensity, its hits decoded both ways: --hit-decoding top and
-sample), next to the mean-image baseline, on the test split (masked patches, fixed masks), 3 seeds each. Every step
+sample; and with model.hit_variance=true, whose sampled pictures draw each hit's intensity too), next to the
+mean-image baseline, on the test split (masked patches, fixed masks), 3 seeds each. Every step
 resumes or is skipped when done:
 
     .venv/bin/python benchmarks/jets_sparse_loss.py [--doc-only]
@@ -27,8 +28,14 @@ OUT = RUNS / "jets_sparse20k"
 DOC = ROOT / "docs/results/jets_sparse_loss.md"
 KEEP = DOC.parent / "jets_sparse_loss"  # the reconstruct.jsonl lines the doc is built from
 PY = [sys.executable, "-m", "maekit"]
-LOSSES = ("mse", "hit_intensity")
-DECODINGS = {"mse": ("top",), "hit_intensity": ("top", "sample")}  # --hit-decoding of each objective's reconstructions
+# each objective: its run directories' prefix -> the pretraining overrides that select it
+OBJECTIVES = {
+    "mse": ["model.loss=mse"],
+    "hit_intensity": ["model.loss=hit_intensity"],
+    "hit_variance": ["model.loss=hit_intensity", "model.hit_variance=true"],
+}
+HIT_OBJECTIVES = ("hit_intensity", "hit_variance")
+DECODINGS = {name: ("top", "sample") if name in HIT_OBJECTIVES else ("top",) for name in OBJECTIVES}
 SEEDS = (0, 1, 2)
 EPOCHS = 6
 # the issue's targets for the new objective (test split, masked patches)
@@ -61,7 +68,7 @@ GENERATE += ["--seed", "0", "--workers", "2"]
 def steps(every: bool = False) -> list[list[str]]:
     """The commands of the study; the data generation only when the file is missing (every=True: always)."""
     out = [GENERATE + ["--no-progress"]] if every or not DATA.exists() else []
-    for loss in LOSSES:
+    for loss, overrides in OBJECTIVES.items():
         for seed in SEEDS:
             d = run_dir(loss, seed).relative_to(ROOT)
             out.append(
@@ -72,7 +79,7 @@ def steps(every: bool = False) -> list[list[str]]:
                     "configs/pretrain_jets_qg.yaml",
                     f"out={d}",
                     f"data.path={DATA.relative_to(ROOT)}",
-                    f"model.loss={loss}",
+                    *overrides,
                     f"train.seed={seed}",
                     f"train.epochs={EPOCHS}",
                     "train.progress=false",
@@ -113,7 +120,7 @@ def _last_line(run: Path, seed: int, decoding: str) -> dict | None:
 
 
 def row_name(loss: str, decoding: str) -> str:
-    return f"MAE, model.loss={loss}" + (f", --hit-decoding {decoding}" if loss == "hit_intensity" else "")
+    return "MAE, " + " ".join(OBJECTIVES[loss]) + (f", --hit-decoding {decoding}" if loss in HIT_OBJECTIVES else "")
 
 
 def _last_physics(loss: str, seed: int, decoding: str) -> dict | None:
@@ -136,10 +143,10 @@ def _ms(values: list[float]) -> str:
 
 def write_doc() -> None:
     rows: dict[str, list[dict]] = {"mean image pasted into the masked patches": []}
-    for loss in LOSSES:
+    for loss in OBJECTIVES:
         for decoding in DECODINGS[loss]:
             rows[row_name(loss, decoding)] = []
-    for loss in LOSSES:
+    for loss in OBJECTIVES:
         for decoding in DECODINGS[loss]:
             for seed in SEEDS:
                 ph = _last_physics(loss, seed, decoding)
@@ -147,9 +154,7 @@ def write_doc() -> None:
                     rows[row_name(loss, decoding)].append(ph)
         for seed in SEEDS:
             ph = _last_physics(loss, seed, "top")
-            if (
-                ph is not None and loss == LOSSES[0]
-            ):  # the baseline does not depend on the model; the same masks per seed
+            if ph is not None and loss == "mse":  # the baseline does not depend on the model; the same masks per seed
                 rows["mean image pasted into the masked patches"].append(
                     {**ph["mean_image"], "channels": ph["channels"]}
                 )
@@ -169,7 +174,8 @@ def write_doc() -> None:
         "epochs on the training split (seed 0: the pretraining runs of benchmarks/jets_qg.py, the same command, "
         "copied in). docs/physics.md explains the objective. `--hit-decoding top` puts each image's "
         "expected number of hits at its most probable pixels; `sample` draws every pixel's hit from its predicted "
-        "probability (seeded by the mask seed).",
+        "probability (seeded by the mask seed); with `model.hit_variance=true` it draws each hit's intensity from its "
+        "predicted normal too (log-normal in GeV).",
         "",
         "| reconstruction | seeds | total intensity rel. residual | image jet mass rel. residual | "
         + " | ".join(f"occupancy {c}: recon / original" for c in channels)
@@ -195,9 +201,7 @@ def write_doc() -> None:
             )
             + " |"
         )
-    hit_rows = [
-        row_name("hit_intensity", d) for d in DECODINGS["hit_intensity"] if row_name("hit_intensity", d) in summary
-    ]
+    hit_rows = [row_name(h, d) for h in HIT_OBJECTIVES for d in DECODINGS[h] if row_name(h, d) in summary]
     if hit_rows:
         lines += [
             "",

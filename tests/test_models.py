@@ -272,6 +272,54 @@ def test_sampled_hit_decoding_draws_each_pixel_with_its_probability_and_repeats_
         m.predictions_to_pixels(x, torch.cat([torch.logit(certain), intensity], -1), mask, "mean")
 
 
+def test_hit_variance_adds_the_intensity_likelihood_around_the_detached_intensity():
+    """The known-answer image above with a log-variance of ln 2 everywhere: the loss gains the Gaussian negative
+    log-likelihood of the one hit, 0.5 * (ln 2 + (3 - 2)^2 / 2); visible patches still count for nothing, and the
+    intensities get the same gradient as without the variance (the likelihood only trains the variance)."""
+    import math
+
+    m = MAE(tiny(img_size=[4, 4], patch_size=2, loss="hit_intensity", empty_level=[-1.0], hit_variance=True))
+    plain = MAE(tiny(img_size=[4, 4], patch_size=2, loss="hit_intensity", empty_level=[-1.0]))
+    x = torch.full((1, 1, 4, 4), -1.0)
+    x[0, 0, 0, 0] = 3.0
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    logits, log_var = torch.zeros(1, 4, 4), torch.full((1, 4, 4), math.log(2))
+    logits[0, 2:], log_var[0, 2:] = 50.0, -9.0  # visible patches: ignored
+    intensity = torch.full((1, 4, 4), 2.0, requires_grad=True)
+    loss = m.forward_loss(x, torch.cat([logits, intensity, log_var], dim=-1), mask)
+    assert loss.item() == pytest.approx(math.log(2) + 1.0 / 16 + 0.5 * (math.log(2) + 0.5), rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, intensity)
+    base = intensity.detach().clone().requires_grad_()
+    (expected,) = torch.autograd.grad(plain.forward_loss(x, torch.cat([logits, base], dim=-1), mask), base)
+    assert torch.equal(grad, expected) and grad[0, 0, 0] != 0
+    assert m.decoder_pred.out_features == 3 * 4 and plain.decoder_pred.out_features == 2 * 4
+    with pytest.raises(ValueError, match="model.hit_variance applies to model.loss=hit_intensity, got model.loss=mse"):
+        tiny(hit_variance=True).validate()
+
+
+def test_sampled_pictures_draw_the_intensity_from_the_predicted_normal_above_the_empty_level():
+    """hit_variance, "sample": 800 certain hits with intensity 0 and variance 1 over an empty level of -1 draw from
+    N(0, 1) truncated to above -1 (mean phi(1) / Phi(1) = 0.2876, sd 0.7): every hit stays a hit, the mean is within 5
+    standard errors, the same seed repeats the picture; "top" keeps the predicted intensity itself."""
+    m = MAE(tiny(img_size=[40, 40], patch_size=2, loss="hit_intensity", empty_level=[-1.0], hit_variance=True))
+    x = torch.full((1, 1, 40, 40), -1.0)
+    mask = torch.zeros(1, 400)
+    mask[0, :200] = 1.0
+    prob = torch.full((1, 400, 4), 1e-9)
+    prob[0, :200] = 1 - 1e-7
+    pred = torch.cat([torch.logit(prob), torch.zeros(1, 400, 4), torch.zeros(1, 400, 4)], -1)
+
+    def draw(seed):
+        return m.patchify(m.predictions_to_pixels(x, pred, mask, "sample", torch.Generator().manual_seed(seed)))
+
+    hits = draw(0)[0, :200].flatten()
+    assert bool((hits > -1.0).all()) and draw(0)[0, 200:].eq(-1.0).all()
+    assert abs(float(hits.mean()) - 0.2876) < 5 * 0.70 / 800**0.5 and float(hits.std()) > 0.5
+    assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
+    top = m.patchify(m.predictions_to_pixels(x, pred, mask))
+    assert top[0, :200].eq(0.0).all()
+
+
 def test_hit_intensity_starts_every_pixel_at_a_one_percent_hit_probability():
     m = MAE(tiny(loss="hit_intensity", empty_level=[-1.0])).eval()
     _, pred, _ = m(torch.randn(2, 1, 28, 28), 0.75)

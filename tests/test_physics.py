@@ -507,6 +507,14 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     enc, info = ViTMAEModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert main(["knn", f"pretrained={pre}", f"out={tmp_path / 'knn'}", *data, "train.progress=false", "knn_k=3"]) == 0
+    # with the intensity's variance: kept in the checkpoint, and sampled pictures repeat with their seed
+    var = tmp_path / "var"
+    assert main(["pretrain", f"out={var}", *data, *small, "model.loss=hit_intensity", "model.hit_variance=true"]) == 0
+    assert load_run(var).model_cfg.hit_variance
+    for _ in range(2):
+        assert main(["reconstruct", str(var), "--n", "2", "--hit-decoding", "sample", "--seed", "3"]) == 0
+    first, second = (json.loads(x) for x in (var / "reconstruct.jsonl").read_text().splitlines()[-2:])
+    assert first["physics"]["total_intensity"] == second["physics"]["total_intensity"]
 
 
 def test_mean_image_baseline_of_identical_images_is_exact(tmp_path):

@@ -25,6 +25,7 @@ LOSSES = ("mse", "hit_intensity")
 HIT_DECODINGS = ("top", "sample")
 HIT_PRIOR = 0.01  # initial hit probability of every pixel (hit_intensity): detector images are ~99 % empty
 HIT_MARGIN = 1e-4  # normalised units above the empty level that count as a hit (float rounding of exact zeros)
+LOG_VAR_RANGE = (-10.0, 10.0)  # hit_variance: the predicted log-variance is clamped here (normalised units)
 
 
 @dataclass
@@ -52,6 +53,9 @@ class ModelConfig:
     # relative to the channel's mean squared hit height)
     loss: Literal["mse", "hit_intensity"] = "mse"
     empty_level: list[float] | None = None  # per channel, the normalised value of an empty pixel (filled from the data)
+    # hit_intensity: also predict each hit intensity's variance (Gaussian likelihood of the intensity's residual), so
+    # that "sample" pictures draw the intensity too, not only where the hits are (log-normal in file units with log1p)
+    hit_variance: bool = False
     drop: float = 0.0
     drop_path: float = 0.0
 
@@ -86,6 +90,10 @@ class ModelConfig:
             raise ValueError(
                 f"{prefix}loss=hit_intensity predicts pixels as they are; "
                 f"it cannot be combined with {prefix}norm_pix_loss=true"
+            )
+        if self.hit_variance and self.loss != "hit_intensity":
+            raise ValueError(
+                f"{prefix}hit_variance applies to {prefix}loss=hit_intensity, got {prefix}loss={self.loss}"
             )
         if self.empty_level is not None and self.in_chans is not None and len(self.empty_level) != self.in_chans:
             raise ValueError(
@@ -152,8 +160,9 @@ class MAE(nn.Module):
             for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(dd, eps=cfg.norm_eps)
-        # hit_intensity: a hit logit and an intensity per pixel, [logits | intensities] along the last axis
-        outputs = cfg.patch_size**2 * cfg.in_chans * (2 if cfg.loss == "hit_intensity" else 1)
+        # hit_intensity: a hit logit and an intensity per pixel, [logits | intensities] along the last axis, and with
+        # hit_variance the intensity's log-variance after them
+        outputs = cfg.patch_size**2 * cfg.in_chans * self.outputs_per_pixel
         self.decoder_pred = nn.Linear(dd, outputs)
         if cfg.loss == "hit_intensity":
             if cfg.empty_level is None:
@@ -164,7 +173,18 @@ class MAE(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         if cfg.loss == "hit_intensity":  # hit logits start at a 1 % prior, not 50 % (the prior init of RetinaNet's
             with torch.no_grad():  # classifier): a few hundred steps otherwise go to unlearning the 50 %
-                self.decoder_pred.bias[: outputs // 2] = math.log(HIT_PRIOR / (1 - HIT_PRIOR))
+                self.decoder_pred.bias[: outputs // self.outputs_per_pixel] = math.log(HIT_PRIOR / (1 - HIT_PRIOR))
+
+    @property
+    def outputs_per_pixel(self) -> int:
+        if self.cfg.loss != "hit_intensity":
+            return 1
+        return 3 if self.cfg.hit_variance else 2
+
+    def hit_outputs(self, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """hit_intensity predictions [N, L, k*p*p*C] -> (hit logits, intensities, log-variances or None), in fp32."""
+        parts = pred.float().chunk(self.outputs_per_pixel, dim=-1)
+        return parts[0], parts[1], parts[2].clamp(*LOG_VAR_RANGE) if self.cfg.hit_variance else None
 
     @property
     def num_patches(self) -> int:
@@ -263,12 +283,13 @@ class MAE(nn.Module):
         decoding: str = "top",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """hit_intensity predictions [N, L, 2*p*p*C] -> pixels [N, L, p*p*C] over the `mask`ed patches (HIT_DECODINGS):
+        """hit_intensity predictions [N, L, k*p*p*C] -> pixels [N, L, p*p*C] over the `mask`ed patches (HIT_DECODINGS):
         "top": per image and channel, the round(sum of hit probabilities) most probable pixels are hits; "sample":
-        each pixel is a hit with its probability, drawn with `generator`. A hit gets its predicted intensity."""
+        each pixel is a hit with its probability, drawn with `generator`. A hit gets its predicted intensity; with
+        hit_variance, "sample" draws it from the predicted normal, truncated to above the empty level (a hit is)."""
         if decoding not in HIT_DECODINGS:
             raise ValueError(f"hit decoding must be one of {', '.join(HIT_DECODINGS)}, got {decoding!r}")
-        logits, intensity = pred.float().chunk(2, dim=-1)
+        logits, intensity, log_var = self.hit_outputs(pred)
         n, L, P = logits.shape
         c = self.cfg.in_chans
         inside = torch.ones(n, L, device=pred.device) if mask is None else mask.float()
@@ -281,6 +302,8 @@ class MAE(nn.Module):
             order = per_channel.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every pixel in its channel
             hit = ((order < count[:, None, :]) & (per_channel > 0)).reshape(n, L, P)
         level = self.empty_patches(torch.float32).expand_as(intensity)
+        if decoding == "sample" and log_var is not None:
+            intensity = truncated_normal(intensity, (0.5 * log_var).exp(), level, generator)
         pixels = torch.where(hit, torch.maximum(intensity, level), level)
         return pixels.to(pred.dtype)
 
@@ -289,7 +312,7 @@ class MAE(nn.Module):
         cross-entropy (mean over their pixels) plus the squared error of the intensity on their hit pixels, divided
         by the channel's mean squared hit height above the empty level in this batch (predicting empty costs 1)."""
         if self.cfg.loss == "hit_intensity":
-            logits, intensity = pred.float().chunk(2, dim=-1)
+            logits, intensity, log_var = self.hit_outputs(pred)
             hit = self.hits(imgs)
             pixels = mask.unsqueeze(-1).expand_as(hit)
             bce = nn.functional.binary_cross_entropy_with_logits(logits, hit, reduction="none")
@@ -303,7 +326,12 @@ class MAE(nn.Module):
             height = ((target - self.empty_patches(target.dtype)) ** 2 * on_hit).reshape(-1, c).sum(0)
             scale = (height / on_hit.reshape(-1, c).sum(0).clamp(min=1.0)).clamp(min=1e-6).detach()
             relative = (sq.reshape(-1, c) / scale * on_hit.reshape(-1, c)).sum()
-            return (bce * pixels).sum() / pixels.sum() + relative / on_hit.sum().clamp(min=1.0)
+            loss = (bce * pixels).sum() / pixels.sum() + relative / on_hit.sum().clamp(min=1.0)
+            if log_var is not None:  # Gaussian negative log-likelihood of the residual, around the intensity as it is
+                # (detached: a learnt variance would otherwise let the intensity fit worse where it is unsure)
+                nll = 0.5 * (log_var + (target - intensity.detach()) ** 2 * (-log_var).exp())
+                loss = loss + (nll * on_hit).sum() / on_hit.sum().clamp(min=1.0)
+            return loss
         per_patch = ((pred.float() - self.targets(imgs).float()) ** 2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum()
 
@@ -355,6 +383,16 @@ class MAE(nn.Module):
             var = target.var(dim=-1, keepdim=True)
             pred = pred * (var + 1.0e-6) ** 0.5 + mean
         return self.unpatchify(pred)
+
+
+def truncated_normal(
+    mean: torch.Tensor, std: torch.Tensor, low: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One draw per element from N(mean, std^2) restricted to values above `low`, by the inverse CDF."""
+    below = torch.special.ndtr((low - mean) / std)
+    u = torch.rand(mean.shape, generator=generator, device=generator.device if generator else None)
+    p = (below + u * (1.0 - below)).clamp(1e-7, 1.0 - 1e-7)
+    return mean + std * torch.special.ndtri(p)
 
 
 def build_mae(cfg: ModelConfig) -> MAE:
