@@ -66,6 +66,8 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["pretrain", out, *base, "model.mask_ratio=0"]
     if name == "hit-intensity-with-norm-pix":
         return ["pretrain", out, *base, "model.loss=hit_intensity", "model.norm_pix_loss=true"]
+    if name == "hit-variance-without-hit-intensity":
+        return ["pretrain", out, *base, "model.hit_variance=true"]
     if name == "heads-not-dividing":
         return ["pretrain", out, *base, "model.embed_dim=36", "model.num_heads=5"]
     if name == "unknown-key":
@@ -321,6 +323,7 @@ CASES = {
     "mask-ratio-zero": r"model.mask_ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
     "hit-intensity-with-norm-pix": r"model.loss=hit_intensity predicts pixels "
     r"as they are; it cannot be combined with model.norm_pix_loss=true",
+    "hit-variance-without-hit-intensity": r"model.hit_variance applies to model.loss=hit_intensity, got model.loss=mse",
     "heads-not-dividing": r"model.embed_dim=36 is not divisible by model.num_heads=5",
     "unknown-key": r"unknown config key 'train.epoch' \(known here: epochs, ",
     "wrong-type": r"config key 'train.batch_size' expects int, got 'big'",
