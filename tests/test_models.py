@@ -320,6 +320,48 @@ def test_sampled_pictures_draw_the_intensity_from_the_predicted_normal_above_the
     assert top[0, :200].eq(0.0).all()
 
 
+def test_a_signed_channel_counts_pixels_below_the_empty_level_as_hits():
+    """Two channels, empty level -1 in both; channel 1 is signed (an impact parameter). A pixel at -3 on it is a hit and
+    confident predictions give it back; the same value on the unsigned channel 0 is no hit (below empty cannot be a
+    deposit) and comes back empty. Sampled intensities stay on their side of the empty level."""
+    m = MAE(
+        tiny(
+            img_size=[4, 4],
+            in_chans=2,
+            patch_size=2,
+            loss="hit_intensity",
+            empty_level=[-1.0, -1.0],
+            signed_channels=[False, True],
+            hit_variance=True,
+        )
+    )
+    x = torch.full((1, 2, 4, 4), -1.0)
+    x[0, 1, 0, 0], x[0, 1, 3, 3], x[0, 0, 1, 1] = -3.0, 2.0, -3.0
+    hits = m.unpatchify(m.hits(x))
+    assert hits[0, 1, 0, 0] == 1 and hits[0, 1, 3, 3] == 1 and hits[0, 0, 1, 1] == 0 and int(hits.sum()) == 2
+    good = torch.cat([torch.where(m.hits(x) > 0, 30.0, -30.0), m.patchify(x), torch.zeros(1, 4, 8)], dim=-1)
+    back = m.predictions_to_pixels(x, good)
+    expected = x.clone()
+    expected[0, 0, 1, 1] = -1.0
+    assert torch.equal(back, expected)
+    for seed in range(5):
+        drawn = m.predictions_to_pixels(x, good, None, "sample", torch.Generator().manual_seed(seed))
+        assert drawn[0, 1, 0, 0] < -1.0 and drawn[0, 1, 3, 3] > -1.0
+    unsigned = MAE(tiny(img_size=[4, 4], in_chans=2, patch_size=2, loss="hit_intensity", empty_level=[-1.0, -1.0]))
+    assert int(unsigned.hits(x).sum()) == 1  # without signed_channels (checkpoints from before): above empty only
+    with pytest.raises(ValueError, match="signed_channels lists 1 values, the images have 2 channels"):
+        tiny(in_chans=2, loss="hit_intensity", empty_level=[0.0, 0.0], signed_channels=[True]).validate()
+
+
+def test_negative_channels_are_found_in_one_chunked_pass():
+    from maekit.data.transforms import negative_channels
+
+    x = torch.rand(10, 3, 5, 5)
+    x[7, 2, 4, 4] = -0.5
+    assert negative_channels(x, chunk_bytes=300) == [False, False, True]
+    assert negative_channels(torch.zeros(4, 2, 3, 3, dtype=torch.uint8)) == [False, False]
+
+
 def test_hit_intensity_starts_every_pixel_at_a_one_percent_hit_probability():
     m = MAE(tiny(loss="hit_intensity", empty_level=[-1.0])).eval()
     _, pred, _ = m(torch.randn(2, 1, 28, 28), 0.75)

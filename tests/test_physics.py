@@ -507,10 +507,20 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     enc, info = ViTMAEModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert main(["knn", f"pretrained={pre}", f"out={tmp_path / 'knn'}", *data, "train.progress=false", "knn_k=3"]) == 0
-    # with the intensity's variance: kept in the checkpoint, and sampled pictures repeat with their seed
+    # with the intensity's variance, on jets whose second channel is signed (an impact parameter, as in the 8-channel
+    # sets): both kept in the checkpoint, and sampled pictures repeat with their seed
+    with h5py.File(h5, "r") as f:
+        x, y = f["X_jets"][:], f["y"][:]
+    x[..., 1] *= np.where(np.random.default_rng(0).random(x.shape[:-1]) < 0.5, -1.0, 1.0).astype(np.float32)
+    signed = tmp_path / "signed.h5"
+    with h5py.File(signed, "w") as f:
+        f.create_dataset("X_jets", data=x)
+        f.create_dataset("y", data=y)
+    data = [*data[:1], f"data.path={signed}", *data[2:]]
     var = tmp_path / "var"
     assert main(["pretrain", f"out={var}", *data, *small, "model.loss=hit_intensity", "model.hit_variance=true"]) == 0
-    assert load_run(var).model_cfg.hit_variance
+    assert load_run(var).model_cfg.hit_variance and load_run(var).model_cfg.signed_channels == [False, True, False]
+    assert run.model_cfg.signed_channels == [False, False, False]
     for _ in range(2):
         assert main(["reconstruct", str(var), "--n", "2", "--hit-decoding", "sample", "--seed", "3"]) == 0
     first, second = (json.loads(x) for x in (var / "reconstruct.jsonl").read_text().splitlines()[-2:])

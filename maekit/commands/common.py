@@ -25,7 +25,7 @@ from ..config import (
     to_dict,
 )
 from ..data.loader import ImageSet, Splits
-from ..data.transforms import normalize
+from ..data.transforms import negative_channels, normalize
 from ..engine.rundir import default_out
 from ..errors import MaekitError
 from ..models.mae import MAE, ModelConfig
@@ -148,10 +148,13 @@ def write_recon_grid(
 
 def model_config_of(cfg: PretrainConfig, splits: Splits) -> ModelConfig:
     """The model config resolved for the data: image size, channels, and for loss=hit_intensity the normalised
-    value of an empty (zero) pixel per channel, from the training split's statistics."""
+    value of an empty (zero) pixel per channel, from the training split's statistics, and which channels hold
+    negative values (signed channels, whose hits may lie below the empty level)."""
     model = cfg.model
     if model.loss == "hit_intensity" and model.empty_level is None:
         model = dataclasses.replace(model, empty_level=[float(v) for v in (-splits.mean / splits.std)])
+    if model.loss == "hit_intensity" and model.signed_channels is None:
+        model = dataclasses.replace(model, signed_channels=negative_channels(splits.train.images))
     try:
         return model.resolved(splits.image_size, splits.channels)
     except ValueError as e:

@@ -97,6 +97,19 @@ def channel_stats(images, chunk_bytes: int = 32 << 20) -> tuple[torch.Tensor, to
     return mean.float(), std.float()
 
 
+def negative_channels(images, chunk_bytes: int = 32 << 20) -> list[bool]:
+    """Per channel, whether any pixel of images [N, C, H, W] (a tensor, or StreamedImages read in one pass) is below
+    zero: signed values such as a track's impact parameter, in one pass of `chunk_bytes` at a time."""
+    c = images.shape[1]
+    if images.dtype == torch.uint8:
+        return [False] * c
+    chunk = max(1, chunk_bytes // (4 * math.prod(images.shape[1:])))
+    found = torch.zeros(c, dtype=torch.bool)
+    for i in range(0, images.shape[0], chunk):
+        found |= (images[i : i + chunk] < 0).any(dim=0).flatten(1).any(dim=1)
+    return found.tolist()
+
+
 def mixup_cutmix(
     x: torch.Tensor, generator: torch.Generator, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0
 ) -> tuple[torch.Tensor, float]:

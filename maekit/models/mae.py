@@ -53,6 +53,9 @@ class ModelConfig:
     # relative to the channel's mean squared hit height)
     loss: Literal["mse", "hit_intensity"] = "mse"
     empty_level: list[float] | None = None  # per channel, the normalised value of an empty pixel (filled from the data)
+    # per channel, whether its pixels can lie below the empty level (signed values such as a track's impact parameter;
+    # filled from the data): a hit there is any pixel off the empty level, of either sign
+    signed_channels: list[bool] | None = None
     # hit_intensity: also predict each hit intensity's variance (Gaussian likelihood of the intensity's residual), so
     # that "sample" pictures draw the intensity too, not only where the hits are (log-normal in file units with log1p)
     hit_variance: bool = False
@@ -98,6 +101,15 @@ class ModelConfig:
         if self.empty_level is not None and self.in_chans is not None and len(self.empty_level) != self.in_chans:
             raise ValueError(
                 f"{prefix}empty_level lists {len(self.empty_level)} values, the images have {self.in_chans} channels"
+            )
+        if (
+            self.signed_channels is not None
+            and self.in_chans is not None
+            and len(self.signed_channels) != self.in_chans
+        ):
+            raise ValueError(
+                f"{prefix}signed_channels lists {len(self.signed_channels)} values, the images have {self.in_chans} "
+                "channels"
             )
         if not 0.0 < self.decoder_keep <= 1.0:
             raise ValueError(f"{prefix}decoder_keep must be in (0, 1], got {self.decoder_keep}")
@@ -168,6 +180,8 @@ class MAE(nn.Module):
             if cfg.empty_level is None:
                 raise ValueError("ModelConfig.empty_level must be resolved (from the data) for loss=hit_intensity")
             self.register_buffer("empty_level", torch.tensor(cfg.empty_level, dtype=torch.float32), persistent=False)
+            signed = cfg.signed_channels or [False] * cfg.in_chans
+            self.register_buffer("signed", torch.tensor(signed, dtype=torch.float32), persistent=False)
         for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             m.apply(init_linear_and_norm)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -272,9 +286,16 @@ class MAE(nn.Module):
         """[1, L, p*p*C] the empty level of every pixel, patchified like the predictions (hit_intensity)."""
         return self.patchify(self.empty_level.view(1, -1, 1, 1).expand(1, -1, *self.img_size).to(dtype))
 
+    def signed_patches(self) -> torch.Tensor:
+        """[1, L, p*p*C] 1.0 on the pixels of signed channels, patchified like the predictions (hit_intensity)."""
+        return self.patchify(self.signed.view(1, -1, 1, 1).expand(1, -1, *self.img_size))
+
     def hits(self, imgs: torch.Tensor) -> torch.Tensor:
-        """[N, L, p*p*C] 1.0 where a pixel is above its channel's empty level (hit_intensity)."""
-        return (self.patchify(imgs) > self.empty_patches(imgs.dtype) + HIT_MARGIN).float()
+        """[N, L, p*p*C] 1.0 where a pixel is above its channel's empty level, or off it on a signed channel
+        (hit_intensity)."""
+        off = self.patchify(imgs) - self.empty_patches(imgs.dtype)
+        off = torch.where(self.signed_patches() > 0, off.abs(), off)
+        return (off > HIT_MARGIN).float()
 
     def hit_pixels(
         self,
@@ -285,8 +306,9 @@ class MAE(nn.Module):
     ) -> torch.Tensor:
         """hit_intensity predictions [N, L, k*p*p*C] -> pixels [N, L, p*p*C] over the `mask`ed patches (HIT_DECODINGS):
         "top": per image and channel, the round(sum of hit probabilities) most probable pixels are hits; "sample":
-        each pixel is a hit with its probability, drawn with `generator`. A hit gets its predicted intensity; with
-        hit_variance, "sample" draws it from the predicted normal, truncated to above the empty level (a hit is)."""
+        each pixel is a hit with its probability, drawn with `generator`. A hit gets its predicted intensity, at least
+        the empty level (on a signed channel, any value); with hit_variance, "sample" draws it from the predicted
+        normal, truncated to the side of the empty level its intensity is on (a hit is not empty)."""
         if decoding not in HIT_DECODINGS:
             raise ValueError(f"hit decoding must be one of {', '.join(HIT_DECODINGS)}, got {decoding!r}")
         logits, intensity, log_var = self.hit_outputs(pred)
@@ -302,9 +324,11 @@ class MAE(nn.Module):
             order = per_channel.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every pixel in its channel
             hit = ((order < count[:, None, :]) & (per_channel > 0)).reshape(n, L, P)
         level = self.empty_patches(torch.float32).expand_as(intensity)
-        if decoding == "sample" and log_var is not None:
-            intensity = truncated_normal(intensity, (0.5 * log_var).exp(), level, generator)
-        pixels = torch.where(hit, torch.maximum(intensity, level), level)
+        signed = self.signed_patches().expand_as(intensity) > 0
+        if decoding == "sample" and log_var is not None:  # drawn as level + side * (a draw above 0)
+            side = torch.where(signed & (intensity < level), -1.0, 1.0)
+            intensity = level + side * truncated_normal(side * (intensity - level), (0.5 * log_var).exp(), 0, generator)
+        pixels = torch.where(hit, torch.where(signed, intensity, torch.maximum(intensity, level)), level)
         return pixels.to(pred.dtype)
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -386,7 +410,7 @@ class MAE(nn.Module):
 
 
 def truncated_normal(
-    mean: torch.Tensor, std: torch.Tensor, low: torch.Tensor, generator: torch.Generator | None = None
+    mean: torch.Tensor, std: torch.Tensor, low: torch.Tensor | float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """One draw per element from N(mean, std^2) restricted to values above `low`, by the inverse CDF."""
     below = torch.special.ndtr((low - mean) / std)
