@@ -1,13 +1,14 @@
-"""Regenerates docs/results/jets_sparse_loss.md: reconstructions of quark/gluon jet images with the MAE's plain MSE
-against the sparse-aware objective (model.loss=hit_intensity, its hits decoded both ways: --hit-decoding top and
-sample; and with model.hit_variance=true, whose sampled pictures draw each hit's intensity too), next to the
-mean-image baseline, on the test split (masked patches, fixed masks), 3 seeds each. Every step
-resumes or is skipped when done:
+"""Regenerates docs/results/jets_sparse_loss.md (3-channel quark/gluon jets) and docs/results/task3d_sparse_loss.md
+(8-channel Task 3d jets): reconstructions with the MAE's plain MSE against the sparse-aware objective
+(model.loss=hit_intensity, its hits decoded both ways: --hit-decoding top and sample; and with model.hit_variance=true,
+whose sampled pictures draw each hit's intensity too), next to the mean-image baseline, on the test split (masked
+patches, fixed masks), 3 seeds each. Every step resumes or is skipped when done:
 
-    .venv/bin/python benchmarks/jets_sparse_loss.py [--doc-only]
+    .venv/bin/python benchmarks/jets_sparse_loss.py [--study qg|task3d] [--doc-only]
 
-Data: the 20,000 jets of benchmarks/jets_qg.py (`maekit jets generate`, generated here if missing); model,
-preprocessing and length (6 epochs): configs/pretrain_jets_qg.yaml as that study pretrains it.
+qg: the 20,000 jets of benchmarks/jets_qg.py (`maekit jets generate`, generated here if missing), model,
+preprocessing and length (6 epochs) of configs/pretrain_jets_qg.yaml as that study pretrains it. task3d: the
+unlabelled file of benchmarks/task3d_8ch.py (run that first) and its pretraining, configs/seeds/task3d_8ch_cpu.yaml.
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ import math
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RUNS = ROOT / "benchmarks/runs"
-DATA = RUNS / "jets/qg_3ch_20k.h5"
-OUT = RUNS / "jets_sparse20k"
-DOC = ROOT / "docs/results/jets_sparse_loss.md"
-KEEP = DOC.parent / "jets_sparse_loss"  # the reconstruct.jsonl lines the doc is built from
 PY = [sys.executable, "-m", "maekit"]
 # each objective: its run directories' prefix -> the pretraining overrides that select it
 OBJECTIVES = {
@@ -37,54 +35,90 @@ OBJECTIVES = {
 HIT_OBJECTIVES = ("hit_intensity", "hit_variance")
 DECODINGS = {name: ("top", "sample") if name in HIT_OBJECTIVES else ("top",) for name in OBJECTIVES}
 SEEDS = (0, 1, 2)
-EPOCHS = 6
 # the issue's targets for the new objective (test split, masked patches)
 INTENSITY_TARGET, MASS_TARGET, OCCUPANCY_FACTOR = 0.10, 0.15, 1.5
 
 
-# seed 0 of each objective is the jets study's own pretraining (benchmarks/jets_qg.py: the same command and seed),
-# copied here rather than trained twice
-JETS_STUDY = {"mse": RUNS / "jets_pretrain_m075", "hit_intensity": RUNS / "jets_pretrain_m075_hit"}
+@dataclass
+class Study:
+    """One data set: its pretraining config and data, run folder, doc, objectives, and the runs reused for seed 0."""
+
+    name: str
+    title: str
+    config: str
+    data: Path
+    out: Path
+    doc: Path
+    objectives: tuple[str, ...]
+    reuse: dict[str, Path]  # objective -> a run of another study made by the same command with seed 0
+    reused_from: str  # that study, in words
+    downstream: str  # where the encoders' downstream accuracy is
+    epochs: int | None = None  # None: the config's
+    generate: list[str] | None = None  # the command that makes the data (None: another benchmark makes it)
+
+    @property
+    def keep(self) -> Path:  # the reconstruct.jsonl lines the doc is built from
+        return self.doc.parent / self.doc.stem
+
+    def run_dir(self, loss: str, seed: int) -> Path:
+        return self.out / f"{loss}_seed{seed}"
 
 
-def reuse_jets_study() -> None:
-    """Copy the jets study's seed-0 runs in (without their reconstruct.jsonl) when this study has not made them."""
+QG_DATA = RUNS / "jets/qg_3ch_20k.h5"
+QG = Study(
+    "qg",
+    "Jet-image reconstructions: plain MSE against a sparse-aware objective",
+    "configs/pretrain_jets_qg.yaml",
+    QG_DATA,
+    RUNS / "jets_sparse20k",
+    ROOT / "docs/results/jets_sparse_loss.md",
+    tuple(OBJECTIVES),
+    {"mse": RUNS / "jets_pretrain_m075", "hit_intensity": RUNS / "jets_pretrain_m075_hit"},
+    "the pretraining runs of benchmarks/jets_qg.py",
+    "docs/results/jets_qg.md has it (fine-tune, linear probe and k-NN at 1,000 labels).",
+    epochs=6,
+    generate=PY
+    + ["jets", "generate", "--out", str(QG_DATA.relative_to(ROOT)), "--n", "20000", "--channels", "3"]
+    + ["--seed", "0", "--workers", "2"],
+)
+TASK3D = Study(
+    "task3d",
+    "8-channel jet-image (Task 3d) reconstructions: plain MSE against a sparse-aware objective",
+    "configs/seeds/task3d_8ch_cpu.yaml",
+    RUNS / "task3d/unlabelled.h5",
+    RUNS / "task3d_sparse",
+    ROOT / "docs/results/task3d_sparse_loss.md",
+    ("mse", "hit_variance"),
+    {"mse": RUNS / "task3d/pretrain"},
+    "the pretraining of benchmarks/task3d_8ch.py",
+    "docs/results/task3d_8ch.md has the plain-MSE encoder's.",
+)
+STUDIES = {st.name: st for st in (QG, TASK3D)}
+
+
+def reuse_runs(st: Study) -> None:
+    """Copy another study's seed-0 runs in (without their reconstruct.jsonl) when this study has not made them."""
     import shutil
 
-    for loss, src in JETS_STUDY.items():
-        dst = run_dir(loss, 0)
+    for loss, src in st.reuse.items():
+        dst = st.run_dir(loss, 0)
         if not dst.exists() and (src / "checkpoints" / "best.safetensors").exists():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("reconstruct.jsonl", "reconstruct_*"))
 
 
-def run_dir(loss: str, seed: int) -> Path:
-    return OUT / f"{loss}_seed{seed}"
-
-
-GENERATE = PY + ["jets", "generate", "--out", str(DATA.relative_to(ROOT)), "--n", "20000", "--channels", "3"]
-GENERATE += ["--seed", "0", "--workers", "2"]
-
-
-def steps(every: bool = False) -> list[list[str]]:
+def steps(st: Study, every: bool = False) -> list[list[str]]:
     """The commands of the study; the data generation only when the file is missing (every=True: always)."""
-    out = [GENERATE + ["--no-progress"]] if every or not DATA.exists() else []
-    for loss, overrides in OBJECTIVES.items():
+    out = [st.generate + ["--no-progress"]] if st.generate and (every or not st.data.exists()) else []
+    for loss in st.objectives:
         for seed in SEEDS:
-            d = run_dir(loss, seed).relative_to(ROOT)
+            d = st.run_dir(loss, seed).relative_to(ROOT)
             out.append(
                 PY
-                + [
-                    "pretrain",
-                    "-c",
-                    "configs/pretrain_jets_qg.yaml",
-                    f"out={d}",
-                    f"data.path={DATA.relative_to(ROOT)}",
-                    *overrides,
-                    f"train.seed={seed}",
-                    f"train.epochs={EPOCHS}",
-                    "train.progress=false",
-                    "resume=true",
-                ]
+                + ["pretrain", "-c", st.config, f"out={d}", f"data.path={st.data.relative_to(ROOT)}"]
+                + OBJECTIVES[loss]
+                + [f"train.seed={seed}"]
+                + ([f"train.epochs={st.epochs}"] if st.epochs else [])
+                + ["train.progress=false", "resume=true"]
             )
             for decoding in DECODINGS[loss]:
                 out.append(
@@ -123,13 +157,14 @@ def row_name(loss: str, decoding: str) -> str:
     return "MAE, " + " ".join(OBJECTIVES[loss]) + (f", --hit-decoding {decoding}" if loss in HIT_OBJECTIVES else "")
 
 
-def _last_physics(loss: str, seed: int, decoding: str) -> dict | None:
-    keep = KEEP / f"{loss}_{decoding}_seed{seed}.json"
-    line = _last_line(run_dir(loss, seed), seed, decoding)
+def _last_physics(st: Study, loss: str, seed: int, decoding: str) -> dict | None:
+    keep = st.keep / f"{loss}_{decoding}_seed{seed}.json"
+    run = st.run_dir(loss, seed)
+    line = _last_line(run, seed, decoding)
     if line is not None:
-        KEEP.mkdir(parents=True, exist_ok=True)
+        st.keep.mkdir(parents=True, exist_ok=True)
         # the code that trained it
-        line["git_commit"] = json.loads((run_dir(loss, seed) / "run.json").read_text())["env"]["git_commit"]
+        line["git_commit"] = json.loads((run / "run.json").read_text())["env"]["git_commit"]
         keep.write_text(json.dumps(line) + "\n")
     if not keep.exists():
         return None
@@ -141,19 +176,19 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):+.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
-def write_doc() -> None:
+def write_doc(st: Study) -> None:
     rows: dict[str, list[dict]] = {"mean image pasted into the masked patches": []}
-    for loss in OBJECTIVES:
+    for loss in st.objectives:
         for decoding in DECODINGS[loss]:
             rows[row_name(loss, decoding)] = []
-    for loss in OBJECTIVES:
+    for loss in st.objectives:
         for decoding in DECODINGS[loss]:
             for seed in SEEDS:
-                ph = _last_physics(loss, seed, decoding)
+                ph = _last_physics(st, loss, seed, decoding)
                 if ph is not None:
                     rows[row_name(loss, decoding)].append(ph)
         for seed in SEEDS:
-            ph = _last_physics(loss, seed, "top")
+            ph = _last_physics(st, loss, seed, "top")
             if ph is not None and loss == "mse":  # the baseline does not depend on the model; the same masks per seed
                 rows["mean image pasted into the masked patches"].append(
                     {**ph["mean_image"], "channels": ph["channels"]}
@@ -164,14 +199,14 @@ def write_doc() -> None:
         return
     channels = first["channels"]
     lines = [
-        "# Jet-image reconstructions: plain MSE against a sparse-aware objective",
+        f"# {st.title}",
         "",
-        "Generated by `.venv/bin/python benchmarks/jets_sparse_loss.py` (commands "
+        f"Generated by `.venv/bin/python benchmarks/jets_sparse_loss.py --study {st.name}` (commands "
         f"below). Test split of {first['images']:,} jets, masked patches only, the "
         "fixed seeded masks of `maekit reconstruct`; units: the file's (GeV).",
         f"{len(SEEDS)} seeds per objective (pretraining seed and mask seed), mean "
-        f"± std over seeds. Each model: configs/pretrain_jets_qg.yaml, {EPOCHS} "
-        "epochs on the training split (seed 0: the pretraining runs of benchmarks/jets_qg.py, the same command, "
+        f"± std over seeds. Each model: {st.config}, {epochs_of(st)} "
+        f"epochs on the training split (seed 0 of {', '.join(st.reuse)}: {st.reused_from}, the same command, "
         "copied in). docs/physics.md explains the objective. `--hit-decoding top` puts each image's "
         "expected number of hits at its most probable pixels; `sample` draws every pixel's hit from its predicted "
         "probability (seeded by the mask seed); with `model.hit_variance=true` it draws each hit's intensity from its "
@@ -249,32 +284,41 @@ def write_doc() -> None:
     ]
     lines += [
         "",
-        "Downstream accuracy of the new objective's encoder (fine-tune, linear probe at 1,000 labels) is not measured "
-        "here; docs/results/jets_qg.md is the place for it.",
+        f"Downstream accuracy of the new objective's encoder is not measured here; {st.downstream}",
         "",
         "## Commands",
         "",
         "```bash",
-        *[" ".join(["maekit", *c[3:]]) for c in steps(every=True)],
+        *[" ".join(["maekit", *c[3:]]) for c in steps(st, every=True)],
         "```",
         "",
     ]
-    DOC.write_text("\n".join(lines))
-    print(f"wrote {DOC}")
+    st.doc.write_text("\n".join(lines))
+    print(f"wrote {st.doc}")
+
+
+def epochs_of(st: Study) -> int:
+    import yaml
+
+    return st.epochs or yaml.safe_load((ROOT / st.config).read_text())["train"]["epochs"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", choices=list(STUDIES), action="append", help="default: every study")
     ap.add_argument("--doc-only", action="store_true")
     a = ap.parse_args()
-    if not a.doc_only:
-        reuse_jets_study()
-        for cmd in steps():
-            if done(cmd):
-                continue
-            print("+", " ".join(cmd[2:]), flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
-    write_doc()
+    for st in [STUDIES[n] for n in a.study or STUDIES]:
+        if not a.doc_only:
+            if not st.data.exists() and not st.generate:
+                raise SystemExit(f"{st.data} is missing: it is made by {st.reused_from.split(' of ')[-1]}")
+            reuse_runs(st)
+            for cmd in steps(st):
+                if done(cmd):
+                    continue
+                print("+", " ".join(cmd[2:]), flush=True)
+                subprocess.run(cmd, cwd=ROOT, check=True)
+        write_doc(st)
 
 
 if __name__ == "__main__":
