@@ -212,10 +212,10 @@ def write_doc(st: Study) -> None:
         "probability (seeded by the mask seed); with `model.hit_variance=true` it draws each hit's intensity from its "
         "predicted normal too (log-normal in GeV).",
         "",
-        "| reconstruction | seeds | total intensity rel. residual | image jet mass rel. residual | "
+        "| reconstruction | seeds | total intensity rel. residual | image jet mass rel. residual | jet mass, median | "
         + " | ".join(f"occupancy {c}: recon / original" for c in channels)
         + " |",
-        "|---|---|---|---|" + "---|" * len(channels),
+        "|---|---|---|---|---|" + "---|" * len(channels),
     ]
     summary = {}
     for name, phs in rows.items():
@@ -223,6 +223,7 @@ def write_doc(st: Study) -> None:
             continue
         ti = [p["total_intensity"]["rel_residual"]["mean"] for p in phs]
         jm = [p["jet_mass"]["rel_residual"]["mean"] for p in phs]
+        jm_median = [p["jet_mass"]["rel_residual"]["median"] for p in phs]
         occ = {c: [p["occupancy"]["recon"][c] / p["occupancy"]["original"][c] for p in phs] for c in channels}
         summary[name] = {
             "ti": statistics.mean(ti),
@@ -230,7 +231,7 @@ def write_doc(st: Study) -> None:
             "occ": {c: statistics.mean(v) for c, v in occ.items()},
         }
         lines.append(
-            f"| {name} | {len(phs)} | {_ms(ti)} | {_ms(jm)} | "
+            f"| {name} | {len(phs)} | {_ms(ti)} | {_ms(jm)} | {_ms(jm_median)} | "
             + " | ".join(
                 f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0.0:.2f}" for v in occ.values()
             )
@@ -245,6 +246,7 @@ def write_doc(st: Study) -> None:
             "| reconstruction | target | met | value |",
             "|---|---|---|---|",
         ]
+    missed: dict[str, list[str]] = {}
     for name in hit_rows:
         new = summary[name]
         within = lambda r: 1 / OCCUPANCY_FACTOR <= r <= OCCUPANCY_FACTOR  # noqa: E731
@@ -269,6 +271,15 @@ def write_doc(st: Study) -> None:
             )
             checks.append((f"better than '{other}' on every metric", better, ""))
         lines += [f"| {name} | {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in checks]
+        missed[name] = [f"{t} ({v})" if v else t for t, ok, v in checks if not ok]
+    if missed:
+        lines += ["", "## Summary", ""]
+        for name, miss in missed.items():
+            lines.append(f"- {name}: " + ("every target met." if not miss else "misses " + "; ".join(miss) + "."))
+        met_all = [n for n, miss in missed.items() if not miss]
+        lines.append(
+            "- " + (f"Rows that meet every target: {', '.join(met_all)}." if met_all else "No row meets every target.")
+        )
     commits = {
         name: sorted({p.get("git_commit", "unknown")[:10] for p in phs})
         for name, phs in rows.items()
