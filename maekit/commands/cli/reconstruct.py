@@ -18,7 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--hit-decoding",
         default="top",
         help="model.loss=hit_intensity: top (the expected number of hits at the most probable pixels, default) or "
-        "sample (each pixel's hit drawn from its probability, seeded by --seed); docs/physics.md",
+        "sample (each pixel's hit drawn from its probability, and with model.hit_variance its intensity too, seeded "
+        "by --seed); docs/physics.md",
     )
     return r
 
