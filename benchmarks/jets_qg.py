@@ -414,7 +414,8 @@ def write_doc() -> None:
         lines += [
             "",
             "The recon loss of a `hit_intensity` row is that objective's own (hit cross-entropy plus relative "
-            "intensity error), not comparable with the MSE rows'; the physics columns are comparable across rows.",
+            "intensity error, plus the intensity's negative log-likelihood with `hit_variance`), not comparable with "
+            "the MSE rows'; the physics columns are comparable across rows.",
             "",
         ]
     for tag in MASKS:
