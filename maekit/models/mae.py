@@ -334,7 +334,8 @@ class MAE(nn.Module):
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Over the masked patches only (scalar): the mean squared error, or for hit_intensity the hit
         cross-entropy (mean over their pixels) plus the squared error of the intensity on their hit pixels, divided
-        by the channel's mean squared hit height above the empty level in this batch (predicting empty costs 1)."""
+        by the channel's mean squared hit height above the empty level in this batch (predicting empty costs 1); with
+        hit_variance plus the Gaussian negative log-likelihood of that error under the predicted variance."""
         if self.cfg.loss == "hit_intensity":
             logits, intensity, log_var = self.hit_outputs(pred)
             hit = self.hits(imgs)
