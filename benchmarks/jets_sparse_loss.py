@@ -55,6 +55,10 @@ class Study:
     downstream: str  # where the encoders' downstream accuracy is
     epochs: int | None = None  # None: the config's
     generate: list[str] | None = None  # the command that makes the data (None: another benchmark makes it)
+    # downstream of each sparse-aware objective's seed-0 encoder, here: `maekit compare -c CONFIG OVERRIDES`, next to
+    # the plain-MSE encoder's results files (made by another benchmark with the same config and recipe)
+    compare: list[str] | None = None
+    mse_results: tuple[Path, ...] = ()
 
     @property
     def keep(self) -> Path:  # the reconstruct.jsonl lines the doc is built from
@@ -92,6 +96,16 @@ TASK3D = Study(
     {"mse": RUNS / "task3d/pretrain"},
     "the pretraining of benchmarks/task3d_8ch.py",
     "docs/results/task3d_8ch.md has the plain-MSE encoder's.",
+    # benchmarks/task3d_8ch.py's recipe: the fine-tune with its validated lr grid (compare_tuned), the linear probe
+    # of the seed's protocol (compare_seed)
+    compare=[
+        "-c",
+        "configs/seeds/task3d_8ch_cpu_downstream.yaml",
+        "pretrain.data.path=benchmarks/runs/task3d/labelled.h5",
+        "methods=[finetune,linprobe]",
+        "finetune_lrs=[3.0e-4,1.0e-3,3.0e-3]",
+    ],
+    mse_results=(RUNS / "task3d/compare_tuned/results.csv", RUNS / "task3d/compare_seed/results.csv"),
 )
 STUDIES = {st.name: st for st in (QG, TASK3D)}
 
@@ -126,13 +140,75 @@ def steps(st: Study, every: bool = False) -> list[list[str]]:
                     + ["reconstruct", str(d), "--split", "test", "--n", "4", "--seed", str(seed)]
                     + ["--hit-decoding", decoding] * (decoding != "top")
                 )
+        if st.compare and loss in HIT_OBJECTIVES:
+            pre = st.run_dir(loss, 0).relative_to(ROOT)
+            out.append(
+                PY + ["compare", *st.compare, f"pretrained={pre}", f"out={compare_dir(st, loss).relative_to(ROOT)}"]
+            )
     return out
+
+
+def compare_dir(st: Study, loss: str) -> Path:
+    return st.out / f"compare_{loss}"
+
+
+def downstream_lines(st: Study) -> list[str]:
+    """The table of each encoder's downstream accuracy (mean ± std over the compare's seeds), from results.csv files
+    kept next to the doc; nothing when there are none."""
+    import csv
+
+    files = {"MAE, model.loss=mse": [_kept(st, f, f"mse_{f.parent.name}_results.csv") for f in st.mse_results]}
+    for loss in st.objectives:
+        if loss in HIT_OBJECTIVES and st.compare:
+            name = "MAE, " + " ".join(OBJECTIVES[loss])
+            files[name] = [_kept(st, compare_dir(st, loss) / "results.csv", f"{loss}_compare_results.csv")]
+    rows = {name: [r for f in fs if f for r in csv.DictReader(f.open())] for name, fs in files.items()}
+    if not any(rows.values()) or len([r for r in rows.values() if r]) < 2:
+        return []
+    out = [
+        "## Downstream (seed-0 encoder of each objective)",
+        "",
+        "| encoder | method | seeds | test accuracy (%) | test ROC-AUC | base_lr |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rs in rows.items():
+        for method in ("finetune", "linprobe"):
+            sel = [r for r in rs if r["method"] == method]
+            if sel:
+                acc = [100 * float(r["test_accuracy"]) for r in sel]
+                auc = [float(r["test_roc_auc"]) for r in sel]
+                lrs = sorted({r["base_lr"] for r in sel if r["base_lr"]})
+                out.append(
+                    f"| {name} | {method} | {len(sel)} | {statistics.mean(acc):.2f} ± {_sd(acc):.2f} | "
+                    f"{statistics.mean(auc):.4f} ± {_sd(auc):.4f} | {', '.join(lrs) or '-'} |"
+                )
+    return out + [
+        "",
+        "Each trained method's recipe and learning-rate grid is benchmarks/task3d_8ch.py's (chosen on validation with "
+        "the first seed); the plain-MSE rows are that study's own runs.",
+        "",
+    ]
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _kept(st: Study, path: Path, name: str) -> Path | None:
+    """A results file, copied next to the doc when its run exists (so --doc-only works from the repository)."""
+    import shutil
+
+    copy = st.keep / name
+    if path.exists():
+        st.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+    return copy if copy.exists() else None
 
 
 def done(cmd: list[str]) -> bool:
     """A reconstruct step whose line (same seed and decoding) is in the run's reconstruct.jsonl is not rerun."""
     if cmd[3] != "reconstruct":
-        return False
+        return False  # pretraining and compare resume, or return at once when complete
     line = _last_line(Path(ROOT / cmd[4]), int(cmd[cmd.index("--seed") + 1]), _decoding_of(cmd))
     return line is not None
 
@@ -295,7 +371,10 @@ def write_doc(st: Study) -> None:
     ]
     lines += [
         "",
-        f"Downstream accuracy of the new objective's encoder is not measured here; {st.downstream}",
+        *(
+            downstream_lines(st)
+            or [f"Downstream accuracy of the new objective's encoder is not measured here; {st.downstream}"]
+        ),
         "",
         "## Commands",
         "",
