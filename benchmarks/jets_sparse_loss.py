@@ -58,7 +58,7 @@ class Study:
     # downstream of each sparse-aware objective's seed-0 encoder, here: `maekit compare -c CONFIG OVERRIDES`, next to
     # the plain-MSE encoder's results files (made by another benchmark with the same config and recipe)
     compare: list[str] | None = None
-    mse_results: tuple[Path, ...] = ()
+    mse_results: dict[str, Path] | None = None  # method -> the plain-MSE encoder's results.csv for it
 
     @property
     def keep(self) -> Path:  # the reconstruct.jsonl lines the doc is built from
@@ -105,7 +105,10 @@ TASK3D = Study(
         "methods=[finetune,linprobe]",
         "finetune_lrs=[3.0e-4,1.0e-3,3.0e-3]",
     ],
-    mse_results=(RUNS / "task3d/compare_tuned/results.csv", RUNS / "task3d/compare_seed/results.csv"),
+    mse_results={
+        "finetune": RUNS / "task3d/compare_tuned/results.csv",
+        "linprobe": RUNS / "task3d/compare_seed/results.csv",
+    },
 )
 STUDIES = {st.name: st for st in (QG, TASK3D)}
 
@@ -157,12 +160,20 @@ def downstream_lines(st: Study) -> list[str]:
     kept next to the doc; nothing when there are none."""
     import csv
 
-    files = {"MAE, model.loss=mse": [_kept(st, f, f"mse_{f.parent.name}_results.csv") for f in st.mse_results]}
+    def read(path: Path | None, method: str) -> list[dict]:
+        return [r for r in csv.DictReader(path.open()) if r["method"] == method] if path else []
+
+    rows = {
+        "MAE, model.loss=mse": [
+            r
+            for method, f in (st.mse_results or {}).items()
+            for r in read(_kept(st, f, f"mse_{f.parent.name}_results.csv"), method)
+        ]
+    }
     for loss in st.objectives:
         if loss in HIT_OBJECTIVES and st.compare:
-            name = "MAE, " + " ".join(OBJECTIVES[loss])
-            files[name] = [_kept(st, compare_dir(st, loss) / "results.csv", f"{loss}_compare_results.csv")]
-    rows = {name: [r for f in fs if f for r in csv.DictReader(f.open())] for name, fs in files.items()}
+            f = _kept(st, compare_dir(st, loss) / "results.csv", f"{loss}_compare_results.csv")
+            rows["MAE, " + " ".join(OBJECTIVES[loss])] = read(f, "finetune") + read(f, "linprobe")
     if not any(rows.values()) or len([r for r in rows.values() if r]) < 2:
         return []
     out = [
@@ -171,17 +182,28 @@ def downstream_lines(st: Study) -> list[str]:
         "| encoder | method | seeds | test accuracy (%) | test ROC-AUC | base_lr |",
         "|---|---|---|---|---|---|",
     ]
+    accs: dict[tuple[str, str], list[float]] = {}
     for name, rs in rows.items():
         for method in ("finetune", "linprobe"):
             sel = [r for r in rs if r["method"] == method]
             if sel:
-                acc = [100 * float(r["test_accuracy"]) for r in sel]
+                acc = accs[name, method] = [100 * float(r["test_accuracy"]) for r in sel]
                 auc = [float(r["test_roc_auc"]) for r in sel]
                 lrs = sorted({r["base_lr"] for r in sel if r["base_lr"]})
                 out.append(
                     f"| {name} | {method} | {len(sel)} | {statistics.mean(acc):.2f} ± {_sd(acc):.2f} | "
                     f"{statistics.mean(auc):.4f} ± {_sd(auc):.4f} | {', '.join(lrs) or '-'} |"
                 )
+    out.append("")
+    for (name, method), acc in accs.items():
+        base = accs.get(("MAE, model.loss=mse", method))
+        if base and name != "MAE, model.loss=mse":
+            gap = statistics.mean(acc) - statistics.mean(base)
+            within = abs(gap) <= max(_sd(acc), _sd(base))
+            out.append(
+                f"- {method}: {name} {gap:+.2f} points against plain MSE, "
+                f"{'within' if within else 'outside'} the larger seed spread."
+            )
     return out + [
         "",
         "Each trained method's recipe and learning-rate grid is benchmarks/task3d_8ch.py's (chosen on validation with "
