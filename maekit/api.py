@@ -24,7 +24,7 @@ from .data.transforms import eval_batch_size, normalize
 from .engine.rundir import read_metrics
 from .errors import MaekitError
 from .models.mae import MAE
-from .runs import check_hit_decoding, fixed_noise, hit_generator, load_run
+from .runs import fixed_noise, hit_decoding_of, hit_generator, load_run
 
 
 def run_command(command: str, config: Any = None, overrides: dict | list[str] | None = None) -> tuple[Any, Path]:
@@ -67,7 +67,7 @@ def load(path: str | Path, which: str = "best") -> "Run":
 
 class Run:
     """A trained MAE with its normalisation: `.model` (MAE), `.encoder` (ViT), `.config`, `.metrics`,
-    `.embed(images)`, `.reconstruct(images)`."""
+    `.embed(images)`, `.reconstruct(images)`, `.calibrate()`."""
 
     def __init__(self, path: str | Path, which: str = "best"):
         self._loaded = load_run(path, which)
@@ -138,22 +138,30 @@ class Run:
         ]
         return torch.cat(parts).float().numpy() if parts else np.zeros((0, enc.embed_dim), np.float32)
 
+    def calibrate(self, split: str = "val", limit: int | None = 2000, seed: int = 0) -> dict:
+        """Fit the "calibrated" hit decoding on held-out detector images (model.loss=hit_intensity), as
+        `maekit calibrate`: writes hit_calibration.json to the run, which reconstruct(..., hit_decoding="calibrated")
+        uses."""
+        from .commands.calibrate import run
+
+        return run(str(self.path), split, limit, seed)
+
     @torch.no_grad()
     def reconstruct(
         self, images, mask_ratio: float | None = None, seed: int = 0, hit_decoding: str = "top"
     ) -> dict[str, Any]:
-        """Masked reconstruction with seeded masks (the same call gives the same result; hit_decoding: "top" or
-        "sample" for model.loss=hit_intensity, as `maekit reconstruct --hit-decoding`):
+        """Masked reconstruction with seeded masks (the same call gives the same result; hit_decoding: "top",
+        "sample" or "calibrated" for model.loss=hit_intensity, as `maekit reconstruct --hit-decoding`):
         {"reconstruction": [N, C, H, W] float32 on the input's scale (0-1 for uint8 input), "mask": [N, L] (1 = masked
         patch), "loss": mean masked-patch loss}."""
-        check_hit_decoding(self._loaded.model_cfg, hit_decoding)
+        decoding = hit_decoding_of(self._loaded, hit_decoding)
         ratio = self._loaded.model_cfg.mask_ratio if mask_ratio is None else mask_ratio
         if not 0.0 < ratio < 1.0:
             raise MaekitError(f"mask_ratio must be in (0, 1), got {ratio}")
         x = normalize(self.as_batch(images), self.mean, self.std)
         noise = fixed_noise(len(x), self.model.num_patches, seed)
         loss, pred, mask = self.model(x, ratio, noise=noise)
-        pixels = self.model.predictions_to_pixels(x, pred, mask, hit_decoding, hit_generator(seed)) * self.std.view(
+        pixels = self.model.predictions_to_pixels(x, pred, mask, decoding, hit_generator(seed)) * self.std.view(
             1, -1, 1, 1
         ) + self.mean.view(1, -1, 1, 1)
         return {"reconstruction": pixels.float().numpy(), "mask": mask.numpy(), "loss": float(loss)}

@@ -5,6 +5,7 @@ Commands use these; nothing here parses a command line, prints a report or write
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from .data.transforms import eval_batch_size, normalize
 from .engine import checkpoint
 from .engine.dist import DistInfo, all_reduce_sum
 from .errors import MaekitError
-from .models.mae import HIT_DECODINGS, MAE, ModelConfig
+from .models.mae import HIT_DECODINGS, MAE, HitDecoding, ModelConfig
 from .models.vit import ViT
 
 
@@ -129,14 +130,30 @@ def check_test_not_pretrained(run: LoadedRun, splits: Splits, data: DataConfig) 
         )
 
 
-def check_hit_decoding(model_cfg: ModelConfig, decoding: str) -> None:
-    """A clear error for a decoding that is not one of HIT_DECODINGS or a model whose loss has no hit map."""
-    if decoding not in HIT_DECODINGS:
-        raise MaekitError(f"--hit-decoding must be one of {', '.join(HIT_DECODINGS)}, got {decoding!r}")
-    if decoding != "top" and model_cfg.loss != "hit_intensity":
+HIT_CALIBRATION = "hit_calibration.json"  # in a run directory: what `maekit calibrate` fitted
+CALIBRATED = "calibrated"  # the decoding name that reads it
+
+
+def hit_decoding_of(run: LoadedRun, name: str) -> HitDecoding:
+    """--hit-decoding NAME of a run: one of HIT_DECODINGS, or "calibrated" (the temperature and intensity scales in
+    the run's hit_calibration.json); a clear error for another name, a model without a hit map or a missing file."""
+    names = (*HIT_DECODINGS, CALIBRATED)
+    if name not in names:
+        raise MaekitError(f"--hit-decoding must be one of {', '.join(names)}, got {name!r}")
+    if name != "top" and run.model_cfg.loss != "hit_intensity":
         raise MaekitError(
-            f"--hit-decoding {decoding} applies to model.loss=hit_intensity; this run's model.loss is {model_cfg.loss}"
+            f"--hit-decoding {name} applies to model.loss=hit_intensity; this run's model.loss is {run.model_cfg.loss}"
         )
+    if name != CALIBRATED:
+        return HitDecoding(name)
+    path = run.path / HIT_CALIBRATION
+    if not path.is_file():
+        raise MaekitError(f"{path}: no such file; fit it first with `maekit calibrate {run.path}`")
+    try:
+        fitted = json.loads(path.read_text())
+        return HitDecoding("top", float(fitted["temperature"]), tuple(float(v) for v in fitted["intensity_scale"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise MaekitError(f"{path}: expected maekit calibrate's JSON with temperature and intensity_scale ({e})") from e
 
 
 def hit_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

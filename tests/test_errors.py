@@ -118,6 +118,8 @@ def case_args(name: str, tmp: Path, data: Path, pretrained: Path) -> list[str]:
         return ["reconstruct", str(pretrained), "--mask-ratio", "1.5"]
     if name == "reconstruct-zero-mask":
         return ["reconstruct", str(pretrained), "--mask-ratio", "0"]
+    if name == "calibrate-without-hit-map":
+        return ["calibrate", str(pretrained)]
     if name == "fp16-on-cpu":
         return ["pretrain", out, *base, "train.precision=fp16", "train.device=cpu"]
     if name == "batch-size-zero":
@@ -346,6 +348,8 @@ CASES = {
     "negative-labels": r"labels must be a positive fraction \(<= 1\) or count \(> 1\), got -5",
     "reconstruct-bad-mask": r"--mask-ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 1.5",
     "reconstruct-zero-mask": r"--mask-ratio must be in \(0, 1\) \(the loss is taken over the masked patches\), got 0",
+    "calibrate-without-hit-map": r".*: calibrate fits the hit decoding of model.loss=hit_intensity; "
+    r"this run's model.loss is mse",
     "fp16-on-cpu": r"train.precision=fp16 needs a CUDA device \(use bf16 or fp32 on CPU\)",
     "compare-unknown-method": r"methods: unknown method 'svm' \(known: finetune, scratch, cnn, pixel_knn, linprobe, ",
     "compare-changed-recipe": r".*cells/knn_labels60_seed0 was run with another recipe "

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from maekit.models.mae import MAE, ModelConfig
+from maekit.models.mae import MAE, HitDecoding, ModelConfig
 from maekit.models.pos_embed import sincos_2d
 
 
@@ -270,6 +270,38 @@ def test_sampled_hit_decoding_draws_each_pixel_with_its_probability_and_repeats_
     assert not torch.equal(draw(torch.full((1, 400, 4), 0.25), 1), pixels)
     with pytest.raises(ValueError, match="hit decoding must be one of top, sample, got 'mean'"):
         m.predictions_to_pixels(x, torch.cat([torch.logit(certain), intensity], -1), mask, "mean")
+
+
+def test_top_decoding_at_a_temperature_keeps_the_count_and_spreads_the_hits_by_probability():
+    """HitDecoding("top", T): 400 masked pixels at p = 0.02 and 400 at p = 0.005 sum to 10 hits. T = 0 puts all 10 on
+    the likelier pixels (as "top"); T = 1 draws 10 without replacement in proportion to p, so about 4/5 of them land
+    there (50 seeded draws: 500 hits, sd ~0.02); a very high T draws nearly uniformly (about half). Every draw keeps
+    exactly 10 hits and the same seed repeats it. intensity_scale multiplies a hit's distance from the empty level."""
+    m = MAE(tiny(img_size=[40, 40], patch_size=2, loss="hit_intensity", empty_level=[-1.0]))
+    x = torch.full((1, 1, 40, 40), -1.0)
+    mask = torch.zeros(1, 400)
+    mask[0, :200] = 1.0
+    prob = torch.full((1, 400, 4), 1e-9)
+    prob[0, :100], prob[0, 100:200] = 0.02, 0.005
+    pred = torch.cat([torch.logit(prob), torch.full((1, 400, 4), 3.0)], -1)
+
+    def hits(decoding, seed=0):
+        pixels = m.patchify(m.predictions_to_pixels(x, pred, mask, decoding, torch.Generator().manual_seed(seed)))
+        return pixels[0] > -1.0
+
+    assert torch.equal(hits(HitDecoding("top", 0.0)), hits("top")) and int(hits("top")[:100].sum()) == 10
+
+    def likely_share(t):
+        draws = [hits(HitDecoding("top", t), seed) for seed in range(50)]
+        assert all(int(d.sum()) == 10 for d in draws)
+        return sum(int(d[:100].sum()) for d in draws) / 500
+
+    assert abs(likely_share(1.0) - 0.8) < 0.08 and abs(likely_share(50.0) - 0.5) < 0.1
+    assert torch.equal(hits(HitDecoding("top", 1.0), 7), hits(HitDecoding("top", 1.0), 7))
+    scaled = m.patchify(m.predictions_to_pixels(x, pred, mask, HitDecoding("top", 0.0, (0.5,))))
+    assert set(scaled[0].unique().tolist()) == {-1.0, 1.0}  # -1 + 0.5 * (3 - (-1))
+    with pytest.raises(ValueError, match="hit decoding temperature must be >= 0, got -1"):
+        HitDecoding("top", -1.0)
 
 
 def test_hit_variance_adds_the_intensity_likelihood_around_the_detached_intensity():

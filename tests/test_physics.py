@@ -499,7 +499,21 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     assert first["hit_decoding"] == "sample" and first["grid"].endswith("_seed3_sampled.png")
     assert first["physics"]["total_intensity"] == second["physics"]["total_intensity"]
     assert main(["reconstruct", str(pre), "--hit-decoding", "mean"]) == 2
-    assert "--hit-decoding must be one of top, sample, got 'mean'" in capsys.readouterr().err
+    assert "--hit-decoding must be one of top, sample, calibrated, got 'mean'" in capsys.readouterr().err
+    # the calibrated decoding: refused until fitted, then fitted on the validation split and used as recorded
+    assert main(["reconstruct", str(pre), "--hit-decoding", "calibrated"]) == 2
+    assert f"{pre / 'hit_calibration.json'}: no such file; fit it first with `maekit calibrate {pre}`" in (
+        capsys.readouterr().err
+    )
+    assert main(["calibrate", str(pre)]) == 0
+    fitted = json.loads((pre / "hit_calibration.json").read_text())
+    assert fitted["fitted_on"]["split"] == "val" and len(fitted["intensity_scale"]) == 3 and len(fitted["grid"]) == 11
+    best = min(fitted["grid"], key=lambda r: abs(r["jet_mass"]["mean"]))
+    assert fitted["temperature"] == best["temperature"]
+    assert main(["reconstruct", str(pre), "--n", "2", "--hit-decoding", "calibrated"]) == 0
+    line = json.loads((pre / "reconstruct.jsonl").read_text().splitlines()[-1])
+    assert line["grid"].endswith("_seed0_calibrated.png") and line["split"] == "test"
+    assert line["calibration"] == {k: fitted[k] for k in ("temperature", "intensity_scale")}
     assert main(["export", str(pre), str(tmp_path / "hf")]) == 0
     assert "exported the encoder of" in capsys.readouterr().out
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -525,6 +539,46 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
         assert main(["reconstruct", str(var), "--n", "2", "--hit-decoding", "sample", "--seed", "3"]) == 0
     first, second = (json.loads(x) for x in (var / "reconstruct.jsonl").read_text().splitlines()[-2:])
     assert first["physics"]["total_intensity"] == second["physics"]["total_intensity"]
+
+
+def test_calibrated_intensity_scales_match_the_masked_energy_in_file_units():
+    """fit_scales (commands/calibrate.py) solves, per channel, for the factor on the hits' distance from the empty
+    level at which the decoded masked energy equals the original's, in the file's units (log1p and scale undone);
+    decoding with those factors (MAE.hit_pixels) must then give that energy back, whatever the temperature."""
+    from maekit.commands.calibrate import fit_scales
+    from maekit.config import DataConfig, PreprocessConfig
+    from maekit.data.loader import undo_preprocess
+    from maekit.data.transforms import normalize
+    from maekit.models.mae import MAE, HitDecoding, ModelConfig
+    from maekit.runs import fixed_noise, hit_generator
+
+    torch.manual_seed(0)
+    raw = torch.where(torch.rand(24, 2, 20, 20) < 0.05, torch.rand(24, 2, 20, 20) * 30.0, torch.zeros(()))
+    data_cfg = DataConfig(preprocess=PreprocessConfig(log1p=True, scale=[1.0, 0.5]))
+    pre = data_cfg.preprocess
+    images = torch.log1p(raw * torch.tensor([1.0, 0.5]).view(1, 2, 1, 1))
+    mean, std = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
+    cfg = ModelConfig(img_size=[20, 20], in_chans=2, patch_size=5, embed_dim=32, depth=1, num_heads=2,
+                      decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, loss="hit_intensity",
+                      empty_level=(-mean / std).tolist())  # fmt: skip
+    model = MAE(cfg).eval()
+    with torch.no_grad():  # a model that predicts hits at ~10 % of pixels with varied intensities
+        model.decoder_pred.bias[: 5 * 5 * 2] = -2.0  # the hit logits come first, then the intensities
+        model.decoder_pred.bias[5 * 5 * 2 :] = 1.0
+    noise = fixed_noise(len(images), model.num_patches, 0)
+    for t in (0.0, 0.7):
+        scales = fit_scales(model, images, mean, std, noise, 0.75, data_cfg, t, seed=0, batch_size=8)
+        assert all(s != 1.0 and 0.125 < s < 8.0 for s in scales), scales  # inside the search range
+        x = normalize(images, mean, std)
+        with torch.no_grad():
+            _, pred, mask = model(x, 0.75, noise=noise)
+            recon = model.predictions_to_pixels(x, pred, mask, HitDecoding("top", t, scales), hit_generator(0))
+        m = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, 50))[:, :1] > 0
+        s_ = std.view(1, -1, 1, 1)
+        empty = model.empty_level.view(1, -1, 1, 1)
+        want = undo_preprocess((x - empty) * s_ * m, pre).abs().sum(dim=(0, 2, 3))
+        got = undo_preprocess((recon - empty) * s_ * m, pre).abs().sum(dim=(0, 2, 3))
+        assert torch.allclose(got, want, rtol=1e-4), (t, got, want)
 
 
 def test_mean_image_baseline_of_identical_images_is_exact(tmp_path):

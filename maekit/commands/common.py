@@ -28,7 +28,7 @@ from ..data.loader import ImageSet, Splits
 from ..data.transforms import negative_channels, normalize
 from ..engine.rundir import default_out
 from ..errors import MaekitError
-from ..models.mae import MAE, ModelConfig
+from ..models.mae import MAE, HitDecoding, ModelConfig
 from ..runs import hit_generator
 
 CONFIGS = {
@@ -114,7 +114,7 @@ def write_recon_grid(
     out: Path,
     title: str,
     mask_ratio: float | None = None,
-    hit_decoding: str = "top",
+    hit_decoding: str | HitDecoding = "top",
     seed: int = 0,
 ) -> None:
     """Original | masked | reconstruction | reconstruction with the visible patches pasted back (hit_decoding and

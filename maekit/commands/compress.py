@@ -23,7 +23,7 @@ from ..errors import MaekitError
 from ..files import atomic_write_text
 from ..models.mae import MAE
 from ..models.masking import num_kept
-from ..runs import check_hit_decoding, fixed_noise, hit_generator, load_run
+from ..runs import fixed_noise, hit_decoding_of, hit_generator, load_run
 from .common import split_by_name
 
 RATIOS = (0.0, 0.5, 0.75, 0.9)
@@ -43,7 +43,7 @@ def run(
     from ..physics.metrics import ReconMetrics, energy_channels_of
 
     loaded = load_run(run_dir, "best")
-    check_hit_decoding(loaded.model_cfg, hit_decoding)
+    decoding = hit_decoding_of(loaded, hit_decoding)
     for r in ratios:
         if not 0.0 <= r < 1.0:
             raise MaekitError(f"--mask-ratios must be in [0, 1), got {r}")
@@ -83,7 +83,7 @@ def run(
             x = normalize(images[i : i + bs], mean, std)
             latent, mask, ids_restore = model.forward_encoder(x, ratio, noise=noise[i : i + bs])
             pred = model.forward_decoder(latent.half().float(), ids_restore)  # what float16 storage gives back
-            recon = model.predictions_to_pixels(x, pred, None, hit_decoding, generator)
+            recon = model.predictions_to_pixels(x, pred, None, decoding, generator)
             o = undo_preprocess(x * s_ + m_, pre)
             acc.update(o, undo_preprocess(recon * s_ + m_, pre), torch.ones(x.shape[0], h, w))
             if ratio == ratios[0]:

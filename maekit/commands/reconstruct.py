@@ -12,8 +12,8 @@ from ..data.loader import load_splits, undo_preprocess
 from ..data.transforms import normalize
 from ..engine import checkpoint
 from ..errors import MaekitError
-from ..models.mae import MAE
-from ..runs import check_hit_decoding, fixed_noise, hit_generator, load_run, recon_loss
+from ..models.mae import MAE, HitDecoding
+from ..runs import CALIBRATED, fixed_noise, hit_decoding_of, hit_generator, load_run, recon_loss
 from .common import split_by_name, spread, write_recon_grid
 
 
@@ -28,7 +28,7 @@ def run(
     hit_decoding: str = "top",
 ) -> dict:
     loaded = load_run(run_dir, "best")
-    check_hit_decoding(loaded.model_cfg, hit_decoding)
+    decoding = hit_decoding_of(loaded, hit_decoding)
     if mask_ratio is not None and not 0.0 < mask_ratio < 1.0:  # it reports the loss over the masked patches
         raise MaekitError(
             f"--mask-ratio must be in (0, 1) (the loss is taken over the masked patches), got {mask_ratio:g}"
@@ -43,8 +43,8 @@ def run(
     ratio = loaded.model_cfg.mask_ratio if mask_ratio is None else mask_ratio
     noise = fixed_noise(len(data), model.num_patches, seed)
     loss = recon_loss(model, data, loaded.mean, loaded.std, noise, ratio, progress=True)
-    sampled = "_sampled" if hit_decoding == "sample" else ""
-    out_png = Path(out) if out else loaded.path / f"reconstruct_{split}_mask{ratio:g}_seed{seed}{sampled}.png"
+    suffix = {"sample": "_sampled", CALIBRATED: "_calibrated"}.get(hit_decoding, "")
+    out_png = Path(out) if out else loaded.path / f"reconstruct_{split}_mask{ratio:g}_seed{seed}{suffix}.png"
     k = min(n, len(data))
     grid = spread(len(data), k)  # every class of a split read class by class
     write_recon_grid(
@@ -54,9 +54,9 @@ def run(
         loaded.std,
         noise[grid],
         out_png,
-        f"{split} images, mask ratio {ratio:g}, seed {seed}{', sampled hits' if sampled else ''}",
+        f"{split} images, mask ratio {ratio:g}, seed {seed}{DECODING_TITLES.get(hit_decoding, '')}",
         ratio,
-        hit_decoding,
+        decoding,
         seed,
     )
     result = {
@@ -69,6 +69,8 @@ def run(
     }
     if loaded.model_cfg.loss == "hit_intensity":
         result["hit_decoding"] = hit_decoding
+        if hit_decoding == CALIBRATED:
+            result["calibration"] = {"temperature": decoding.temperature, "intensity_scale": decoding.intensity_scale}
     if is_detector_data(splits):
         names = loaded.meta["data"].get("channel_names") or splits.channel_names
         panels = out_png.with_name(out_png.stem + "_channels.png")
@@ -82,10 +84,10 @@ def run(
             data_cfg,
             names,
             panels,
-            f"{split} images, mask ratio {ratio:g}, seed {seed}",
+            f"{split} images, mask ratio {ratio:g}, seed {seed}{DECODING_TITLES.get(hit_decoding, '')}",
             k,
             mean_image(splits.train.images),
-            hit_decoding=hit_decoding,
+            hit_decoding=decoding,
             seed=seed,
         )
     with open(loaded.path / "reconstruct.jsonl", "a") as f:
@@ -95,6 +97,9 @@ def run(
     if "physics" in result:
         _print_physics(result["physics"])
     return result
+
+
+DECODING_TITLES = {"sample": ", sampled hits", CALIBRATED: ", calibrated hits"}
 
 
 def is_detector_data(splits) -> bool:
@@ -123,12 +128,12 @@ def physics_metrics(
     ratio: float,
     data_cfg: DataConfig,
     names: list[str] | None,
-    panels: Path,
+    panels: Path | None,
     title: str,
     n_panels: int,
     baseline: torch.Tensor | None = None,
     batch_size: int = 64,
-    hit_decoding: str = "top",
+    hit_decoding: str | HitDecoding = "top",
     seed: int = 0,
 ) -> dict:
     """Per-channel MSE (masked / all pixels), total-intensity and image-jet-mass residuals, occupancy, and the
@@ -164,8 +169,9 @@ def physics_metrics(
         out["mean_image"] = {
             k: v for k, v in base.result().items() if k in ("mse_masked", "total_intensity", "jet_mass", "occupancy")
         }
-    channel_panels(first[0], first[1], first[2], panels, names, title, max_images=min(4, n_panels))
-    out["panels"] = str(panels)
+    if panels is not None:
+        channel_panels(first[0], first[1], first[2], panels, names, title, max_images=min(4, n_panels))
+        out["panels"] = str(panels)
     out["units"] = "the data file's (data.preprocess log1p and scale undone)"
     if model.cfg.norm_pix_loss:
         out["note"] = (

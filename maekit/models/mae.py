@@ -28,6 +28,28 @@ HIT_MARGIN = 1e-4  # normalised units above the empty level that count as a hit 
 LOG_VAR_RANGE = (-10.0, 10.0)  # hit_variance: the predicted log-variance is clamped here (normalised units)
 
 
+@dataclass(frozen=True)
+class HitDecoding:
+    """How hit_intensity predictions become pixels (MAE.hit_pixels): `how` is one of HIT_DECODINGS; `temperature`
+    spreads "top"'s hits from the most probable pixels (0) towards drawn ones (1); `intensity_scale` (one factor per
+    channel) multiplies each hit's distance from the empty level. Both are fitted on held-out images by
+    `maekit calibrate` so that the reconstruction's total intensity and jet mass come out unbiased."""
+
+    how: str = "top"
+    temperature: float = 0.0
+    intensity_scale: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.how not in HIT_DECODINGS:
+            raise ValueError(f"hit decoding must be one of {', '.join(HIT_DECODINGS)}, got {self.how!r}")
+        if self.temperature < 0:
+            raise ValueError(f"hit decoding temperature must be >= 0, got {self.temperature}")
+
+    @classmethod
+    def of(cls, decoding: str | HitDecoding) -> HitDecoding:
+        return decoding if isinstance(decoding, HitDecoding) else cls(decoding)
+
+
 @dataclass
 class ModelConfig:
     """Architecture of a ViT-MAE. `img_size` and `in_chans` left as None are taken from the data."""
@@ -301,33 +323,42 @@ class MAE(nn.Module):
         self,
         pred: torch.Tensor,
         mask: torch.Tensor | None,
-        decoding: str = "top",
+        decoding: str | HitDecoding = "top",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """hit_intensity predictions [N, L, k*p*p*C] -> pixels [N, L, p*p*C] over the `mask`ed patches (HIT_DECODINGS):
-        "top": per image and channel, the round(sum of hit probabilities) most probable pixels are hits; "sample":
-        each pixel is a hit with its probability, drawn with `generator`. A hit gets its predicted intensity, at least
-        the empty level (on a signed channel, any value); with hit_variance, "sample" draws it from the predicted
-        normal, truncated to the side of the empty level its intensity is on (a hit is not empty)."""
-        if decoding not in HIT_DECODINGS:
-            raise ValueError(f"hit decoding must be one of {', '.join(HIT_DECODINGS)}, got {decoding!r}")
+        """hit_intensity predictions [N, L, k*p*p*C] -> pixels [N, L, p*p*C] over the `mask`ed patches (HitDecoding):
+        "top": per image and channel, the round(sum of hit probabilities) most probable pixels are hits, or with a
+        temperature T > 0 the pixels whose log-probability plus T times Gumbel noise is highest (T = 1 draws that many
+        pixels without replacement in proportion to their probabilities); "sample": each pixel is a hit with its
+        probability. Draws use `generator`. A hit gets its predicted intensity, at least the empty level (on a signed
+        channel, any value); with hit_variance, "sample" draws it from the predicted normal, truncated to the side of
+        the empty level its intensity is on (a hit is not empty). An intensity_scale multiplies each hit's distance
+        from the empty level, per channel."""
+        decoding = HitDecoding.of(decoding)
         logits, intensity, log_var = self.hit_outputs(pred)
         n, L, P = logits.shape
         c = self.cfg.in_chans
         inside = torch.ones(n, L, device=pred.device) if mask is None else mask.float()
         prob = torch.sigmoid(logits) * inside[..., None]  # patches outside the mask never hold a hit
-        if decoding == "sample":
-            hit = torch.rand(prob.shape, generator=generator, device=generator.device if generator else None) < prob
+        if decoding.how == "sample":
+            hit = uniform(prob.shape, generator, pred.device) < prob
         else:
             per_channel = prob.reshape(n, L * P // c, c)  # patch pixels are ordered (row, col, channel)
             count = per_channel.sum(dim=1).round()  # [N, C] expected hits
-            order = per_channel.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every pixel in its channel
+            score = per_channel
+            if decoding.temperature > 0:  # Gumbel-top-k: log p + T * (-log(-log u))
+                u = uniform(per_channel.shape, generator, pred.device).clamp(1e-12, 1.0 - 1e-7)
+                score = per_channel.log() - decoding.temperature * (-u.log()).log()
+            order = score.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every pixel in its channel
             hit = ((order < count[:, None, :]) & (per_channel > 0)).reshape(n, L, P)
         level = self.empty_patches(torch.float32).expand_as(intensity)
         signed = self.signed_patches().expand_as(intensity) > 0
-        if decoding == "sample" and log_var is not None:  # drawn as level + side * (a draw above 0)
+        if decoding.how == "sample" and log_var is not None:  # drawn as level + side * (a draw above 0)
             side = torch.where(signed & (intensity < level), -1.0, 1.0)
             intensity = level + side * truncated_normal(side * (intensity - level), (0.5 * log_var).exp(), 0, generator)
+        if decoding.intensity_scale is not None:
+            scale = torch.tensor(decoding.intensity_scale, dtype=intensity.dtype, device=intensity.device)
+            intensity = level + scale.repeat(P // c) * (intensity - level)
         pixels = torch.where(hit, torch.where(signed, intensity, torch.maximum(intensity, level)), level)
         return pixels.to(pred.dtype)
 
@@ -386,7 +417,7 @@ class MAE(nn.Module):
         imgs: torch.Tensor,
         pred: torch.Tensor,
         mask: torch.Tensor | None = None,
-        hit_decoding: str = "top",
+        hit_decoding: str | HitDecoding = "top",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Predicted patches [N, L, p*p*C] -> images [N, C, H, W] in the input's (normalised) pixel space.
@@ -410,12 +441,17 @@ class MAE(nn.Module):
         return self.unpatchify(pred)
 
 
+def uniform(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """U(0, 1) draws from `generator` (on its device), or from the global generator on `device`."""
+    return torch.rand(shape, generator=generator, device=generator.device if generator is not None else device)
+
+
 def truncated_normal(
     mean: torch.Tensor, std: torch.Tensor, low: torch.Tensor | float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """One draw per element from N(mean, std^2) restricted to values above `low`, by the inverse CDF."""
     below = torch.special.ndtr((low - mean) / std)
-    u = torch.rand(mean.shape, generator=generator, device=generator.device if generator else None)
+    u = uniform(mean.shape, generator, mean.device)
     p = (below + u * (1.0 - below)).clamp(1e-7, 1.0 - 1e-7)
     return mean + std * torch.special.ndtri(p)
 

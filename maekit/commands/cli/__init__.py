@@ -4,6 +4,7 @@ arguments. They import only the standard library at the top and the command's wo
 parser (`maekit --help`, `maekit pretrain --help`) never imports torch. maekit/cli.py registers them in this order."""
 
 from . import (
+    calibrate,
     compare,
     compress,
     data,
@@ -19,4 +20,19 @@ from . import (
     sweep,
 )
 
-COMMANDS = (pretrain, linprobe, finetune, knn, compare, reconstruct, export, embed, sweep, report, data, jets, compress)
+COMMANDS = (
+    pretrain,
+    linprobe,
+    finetune,
+    knn,
+    compare,
+    reconstruct,
+    export,
+    embed,
+    sweep,
+    report,
+    data,
+    jets,
+    compress,
+    calibrate,
+)

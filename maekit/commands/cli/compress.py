@@ -25,7 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     z.add_argument("--seed", type=int, default=0, help="seed of the masks")
     z.add_argument("--out", default=None, help="output folder (default RUN_DIR/compress_<split>)")
     z.add_argument(
-        "--hit-decoding", default="top", help="model.loss=hit_intensity: top (default) or sample, as in reconstruct"
+        "--hit-decoding",
+        default="top",
+        help="model.loss=hit_intensity: top (default), sample or calibrated, as in reconstruct",
     )
     return z
 

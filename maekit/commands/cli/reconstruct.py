@@ -19,7 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default="top",
         help="model.loss=hit_intensity: top (the expected number of hits at the most probable pixels, default) or "
         "sample (each pixel's hit drawn from its probability, and with model.hit_variance its intensity too, seeded "
-        "by --seed); docs/physics.md",
+        "by --seed) or calibrated (fitted by `maekit calibrate RUN_DIR`); docs/physics.md",
     )
     return r
 
