@@ -514,6 +514,14 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     line = json.loads((pre / "reconstruct.jsonl").read_text().splitlines()[-1])
     assert line["grid"].endswith("_seed0_calibrated.png") and line["split"] == "test"
     assert line["calibration"] == {k: fitted[k] for k in ("temperature", "intensity_scale")}
+    # the Python API reads the same file: its calibrated reconstruction differs from top's in the hits' intensities
+    import maekit
+
+    with h5py.File(h5, "r") as f:
+        some = np.log1p(np.where(f["X_jets"][:4] < 1e-3, 0.0, f["X_jets"][:4])).astype(np.float32)
+    api_run = maekit.load(pre)
+    top, calibrated = (api_run.reconstruct(some, hit_decoding=d)["reconstruction"] for d in ("top", "calibrated"))
+    assert top.shape == calibrated.shape == (4, 3, 20, 20) and not np.allclose(top, calibrated)
     assert main(["export", str(pre), str(tmp_path / "hf")]) == 0
     assert "exported the encoder of" in capsys.readouterr().out
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
