@@ -552,7 +552,8 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
 def test_calibrated_intensity_scales_match_the_masked_energy_in_file_units():
     """fit_scales (commands/calibrate.py) solves, per channel, for the factor on the hits' distance from the empty
     level at which the decoded masked energy equals the original's, in the file's units (log1p and scale undone);
-    decoding with those factors (MAE.hit_pixels) must then give that energy back, whatever the temperature."""
+    decoding with those factors (MAE.hit_pixels) must then give that energy back, whatever the temperature. A signed
+    channel keeps factor 1."""
     from maekit.commands.calibrate import fit_scales
     from maekit.config import DataConfig, PreprocessConfig
     from maekit.data.loader import undo_preprocess
@@ -587,6 +588,9 @@ def test_calibrated_intensity_scales_match_the_masked_energy_in_file_units():
         want = undo_preprocess((x - empty) * s_ * m, pre).abs().sum(dim=(0, 2, 3))
         got = undo_preprocess((recon - empty) * s_ * m, pre).abs().sum(dim=(0, 2, 3))
         assert torch.allclose(got, want, rtol=1e-4), (t, got, want)
+    model.signed[1] = 1.0  # a signed channel keeps its values: no magnitude to calibrate
+    signed = fit_scales(model, images, mean, std, noise, 0.75, data_cfg, 0.7, seed=0, batch_size=8)
+    assert signed == (scales[0], 1.0)
 
 
 def test_mean_image_baseline_of_identical_images_is_exact(tmp_path):

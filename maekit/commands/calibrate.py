@@ -123,7 +123,8 @@ def fit_scales(
     batch_size: int = 64,
 ) -> tuple[float, ...]:
     """Per channel, the factor on the hits' distance from the empty level at which the reconstruction's summed
-    |energy| (file units) over the masked patches equals the original's, with "top" at `temperature`."""
+    |energy| (file units) over the masked patches equals the original's, with "top" at `temperature`; 1 on signed
+    channels (model.signed_channels: impact parameters, whose hits' predicted values average over both signs)."""
     c, p = model.in_chans, model.patch_size
     pre = data_cfg.preprocess
     offsets: list[list[torch.Tensor]] = [[] for _ in range(c)]  # per channel: hits' preprocessed distance from empty
@@ -145,6 +146,9 @@ def fit_scales(
             offsets[ch].append(values[values != 0])
     scales = []
     for ch in range(c):
+        if model.signed[ch] > 0:  # a hit's predicted value there averages over both signs: no magnitude to scale
+            scales.append(1.0)
+            continue
         u = torch.cat(offsets[ch]).double()
         scales.append(_solve_scale(u, ch, target[ch].item(), pre))
     return tuple(scales)
