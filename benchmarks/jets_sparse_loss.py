@@ -342,6 +342,7 @@ def write_doc(st: Study) -> None:
         summary[name] = {
             "ti": statistics.mean(ti),
             "jm": statistics.mean(jm),
+            "jm_sd": statistics.mean(jm_sd),
             "occ": {c: statistics.mean(v) for c, v in occ.items()},
         }
         lines.append(
@@ -393,8 +394,17 @@ def write_doc(st: Study) -> None:
             lines.append(f"- {name}: " + ("every target met." if not miss else "misses " + "; ".join(miss) + "."))
         met_all = [n for n, miss in missed.items() if not miss]
         lines.append(
-            "- " + (f"Rows that meet every target: {', '.join(met_all)}." if met_all else "No row meets every target.")
+            "- " + (f"Rows that meet every target: {'; '.join(met_all)}." if met_all else "No row meets every target.")
         )
+        base = "mean image pasted into the masked patches"
+        for name in (n for n in missed if n.endswith("calibrated") and base in summary):
+            top = summary.get(name.replace("calibrated", "top"))
+            lines.append(
+                f"- {name}: the calibration fixes the mean (the response), not the spread of one jet's residual (the "
+                f"resolution): jet mass per-jet std {summary[name]['jm_sd']:.3f}, against "
+                + (f"{top['jm_sd']:.3f} for `top` and " if top else "")
+                + f"{summary[base]['jm_sd']:.3f} for the mean image."
+            )
     lines += calibration_lines(rows, channels)
     commits = {
         name: sorted({p.get("git_commit", "unknown")[:10] for p in phs})
