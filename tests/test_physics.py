@@ -514,6 +514,9 @@ def test_hit_intensity_objective_end_to_end(tmp_path, capsys):
     line = json.loads((pre / "reconstruct.jsonl").read_text().splitlines()[-1])
     assert line["grid"].endswith("_seed0_calibrated.png") and line["split"] == "test"
     assert line["calibration"] == {k: fitted[k] for k in ("temperature", "intensity_scale")}
+    assert main(["compress", str(pre), "--limit", "4", "--mask-ratios", "0.5", "--hit-decoding", "calibrated"]) == 0
+    packed = json.loads((pre / "compress_test" / "compress.json").read_text())
+    assert packed["hit_decoding"] == "calibrated" and packed["calibration"] == line["calibration"]
     # the Python API reads the same file: its calibrated reconstruction differs from top's in the hits' intensities
     import maekit
 

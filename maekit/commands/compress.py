@@ -138,6 +138,11 @@ def run(
         "shape": [c, h, w],
         "seed": seed,
         **({"hit_decoding": hit_decoding} if loaded.model_cfg.loss == "hit_intensity" else {}),
+        **(
+            {"calibration": {"temperature": decoding.temperature, "intensity_scale": decoding.intensity_scale}}
+            if decoding.intensity_scale is not None
+            else {}
+        ),
         "units": "the data file's (data.preprocess log1p and scale undone)",
         "rows": rows,
     }
