@@ -152,7 +152,47 @@ def steps(st: Study, every: bool = False) -> list[list[str]]:
             out.append(
                 PY + ["compare", *st.compare, f"pretrained={pre}", f"out={compare_dir(st, loss).relative_to(ROOT)}"]
             )
+    if st.compare:  # the encoders of the other pretraining seeds, at the rate seed 0's encoder chose on validation
+        for loss in st.objectives:
+            lr = seed0_finetune_lr(st, loss)
+            for seed in SEEDS[1:]:
+                pre = st.run_dir(loss, seed).relative_to(ROOT)
+                grid = [a for a in st.compare if not a.startswith("finetune_lrs=")]
+                out.append(
+                    PY
+                    + ["compare", *grid, f"finetune_lrs=[{lr or 'LR'}]", f"seeds=[{seed}]", f"pretrained={pre}"]
+                    + [f"out={seed_compare_dir(st, loss, seed).relative_to(ROOT)}"]
+                )
     return out
+
+
+def seed_compare_dir(st: Study, loss: str, seed: int) -> Path:
+    return st.out / f"downstream_{loss}_seed{seed}"
+
+
+def seed0_results(st: Study, loss: str) -> dict[str, dict]:
+    """method -> the seed-0 row of the seed-0 encoder's downstream results (kept copies when the runs are gone)."""
+    import csv
+
+    files = (
+        [(m, _kept(st, f, f"mse_{f.parent.name}_results.csv")) for m, f in (st.mse_results or {}).items()]
+        if loss == "mse"
+        else [
+            (m, _kept(st, compare_dir(st, loss) / "results.csv", f"{loss}_compare_results.csv"))
+            for m in ("finetune", "linprobe")
+        ]
+    )
+    out = {}
+    for method, f in files:
+        for r in csv.DictReader(f.open()) if f else []:
+            if r["method"] == method and r["seed"] == "0":
+                out[method] = r
+    return out
+
+
+def seed0_finetune_lr(st: Study, loss: str) -> str | None:
+    row = seed0_results(st, loss).get("finetune")
+    return row["base_lr"] if row else None
 
 
 def compare_dir(st: Study, loss: str) -> Path:
@@ -214,6 +254,58 @@ def downstream_lines(st: Study) -> list[str]:
         "the first seed); the plain-MSE rows are that study's own runs.",
         "",
     ]
+
+
+def seed_downstream_lines(st: Study) -> list[str]:
+    """Each objective's encoders of all pretraining seeds fine-tuned and probed (fine-tune seed = pretraining seed;
+    seed 0's from the tables above, the others at the rate seed 0's encoder chose): the spread that includes the
+    pretraining's own randomness, which one encoder per objective cannot show."""
+    import csv
+
+    per: dict[tuple[str, str], list[dict]] = {}
+    for loss in st.objectives:
+        rows = {0: seed0_results(st, loss)}
+        for seed in SEEDS[1:]:
+            f = _kept(st, seed_compare_dir(st, loss, seed) / "results.csv", f"{loss}_downstream_seed{seed}_results.csv")
+            rows[seed] = {r["method"]: r for r in csv.DictReader(f.open())} if f else {}
+        for method in ("finetune", "linprobe"):
+            got = [rows[seed][method] for seed in SEEDS if method in rows[seed]]
+            if len(got) == len(SEEDS):
+                per[loss, method] = got
+    if not any(loss != "mse" for loss, _ in per) or not any(loss == "mse" for loss, _ in per):
+        return []
+    out = [
+        "## Downstream across pretraining seeds",
+        "",
+        "The table above fine-tunes one encoder per objective (pretraining seed 0) with three fine-tuning seeds. "
+        "Here every pretraining seed's encoder is fine-tuned and probed once, with the fine-tuning seed equal to the "
+        "pretraining seed (seed 0: the seed-0 rows above; seeds 1 and 2 at the base_lr that seed 0's encoder chose "
+        "on validation), so the spread includes the pretraining's own randomness.",
+        "",
+        "| encoder | method | test accuracy per pretraining seed (%) | mean ± std (%) | test ROC-AUC | base_lr |",
+        "|---|---|---|---|---|---|",
+    ]
+    acc: dict[tuple[str, str], list[float]] = {}
+    for (loss, method), rs in per.items():
+        a = acc[loss, method] = [100 * float(r["test_accuracy"]) for r in rs]
+        auc = [float(r["test_roc_auc"]) for r in rs]
+        lrs = sorted({r["base_lr"] for r in rs if r["base_lr"]})
+        out.append(
+            f"| MAE, {' '.join(OBJECTIVES[loss])} | {method} | {', '.join(f'{v:.2f}' for v in a)} | "
+            f"{statistics.mean(a):.2f} ± {_sd(a):.2f} | {statistics.mean(auc):.4f} ± {_sd(auc):.4f} | "
+            f"{', '.join(lrs) or '-'} |"
+        )
+    out.append("")
+    for (loss, method), a in acc.items():
+        base = acc.get(("mse", method))
+        if base and loss != "mse":
+            gap = statistics.mean(a) - statistics.mean(base)
+            within = abs(gap) <= max(_sd(a), _sd(base))
+            out.append(
+                f"- {method}: MAE, {' '.join(OBJECTIVES[loss])} {gap:+.2f} points against plain MSE over pretraining "
+                f"seeds, {'within' if within else 'outside'} the larger spread."
+            )
+    return out + [""]
 
 
 def _sd(values: list[float]) -> float:
@@ -425,6 +517,7 @@ def write_doc(st: Study) -> None:
             downstream_lines(st)
             or [f"Downstream accuracy of the new objective's encoder is not measured here; {st.downstream}"]
         ),
+        *seed_downstream_lines(st),
         "",
         "## Commands",
         "",
@@ -483,10 +576,15 @@ def main() -> None:
                 raise SystemExit(f"{st.data} is missing: it is made by {st.reused_from.split(' of ')[-1]}")
             reuse_runs(st)
             for cmd in steps(st):
-                if done(cmd):
+                if done(cmd) or "finetune_lrs=[LR]" in cmd:
                     continue
                 print("+", " ".join(cmd[2:]), flush=True)
                 subprocess.run(cmd, cwd=ROOT, check=True)
+            # the other pretraining seeds' downstream needs the rate seed 0's compare chose (run just above)
+            for cmd in steps(st):
+                if "seeds=[" in " ".join(cmd) and "finetune_lrs=[LR]" not in cmd and not done(cmd):
+                    print("+", " ".join(cmd[2:]), flush=True)
+                    subprocess.run(cmd, cwd=ROOT, check=True)
         write_doc(st)
 
 
