@@ -94,7 +94,7 @@ TASK3D = Study(
     RUNS / "task3d/unlabelled.h5",
     RUNS / "task3d_sparse",
     ROOT / "docs/results/task3d_sparse_loss.md",
-    ("mse", "hit_variance"),
+    ("mse", "hit_intensity", "hit_variance"),
     {"mse": RUNS / "task3d/pretrain"},
     "the pretraining of benchmarks/task3d_8ch.py",
     "docs/results/task3d_8ch.md has the plain-MSE encoder's.",
