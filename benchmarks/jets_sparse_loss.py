@@ -239,15 +239,7 @@ def downstream_lines(st: Study) -> list[str]:
                     f"{statistics.mean(auc):.4f} ± {_sd(auc):.4f} | {', '.join(lrs) or '-'} |"
                 )
     out.append("")
-    for (name, method), acc in accs.items():
-        base = accs.get(("MAE, model.loss=mse", method))
-        if base and name != "MAE, model.loss=mse":
-            gap = statistics.mean(acc) - statistics.mean(base)
-            within = abs(gap) <= max(_sd(acc), _sd(base))
-            out.append(
-                f"- {method}: {name} {gap:+.2f} points against plain MSE, "
-                f"{'within' if within else 'outside'} the larger seed spread."
-            )
+    out += gap_lines(accs, "MAE, model.loss=mse", lambda name: name, "", "seed spread")
     return out + [
         "",
         "Each trained method's recipe and learning-rate grid is benchmarks/task3d_8ch.py's (chosen on validation with "
@@ -296,16 +288,24 @@ def seed_downstream_lines(st: Study) -> list[str]:
             f"{', '.join(lrs) or '-'} |"
         )
     out.append("")
-    for (loss, method), a in acc.items():
-        base = acc.get(("mse", method))
-        if base and loss != "mse":
-            gap = statistics.mean(a) - statistics.mean(base)
-            within = abs(gap) <= max(_sd(a), _sd(base))
-            out.append(
-                f"- {method}: MAE, {' '.join(OBJECTIVES[loss])} {gap:+.2f} points against plain MSE over pretraining "
-                f"seeds, {'within' if within else 'outside'} the larger spread."
-            )
+    out += gap_lines(acc, "mse", lambda loss: "MAE, " + " ".join(OBJECTIVES[loss]), " over pretraining seeds", "spread")
     return out + [""]
+
+
+def gap_lines(acc: dict[tuple[str, str], list[float]], base: str, title, over: str, spread: str) -> list[str]:
+    """One line per (encoder, method) other than `base`: its mean accuracy against base's, and whether the gap is
+    within the larger of the two standard deviations."""
+    out = []
+    for (name, method), values in acc.items():
+        ref = acc.get((base, method))
+        if ref and name != base:
+            gap = statistics.mean(values) - statistics.mean(ref)
+            within = abs(gap) <= max(_sd(values), _sd(ref))
+            out.append(
+                f"- {method}: {title(name)} {gap:+.2f} points against plain MSE{over}, "
+                f"{'within' if within else 'outside'} the larger {spread}."
+            )
+    return out
 
 
 def _sd(values: list[float]) -> float:
