@@ -50,7 +50,7 @@ def run(
             f"this run's model.loss is {loaded.model_cfg.loss}"
         )
     if not temperatures or any(t < 0 for t in temperatures):
-        raise MaekitError(f"--temperatures must be numbers >= 0, got {','.join(map(str, temperatures)) or 'none'}")
+        raise MaekitError(f"temperatures must be numbers >= 0, got {','.join(map(str, temperatures)) or 'none'}")
     data_cfg = from_dict(DataConfig, loaded.meta["data"]["config"], "data.")
     splits = load_splits(data_cfg)
     if not is_detector_data(splits):
