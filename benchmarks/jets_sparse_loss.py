@@ -231,13 +231,8 @@ def downstream_lines(st: Study) -> list[str]:
         for method in ("finetune", "linprobe"):
             sel = [r for r in rs if r["method"] == method]
             if sel:
-                acc = accs[name, method] = [100 * float(r["test_accuracy"]) for r in sel]
-                auc = [float(r["test_roc_auc"]) for r in sel]
-                lrs = sorted({r["base_lr"] for r in sel if r["base_lr"]})
-                out.append(
-                    f"| {name} | {method} | {len(sel)} | {statistics.mean(acc):.2f} ± {_sd(acc):.2f} | "
-                    f"{statistics.mean(auc):.4f} ± {_sd(auc):.4f} | {', '.join(lrs) or '-'} |"
-                )
+                accs[name, method], cells = result_cells(sel)
+                out.append(f"| {name} | {method} | {len(sel)} | {cells} |")
     out.append("")
     out += gap_lines(accs, "MAE, model.loss=mse", lambda name: name, "", "seed spread")
     return out + [
@@ -279,17 +274,24 @@ def seed_downstream_lines(st: Study) -> list[str]:
     ]
     acc: dict[tuple[str, str], list[float]] = {}
     for (loss, method), rs in per.items():
-        a = acc[loss, method] = [100 * float(r["test_accuracy"]) for r in rs]
-        auc = [float(r["test_roc_auc"]) for r in rs]
-        lrs = sorted({r["base_lr"] for r in rs if r["base_lr"]})
-        out.append(
-            f"| MAE, {' '.join(OBJECTIVES[loss])} | {method} | {', '.join(f'{v:.2f}' for v in a)} | "
-            f"{statistics.mean(a):.2f} ± {_sd(a):.2f} | {statistics.mean(auc):.4f} ± {_sd(auc):.4f} | "
-            f"{', '.join(lrs) or '-'} |"
-        )
+        a, cells = result_cells(rs)
+        acc[loss, method] = a
+        out.append(f"| MAE, {' '.join(OBJECTIVES[loss])} | {method} | {', '.join(f'{v:.2f}' for v in a)} | {cells} |")
     out.append("")
     out += gap_lines(acc, "mse", lambda loss: "MAE, " + " ".join(OBJECTIVES[loss]), " over pretraining seeds", "spread")
     return out + [""]
+
+
+def result_cells(rows: list[dict]) -> tuple[list[float], str]:
+    """results.csv rows -> (test accuracies in %, the table cells "accuracy mean ± std | ROC-AUC mean ± std |
+    base_lr")."""
+    acc = [100 * float(r["test_accuracy"]) for r in rows]
+    auc = [float(r["test_roc_auc"]) for r in rows]
+    lrs = sorted({r["base_lr"] for r in rows if r["base_lr"]})
+    return acc, (
+        f"{statistics.mean(acc):.2f} ± {_sd(acc):.2f} | {statistics.mean(auc):.4f} ± {_sd(auc):.4f} | "
+        f"{', '.join(lrs) or '-'}"
+    )
 
 
 def gap_lines(acc: dict[tuple[str, str], list[float]], base: str, title, over: str, spread: str) -> list[str]:
