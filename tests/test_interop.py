@@ -173,6 +173,21 @@ def test_no_qkv_bias_and_encoder_only(tmp_path):
         assert torch.equal(enc_state[k], state[k]), k
 
 
+def test_cross_attention_decoder_exports_its_encoder_as_a_vitmae_model(tmp_path):
+    # CrossMAE's decoder blocks have no ViTMAEForPreTraining counterpart: the export is the encoder, which
+    # transformers loads with nothing missing or left over and which computes maekit's features
+    cfg = tiny_cfg(decoder_attention="cross")
+    model = random_mae(cfg)
+    hf.export_hf(tmp_path / "hf", cfg, model.state_dict(), [0.5], [0.5])
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["ViTMAEModel"]
+    enc, info = ViTMAEModel.from_pretrained(tmp_path / "hf", mask_ratio=0.0, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    x = torch.randn(2, cfg.in_chans, *cfg.img_size)
+    ours = model.eval().encoder.forward_features(x)
+    theirs = enc.eval()(x, noise=torch.arange(model.num_patches).float().expand(2, -1)).last_hidden_state
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
 def test_bad_hf_directories(tmp_path):
     cfg = tiny_cfg()
     hf.export_hf(tmp_path / "hf", cfg, random_mae(cfg).state_dict(), [0.5], [0.5])

@@ -124,6 +124,47 @@ def test_partial_decoding_decodes_a_random_subset_of_masked_patches_only():
     assert loss.requires_grad and torch.isfinite(loss)
 
 
+def test_cross_decoder_queries_are_independent_so_partial_decoding_is_exact():
+    # CrossMAE's decoder: mask tokens attend to the visible tokens, never to each other, so decoding a subset of the
+    # masked patches gives exactly the predictions that decoding all of them gives there
+    m = MAE(tiny(mask_ratio=0.75, decoder_attention="cross", decoder_depth=2)).eval()
+    x, noise = torch.randn(3, 1, 28, 28), torch.rand(3, 16)
+    loss, pred, mask = m(x, noise=noise)
+    assert pred.shape == (3, 16, 49) and mask.sum().item() == 3 * 12  # evaluation: every masked patch
+    latent, _, ids_restore = m.forward_encoder(x, noise=noise)
+    part, decoded = m.forward_decoder_partial(latent, ids_restore, 5)
+    assert decoded.sum(1).tolist() == [5.0] * 3 and torch.all(decoded <= mask)
+    assert torch.allclose(part[decoded.bool()], pred[decoded.bool()], atol=1e-6)
+    # in training it decodes the masked patches only, even at decoder_keep 1: the loss is the evaluation's
+    train_loss, train_pred, train_mask = m.train()(x, noise=noise)
+    assert torch.equal(train_mask, mask) and torch.all(train_pred[~mask.bool()] == 0)
+    assert train_loss.item() == pytest.approx(loss.item(), rel=1e-6)
+    # and a visible token changes the predictions (the queries do read the context)
+    noise[:, 0] = 0.0  # patch 0 (top left) visible in every image
+    x2 = x.clone()
+    x2[:, :, :7, :7] += 5.0
+    masked = m.eval()(x, noise=noise)[2].bool()
+    assert not torch.allclose(m(x2, noise=noise)[1][masked], m(x, noise=noise)[1][masked])
+
+
+def test_cross_decoder_trains_and_keeps_the_self_decoder_parameter_names_apart():
+    cross = MAE(tiny(decoder_attention="cross", decoder_keep=0.5)).train()
+    names = {k for k in cross.state_dict() if k.startswith("decoder_blocks.0.")}
+    assert "decoder_blocks.0.attn.kv.weight" in names and "decoder_blocks.0.attn.qkv.weight" not in names
+    opt = torch.optim.AdamW(cross.parameters(), lr=1e-2)
+    x, noise = torch.randn(8, 1, 28, 28), torch.rand(8, 16)
+    first = cross(x, noise=noise)[0]
+    for _ in range(30):
+        loss = cross(x, noise=noise)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first.item()
+    assert cross.decoder_blocks[0].attn.kv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="model.decoder_attention must be one of self, cross, got 'both'"):
+        tiny(decoder_attention="both").validate()
+
+
 def test_decoder_keep_is_validated():
     with pytest.raises(ValueError, match="model.decoder_keep"):
         tiny(decoder_keep=0.0).validate()

@@ -36,10 +36,14 @@ def run(run_dir: str, out: str, fmt: str = "hf") -> Path:
         rescale=meta["data"].get("dtype", "uint8") == "uint8",
     )
     if hf.encoder_only(loaded.model_cfg):
+        why = (
+            "model.decoder_attention=cross: CrossMAE's cross-attention blocks"
+            if loaded.model_cfg.decoder_attention != "self"
+            else f"model.loss={loaded.model_cfg.loss}: hit probability and intensity per pixel"
+        )
         print(
             f"exported the encoder of {loaded.path} as a transformers ViTMAEModel "
-            f"directory -> {path}; its decoder (model.loss={loaded.model_cfg.loss}: "
-            "hit probability and intensity per pixel) has no transformers counterpart"
+            f"directory -> {path}; its decoder ({why}) has no transformers counterpart"
         )
     else:
         print(f"exported {loaded.path} as a transformers ViTMAE directory -> {path}")

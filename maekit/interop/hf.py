@@ -28,7 +28,7 @@ import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -238,8 +238,10 @@ def _mismatch(missing: list[str], unexpected) -> str:
 
 
 def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """maekit MAE state dict -> ViTMAEForPreTraining checkpoint names (the Hub's), qkv split into q, k, v."""
-    src = dict(state)
+    """maekit MAE state dict -> ViTMAEForPreTraining checkpoint names (the Hub's), qkv split into q, k, v.
+    For an encoder-only export (see encoder_only) the decoder's tensors are left out."""
+    whole = not encoder_only(cfg)
+    src = {k: v for k, v in state.items() if whole or k.startswith("encoder.")}
     missing: list[str] = []
 
     def take(name: str) -> torch.Tensor:
@@ -255,17 +257,11 @@ def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
         "vit.embeddings.patch_embeddings.projection.bias": take("encoder.patch_embed.proj.bias"),
         "vit.layernorm.weight": take("encoder.norm.weight"),
         "vit.layernorm.bias": take("encoder.norm.bias"),
-        "decoder.decoder_embed.weight": take("decoder_embed.weight"),
-        "decoder.decoder_embed.bias": take("decoder_embed.bias"),
-        "decoder.mask_token": take("mask_token"),
-        "decoder.decoder_pos_embed": take("decoder_pos_embed"),
-        "decoder.decoder_norm.weight": take("decoder_norm.weight"),
-        "decoder.decoder_norm.bias": take("decoder_norm.bias"),
-        "decoder.decoder_pred.weight": take("decoder_pred.weight"),
-        "decoder.decoder_pred.bias": take("decoder_pred.bias"),
     }
     layers = [(f"encoder.blocks.{i}.", f"vit.encoder.layer.{i}.") for i in range(cfg.depth)]
-    layers += [(f"decoder_blocks.{i}.", f"decoder.decoder_layers.{i}.") for i in range(cfg.decoder_depth)]
+    if whole:
+        out |= decoder_tensors(take)
+        layers += [(f"decoder_blocks.{i}.", f"decoder.decoder_layers.{i}.") for i in range(cfg.decoder_depth)]
     for mk, hf in layers:
         leaves = ("weight", "bias") if cfg.qkv_bias else ("weight",)
         for leaf in leaves:
@@ -279,6 +275,20 @@ def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, t
     if missing or src:
         raise MaekitError(f"weights do not match the model config ({_mismatch(missing, src)})")
     return out
+
+
+def decoder_tensors(take: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The decoder's tensors outside its blocks, under ViTMAEForPreTraining's names."""
+    return {
+        "decoder.decoder_embed.weight": take("decoder_embed.weight"),
+        "decoder.decoder_embed.bias": take("decoder_embed.bias"),
+        "decoder.mask_token": take("mask_token"),
+        "decoder.decoder_pos_embed": take("decoder_pos_embed"),
+        "decoder.decoder_norm.weight": take("decoder_norm.weight"),
+        "decoder.decoder_norm.bias": take("decoder_norm.bias"),
+        "decoder.decoder_pred.weight": take("decoder_pred.weight"),
+        "decoder.decoder_pred.bias": take("decoder_pred.bias"),
+    }
 
 
 def _canonical(key: str) -> str:
@@ -389,8 +399,9 @@ def _write(path: Path, data: bytes) -> None:
 
 def encoder_only(cfg: ModelConfig) -> bool:
     """Whether an export holds the encoder only: a decoder trained with another objective than pixel MSE
-    (model.loss=hit_intensity) has no counterpart in transformers' ViTMAEForPreTraining."""
-    return cfg.loss != "mse"
+    (model.loss=hit_intensity) or a cross-attention decoder (model.decoder_attention=cross) has no counterpart in
+    transformers' ViTMAEForPreTraining."""
+    return cfg.loss != "mse" or cfg.decoder_attention != "self"
 
 
 def export_hf(
@@ -412,8 +423,7 @@ def export_hf(
     config = hf_config(cfg)  # raises for non-square models before anything is written
     processor = preprocessor_config(cfg, list(mean), list(std), rescale)
     tensors = to_hf_state(state, cfg)
-    if encoder_only(cfg):  # transformers' ViTMAE decoder predicts pixels only: the encoder goes out as a ViTMAEModel
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.")}
+    if encoder_only(cfg):  # to_hf_state left the decoder out: the encoder goes out as a ViTMAEModel
         config["architectures"] = ["ViTMAEModel"]
     if out.exists() and not out.is_dir():
         raise MaekitError(f"output path {out} exists and is not a directory")

@@ -16,9 +16,12 @@ from torch import nn
 
 from .masking import patchify, random_masking, unpatchify
 from .pos_embed import sincos_2d
-from .vit import Block, ViT, init_linear_and_norm
+from .vit import Block, CrossBlock, ViT, init_linear_and_norm
 
 LOSSES = ("mse", "hit_intensity")
+# self: the MAE decoder, a transformer over the visible and the mask tokens. cross: CrossMAE's, where only the mask
+# tokens go through the decoder and attend to the visible ones (cheaper: the visible tokens skip the decoder's MLPs)
+DECODER_ATTENTIONS = ("self", "cross")
 # hit_intensity predictions -> pixels: "top" puts the expected number of hits at the most probable pixels (the
 # expected occupancy, concentrated where hits are likeliest); "sample" draws each pixel's hit from its probability
 # (a picture from the predicted hit map: the same expected occupancy, spread as the probabilities are)
@@ -69,6 +72,7 @@ class ModelConfig:
     norm_eps: float = 1e-6
     mask_ratio: float = 0.75
     decoder_keep: float = 1.0  # fraction of the masked patches decoded in training (CrossMAE-style); 1 = standard MAE
+    decoder_attention: Literal["self", "cross"] = "self"
     norm_pix_loss: bool = False
     # mse: the MAE's pixel regression. hit_intensity, for sparse detector images: per pixel a hit probability (binary
     # cross-entropy against "above the empty level") and an intensity given a hit (squared error on hit pixels only,
@@ -135,6 +139,11 @@ class ModelConfig:
             )
         if not 0.0 < self.decoder_keep <= 1.0:
             raise ValueError(f"{prefix}decoder_keep must be in (0, 1], got {self.decoder_keep}")
+        if self.decoder_attention not in DECODER_ATTENTIONS:
+            raise ValueError(
+                f"{prefix}decoder_attention must be one of {', '.join(DECODER_ATTENTIONS)}, "
+                f"got {self.decoder_attention!r}"
+            )
         if not 0.0 <= self.drop_path < 1.0 or not 0.0 <= self.drop < 1.0:
             raise ValueError(f"{prefix}drop and {prefix}drop_path must be in [0, 1)")
 
@@ -189,8 +198,9 @@ class MAE(nn.Module):
         self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
         self.register_buffer("decoder_pos_embed", sincos_2d(dd, gh, gw, cls_token=True)[None], persistent=True)
+        block = CrossBlock if cfg.decoder_attention == "cross" else Block
         self.decoder_blocks = nn.ModuleList(
-            Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.qkv_bias, norm_eps=cfg.norm_eps)
+            block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.qkv_bias, norm_eps=cfg.norm_eps)
             for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(dd, eps=cfg.norm_eps)
@@ -254,6 +264,10 @@ class MAE(nn.Module):
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """latent [N, 1+K, D], ids_restore [N, L] -> predicted patches [N, L, p*p*C]."""
+        if self.cfg.decoder_attention == "cross":  # a query at every position, visible ones included
+            n, length = ids_restore.shape
+            ids_all = torch.arange(length, device=latent.device).expand(n, -1)
+            return self.decode_queries(self.decoder_context(latent, ids_restore), ids_all)
         x = self.decoder_embed(latent)
         n, length = ids_restore.shape
         dd = x.shape[-1]
@@ -273,27 +287,43 @@ class MAE(nn.Module):
         so a uniform random subset), as in CrossMAE's partial reconstruction: the decoder sees K + num_decoded
         tokens instead of L. latent [N, 1+K, D], ids_restore [N, L] -> (pred [N, L, p*p*C], zero where not
         decoded; decoded [N, L], 1 for the decoded masked patches). With every masked patch decoded it gives
-        forward_decoder's predictions (up to float rounding: attention does not depend on token order)."""
-        x = self.decoder_embed(latent)
+        forward_decoder's predictions (up to float rounding: attention does not depend on token order). With
+        decoder_attention=cross only the decoded patches' queries go through the decoder."""
         n, length = ids_restore.shape
-        k, dd = x.shape[1] - 1, x.shape[-1]
-        ids_shuffle = torch.argsort(ids_restore, dim=1)
-        ids_decoded = ids_shuffle[:, k : k + num_decoded]
-        pos = self.decoder_pos_embed[:, 1:].expand(n, -1, -1)
-
-        def pos_of(ids: torch.Tensor) -> torch.Tensor:
-            return torch.gather(pos, 1, ids.unsqueeze(-1).expand(-1, -1, dd))
-
-        queries = self.mask_token.to(x.dtype) + pos_of(ids_decoded)
-        x = torch.cat([x[:, :1] + self.decoder_pos_embed[:, :1], x[:, 1:] + pos_of(ids_shuffle[:, :k]), queries], dim=1)
-        for blk in self.decoder_blocks:
-            x = blk(x)
-        out = self.decoder_pred(self.decoder_norm(x[:, 1 + k :]))
+        k = latent.shape[1] - 1
+        ids_decoded = torch.argsort(ids_restore, dim=1)[:, k : k + num_decoded]
+        context = self.decoder_context(latent, ids_restore)
+        if self.cfg.decoder_attention == "cross":
+            out = self.decode_queries(context, ids_decoded)
+        else:
+            x = torch.cat([context, self.mask_token.to(context.dtype) + self.decoder_positions(ids_decoded)], dim=1)
+            for blk in self.decoder_blocks:
+                x = blk(x)
+            out = self.decoder_pred(self.decoder_norm(x[:, 1 + k :]))
         pred = out.new_zeros(n, length, out.shape[-1]).scatter(
             1, ids_decoded.unsqueeze(-1).expand(-1, -1, out.shape[-1]), out
         )
-        decoded = torch.zeros(n, length, device=x.device).scatter(1, ids_decoded, 1.0)
+        decoded = torch.zeros(n, length, device=latent.device).scatter(1, ids_decoded, 1.0)
         return pred, decoded
+
+    def decoder_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Patch indices [N, T] -> their decoder position embeddings [N, T, D_dec]."""
+        pos = self.decoder_pos_embed[:, 1:].expand(ids.shape[0], -1, -1)
+        return torch.gather(pos, 1, ids.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
+
+    def decoder_context(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens in decoder width with their positions: latent [N, 1+K, D] -> [N, 1+K, D_dec]."""
+        x = self.decoder_embed(latent)
+        ids_visible = torch.argsort(ids_restore, dim=1)[:, : x.shape[1] - 1]
+        return torch.cat([x[:, :1] + self.decoder_pos_embed[:, :1], x[:, 1:] + self.decoder_positions(ids_visible)], 1)
+
+    def decode_queries(self, context: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Cross-attention decoder: mask tokens at patch indices ids [N, T] attend to context [N, 1+K, D_dec] ->
+        predictions [N, T, p*p*C]."""
+        x = self.mask_token.to(context.dtype) + self.decoder_positions(ids)
+        for blk in self.decoder_blocks:
+            x = blk(x, context)
+        return self.decoder_pred(self.decoder_norm(x))
 
     def targets(self, imgs: torch.Tensor) -> torch.Tensor:
         """The regression targets [N, L, p*p*C]: pixels, or per-patch normalised pixels (norm_pix_loss)."""
@@ -404,7 +434,8 @@ class MAE(nn.Module):
         elsewhere and `mask` marks the decoded patches, the ones the loss is taken over."""
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise, generator)
         masked = mask.shape[1] - (latent.shape[1] - 1)  # L - K, with no host sync
-        if self.training and self.cfg.decoder_keep < 1.0 and masked > 1:
+        cross = self.cfg.decoder_attention == "cross"  # in training it decodes only masked patches, even at keep 1
+        if self.training and (cross or self.cfg.decoder_keep < 1.0 and masked > 1):
             pred, mask = self.forward_decoder_partial(
                 latent, ids_restore, max(1, round(self.cfg.decoder_keep * masked))
             )

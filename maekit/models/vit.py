@@ -113,6 +113,45 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+class CrossAttention(nn.Module):
+    """Queries [N, T, D] attend to a context [N, S, D] (keys and values); the queries do not see each other."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by the number of heads {num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(n, t, h, d // h).transpose(1, 2)
+        k, v = self.kv(context).reshape(n, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(n, t, d))
+
+
+class CrossBlock(nn.Module):
+    """CrossMAE's decoder block (Fu et al. 2024, arXiv 2401.14391): x + cross_attn(norm(x), norm(context)), then
+    x + mlp(norm(x)). Each query is computed on its own, so decoding a subset of queries gives exactly those
+    queries' outputs."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, norm_eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm_context = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = CrossAttention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), self.norm_context(context))
+        return x + self.mlp(self.norm2(x))
+
+
 class ViT(nn.Module):
     """ViT encoder with a cls token and fixed (non-trained) 2-D sin-cos position embeddings."""
 
