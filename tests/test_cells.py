@@ -8,7 +8,7 @@ import json
 import pytest
 
 from maekit.commands import cells
-from maekit.config import FinetuneConfig, KnnConfig, save_yaml, to_dict
+from maekit.config import FinetuneConfig, KnnConfig, ScratchConfig, save_yaml, to_dict
 from maekit.errors import MaekitError
 from maekit.files import previous_path
 
@@ -40,6 +40,18 @@ def test_a_finished_cell_is_skipped_and_kept(tmp_path):
     assert (d / "result.json").exists()
     # a sweep does not compare the cell's recipe (its own directory-level check does): skipped
     assert cells.prepare(d, dataclasses.replace(cfg, knn_k=5), resumable=False) is None
+
+
+def test_a_downstream_cell_ignores_the_decoder_but_not_the_encoder(tmp_path):
+    # a ViT from scratch is the same network whatever decoder the pretraining config names: its finished cell is
+    # reused when only the decoder changed (it was refused before), and refused when the encoder changed
+    cfg = ScratchConfig(labels=60)
+    d = saved_run(tmp_path / "scratch_labels60_seed0", cfg, result={"test_accuracy": 0.5})
+    decoder = dataclasses.replace(cfg.model, decoder_attention="cross", decoder_keep=0.25, decoder_depth=4)
+    assert cells.prepare(d, dataclasses.replace(cfg, model=decoder), resumable=True, check_recipe=True) is None
+    with pytest.raises(MaekitError, match=r"another recipe \(model.depth 6 -> 8\)"):
+        encoder = dataclasses.replace(cfg.model, depth=8)
+        cells.prepare(d, dataclasses.replace(cfg, model=encoder), resumable=True, check_recipe=True)
 
 
 def test_an_interrupted_trained_cell_resumes_and_others_restart(tmp_path):

@@ -23,12 +23,13 @@ from typing import Any, Callable
 
 import yaml
 
-from ..config import read_yaml, to_dict
+from ..config import DownstreamConfig, read_yaml, to_dict
 from ..engine.dist import barrier
 from ..engine.rundir import read_metrics
 from ..errors import MaekitError
 from ..files import atomic_write_text, previous_path
 from ..metrics import AUC_UNDEFINED, text_or_na
+from ..models.mae import PRETRAINING_ONLY_FIELDS
 
 CELLS = "cells"  # the folder of a compare or sweep directory that holds its cells
 
@@ -91,7 +92,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def check_same_recipe(run_dir: Path, cfg: Any) -> None:
     """A run found on disk is reused only if its saved config.yaml is the config that would run now; otherwise
-    the error names the keys that differ (a changed recipe must not be mixed with old results)."""
+    the error names the keys that differ (a changed recipe must not be mixed with old results). A downstream run
+    builds only the encoder, so the model fields of the decoder and the pretraining objective do not count."""
     saved_file = run_dir / "config.yaml"
     if not saved_file.exists():
         return
@@ -100,9 +102,10 @@ def check_same_recipe(run_dir: Path, cfg: Any) -> None:
     want = via_yaml(cfg)
     # a key added to maekit after the cell ran was, in effect, at its default then
     defaults = via_yaml(type(cfg)())
-    keys = sorted(
-        k for k in set(saved) | set(want) if k not in ("out", "resume") and saved.get(k, defaults.get(k)) != want.get(k)
-    )
+    unused = {"out", "resume"}
+    if isinstance(cfg, DownstreamConfig):
+        unused |= {f"model.{f}" for f in PRETRAINING_ONLY_FIELDS}
+    keys = sorted(k for k in set(saved) | set(want) if k not in unused and saved.get(k, defaults.get(k)) != want.get(k))
     if keys:
         diff = ", ".join(f"{k} {saved.get(k)!r} -> {want.get(k)!r}" for k in keys[:4]) + (
             f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""

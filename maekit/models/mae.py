@@ -22,6 +22,21 @@ LOSSES = ("mse", "hit_intensity")
 # self: the MAE decoder, a transformer over the visible and the mask tokens. cross: CrossMAE's, where only the mask
 # tokens go through the decoder and attend to the visible ones (cheaper: the visible tokens skip the decoder's MLPs)
 DECODER_ATTENTIONS = ("self", "cross")
+# ModelConfig fields that shape only the MAE's decoder or its pretraining objective: a ViT built from the config (the
+# downstream commands' encoder) is the same whatever they are
+PRETRAINING_ONLY_FIELDS = (
+    "mask_ratio",
+    "decoder_embed_dim",
+    "decoder_depth",
+    "decoder_num_heads",
+    "decoder_keep",
+    "decoder_attention",
+    "norm_pix_loss",
+    "loss",
+    "empty_level",
+    "signed_channels",
+    "hit_variance",
+)
 # hit_intensity predictions -> pixels: "top" puts the expected number of hits at the most probable pixels (the
 # expected occupancy, concentrated where hits are likeliest); "sample" draws each pixel's hit from its probability
 # (a picture from the predicted hit map: the same expected occupancy, spread as the probabilities are)
