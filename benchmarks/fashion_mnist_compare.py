@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PRE = ROOT / "benchmarks/runs/fmnist_pretrain_long"
-CMP = ROOT / "benchmarks/runs/fmnist_compare"
+_COMPARE_CFG = yaml.safe_load((ROOT / "configs/compare_fashion_mnist.yaml").read_text())
+PRE = ROOT / _COMPARE_CFG["pretrained"]
+CMP = ROOT / _COMPARE_CFG["out"]
 DOC = ROOT / "docs/results/fashion_mnist.md"
 PRETRAIN = [
     sys.executable,
@@ -85,14 +87,18 @@ def main() -> None:
     info = json.loads((PRE / "run.json").read_text())
     flags = [f for f in SPEED_FLAGS if f in cpu_flags()]
     ft = summary.get("finetune")
-    partial = "decoder_keep: 0.25" in pre_cfg
+    model = yaml.safe_load(pre_cfg)["model"]
+    partial = model.get("decoder_keep", 1.0) == 0.25
+    cross = model.get("decoder_attention", "self") == "cross"
     idle_min = None
     tp = ROOT / "docs/results/throughput.json"
     if tp.exists():  # the recipe's step speed on idle cores (benchmarks/throughput.py, configuration f)
         f = next((c for c in json.loads(tp.read_text())["configs"] if c["key"] == "f"), None)
         if f:
-            rate = f["img_s"]["maekit partial" if partial else "maekit"]["median"]
-            idle_min = len(epochs) * 54000 / rate / 60
+            # throughput.py times the cross-attention decoder with partial decoding only
+            contender = ("maekit cross" if cross else "maekit partial") if partial else None if cross else "maekit"
+            if contender:
+                idle_min = len(epochs) * 54000 / f["img_s"][contender]["median"] / 60
     text = [
         "# Fashion-MNIST, 600 labels: MAE-pretrained ViT against what a user would train instead",
         "",
@@ -105,7 +111,8 @@ def main() -> None:
         "## Pretraining",
         "",
         "Model `mae-small` (encoder 6 x 128, decoder 2 x 96, patch 4, mask 0.75, norm_pix_loss, "
-        f"decoder_keep {'0.25' if 'decoder_keep: 0.25' in pre_cfg else '1.0'}) on the 54,000 unlabelled "
+        f"decoder_keep {model.get('decoder_keep', 1.0):g}, {'cross' if cross else 'self'}-attention decoder) on the "
+        "54,000 unlabelled "
         f"training images, {len(epochs)} epochs: **{train_s / 60:.1f} min** of training measured (sum of the "
         f"epochs' times; fastest epoch {fastest:.0f} s, slowest {max(r['epoch_time_s'] for r in epochs):.0f} "
         "s: the slow epochs shared the cores with tests and other jobs)"
@@ -131,6 +138,7 @@ def main() -> None:
         + ", ".join(f"{LABELS[m]} {chosen_time_s(m):.0f} s" for m in ("finetune", "scratch", "cnn") if m in summary)
         + ".",
         "",
+        *_reused_cells(),
     ]
     if ft:
         text += ["## Targets (issue: time to quality)", ""]
@@ -199,6 +207,23 @@ def _recipes() -> str:
             bits.append(f"drop path {sec['model']['drop_path']:g}")
         parts.append(f"{name}: " + ", ".join(bits))
     return "Recipes (configs/compare_fashion_mnist.yaml): " + "; ".join(parts) + "."
+
+
+def _reused_cells() -> list[str]:
+    """A paragraph naming the cells that ran in another compare directory and were copied here: rows that do not
+    use the pretrained encoder, with the same recipe, seed and label subset (`compare` checks the recipe of every
+    cell it finds); their times were measured where they ran."""
+    moved: dict[str, list[str]] = {}
+    for d in sorted(x for x in (CMP / "cells").iterdir() if (x / "config.yaml").exists()):
+        ran = Path(str(yaml.safe_load((d / "config.yaml").read_text()).get("out") or "")).parent.parent
+        if ran.name and (ROOT / ran).resolve() != CMP.resolve():
+            moved.setdefault(str(ran), []).append(json.loads((d / "run.json").read_text())["kind"])
+    return [
+        f"Reused: {len(kinds)} cells ({', '.join(sorted(set(kinds)))}) ran in `{where}` and were copied here: they do "
+        "not use the pretrained encoder and have the same recipe, seed and label subset (`maekit compare` checks the "
+        "recipe of every cell it finds). Their times were measured there, on that run's machine.\n"
+        for where, kinds in moved.items()
+    ]
 
 
 def _undisturbed_s(method: str, lr) -> float | None:

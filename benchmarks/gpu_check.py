@@ -8,7 +8,7 @@ Steps, each timed; a step that fails is recorded with its error and the others s
   1. the environment, and whether bf16 is native on this GPU (then `train.precision: auto` times a trial step);
   2. training-step throughput against transformers' ViTMAEForPreTraining at identical architecture, weights and
      batch (configs (a) and (c) of docs/performance.md), fp32 and bf16 autocast, plus maekit's partial decoding;
-  3. `maekit pretrain -c configs/fashion_mnist_long.yaml` (the 14-epoch recipe that takes ~30 min on 2 CPU cores),
+  3. `maekit pretrain -c configs/fashion_mnist_long.yaml` (the comparison's pretraining recipe, ~30 min on 2 CPU cores),
      precision auto (its timed trial's choice and speed-up recorded);
   4. `maekit finetune` of that encoder with 600 labels (the recipe of configs/compare_fashion_mnist.yaml,
      learning rate as chosen there on the validation split), one test evaluation;
