@@ -282,7 +282,7 @@ class MAE(nn.Module):
         if self.cfg.decoder_attention == "cross":  # a query at every position, visible ones included
             n, length = ids_restore.shape
             ids_all = torch.arange(length, device=latent.device).expand(n, -1)
-            return self.decode_queries(self.decoder_context(latent, ids_restore), ids_all)
+            return self.decode_queries(self.decoder_context(latent, torch.argsort(ids_restore, dim=1)), ids_all)
         x = self.decoder_embed(latent)
         n, length = ids_restore.shape
         dd = x.shape[-1]
@@ -306,8 +306,9 @@ class MAE(nn.Module):
         decoder_attention=cross only the decoded patches' queries go through the decoder."""
         n, length = ids_restore.shape
         k = latent.shape[1] - 1
-        ids_decoded = torch.argsort(ids_restore, dim=1)[:, k : k + num_decoded]
-        context = self.decoder_context(latent, ids_restore)
+        ids_shuffle = torch.argsort(ids_restore, dim=1)
+        ids_decoded = ids_shuffle[:, k : k + num_decoded]
+        context = self.decoder_context(latent, ids_shuffle)
         if self.cfg.decoder_attention == "cross":
             out = self.decode_queries(context, ids_decoded)
         else:
@@ -326,10 +327,11 @@ class MAE(nn.Module):
         pos = self.decoder_pos_embed[:, 1:].expand(ids.shape[0], -1, -1)
         return torch.gather(pos, 1, ids.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
 
-    def decoder_context(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        """The encoder's tokens in decoder width with their positions: latent [N, 1+K, D] -> [N, 1+K, D_dec]."""
+    def decoder_context(self, latent: torch.Tensor, ids_shuffle: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens in decoder width with their positions: latent [N, 1+K, D] -> [N, 1+K, D_dec].
+        ids_shuffle [N, L]: the masking's patch order, the K visible patches first (argsort of ids_restore)."""
         x = self.decoder_embed(latent)
-        ids_visible = torch.argsort(ids_restore, dim=1)[:, : x.shape[1] - 1]
+        ids_visible = ids_shuffle[:, : x.shape[1] - 1]
         return torch.cat([x[:, :1] + self.decoder_pos_embed[:, :1], x[:, 1:] + self.decoder_positions(ids_visible)], 1)
 
     def decode_queries(self, context: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
