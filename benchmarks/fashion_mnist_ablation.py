@@ -64,6 +64,11 @@ def _equal_time_epochs(contender: str = "maekit") -> int:
 # section changes.
 REFERENCE: dict[str, dict] = {"finetune": {"patch_dropout": 0.0, "train.epochs": 50}}
 
+CROSS_PRETRAINING = {
+    "pretrain.model.decoder_attention": "cross",
+    "pretrain.train.epochs": _equal_time_epochs("maekit cross"),
+}
+
 # (row name, method whose compare section is the starting point, changes as dotted keys of that section)
 ROWS: list[tuple[str, str, dict]] = [
     ("fine-tune: the reference recipe (50 epochs, no patch dropout)", "finetune", {}),
@@ -73,11 +78,7 @@ ROWS: list[tuple[str, str, dict]] = [
         {"pretrain.model.decoder_keep": 1.0, "pretrain.train.epochs": _equal_time_epochs()},
     ),
     ("fine-tune: 100 epochs (twice the 5-minute budget)", "finetune", {"train.epochs": 100}),
-    (
-        "pretraining: cross-attention decoder (CrossMAE) at equal time",
-        "finetune",
-        {"pretrain.model.decoder_attention": "cross", "pretrain.train.epochs": _equal_time_epochs("maekit cross")},
-    ),
+    ("pretraining: cross-attention decoder (CrossMAE) at equal time", "finetune", CROSS_PRETRAINING),
     ("fine-tune: milder crops (area 0.6-1)", "finetune", {"data.augment.crop_scale": [0.6, 1.0]}),
     ("fine-tune: mixup 0.8 / cutmix 1.0", "finetune", {"mixup": 0.8, "cutmix": 1.0}),
     ("ViT from scratch: the shipped recipe", "scratch", {}),
@@ -99,6 +100,19 @@ ROWS: list[tuple[str, str, dict]] = [
         "finetune",
         {"patch_dropout": 0.75, "train.epochs": 200},
     ),
+    # the frozen encoder: does the cross-attention decoder's weaker linear probe come from its cls token?
+    ("linear probe: the shipped recipe (cls token)", "linprobe", {}),
+    ("linear probe: mean of the patch tokens", "linprobe", {"pool": "mean"}),
+    ("linear probe: cross-attention decoder's encoder (cls token)", "linprobe", CROSS_PRETRAINING),
+    (
+        "linear probe: cross-attention decoder's encoder, mean of the patch tokens",
+        "linprobe",
+        CROSS_PRETRAINING | {"pool": "mean"},
+    ),
+    ("k-NN: the shipped recipe (cls token)", "knn", {}),
+    ("k-NN: mean of the patch tokens", "knn", {"pool": "mean"}),
+    ("k-NN: cross-attention decoder's encoder (cls token)", "knn", CROSS_PRETRAINING),
+    ("k-NN: cross-attention decoder's encoder, mean of the patch tokens", "knn", CROSS_PRETRAINING | {"pool": "mean"}),
 ]
 
 
@@ -139,7 +153,7 @@ def slug(name: str) -> str:
 
 
 def run_rows(pretrained: str | None, only: list[str] | None) -> None:
-    from maekit.commands import compare, finetune
+    from maekit.commands import compare, finetune, knn, linprobe
     from maekit.config import CompareConfig, load_config
 
     cfg = load_config(CompareConfig, CONFIG, [f"pretrained={pretrained or REFERENCE_ENCODER}"])
@@ -153,7 +167,10 @@ def run_rows(pretrained: str | None, only: list[str] | None) -> None:
             compare._cell_config(cfg, method, 600, 0, None, str(pre or cfg.pretrained)), REFERENCE.get(method, {}) | own
         )
         print(f"+ {name}", flush=True)
-        finetune.run(dataclasses.replace(c, resume=out.exists() and (out / "run.json").exists()), out, method)
+        if method in ("linprobe", "knn"):  # seconds: no resuming
+            (linprobe if method == "linprobe" else knn).run(c, out)
+        else:
+            finetune.run(dataclasses.replace(c, resume=out.exists() and (out / "run.json").exists()), out, method)
 
 
 STEPS = ROOT / "docs/results/fashion_mnist_ablation_steps.json"
@@ -186,13 +203,20 @@ def write_doc() -> None:
         f = OUT / slug(name) / "result.json"
         if f.exists():
             r = json.loads(f.read_text())
-            metrics = [json.loads(x) for x in (f.parent / "metrics.jsonl").read_text().splitlines()]
-            # training only (a resumed row's result time is not)
+            # training only (a resumed row's result time is not); k-NN trains nothing and logs no epochs
+            log = f.parent / "metrics.jsonl"
+            metrics = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
             r["train_s"] = sum(m.get("epoch_time_s", 0.0) for m in metrics)
             rows.append((name, changes, r))
     base = {
         m: next((r for n, ch, r in rows if not ch and n.startswith(p)), None)
-        for m, p in (("finetune", "fine-tune"), ("scratch", "ViT from scratch"), ("cnn", "small CNN"))
+        for m, p in (
+            ("finetune", "fine-tune"),
+            ("scratch", "ViT from scratch"),
+            ("cnn", "small CNN"),
+            ("linprobe", "linear probe"),
+            ("knn", "k-NN"),
+        )
     }
     lines = [
         "# Fashion-MNIST, 600 labels: what each part of the downstream recipe is worth",
