@@ -232,27 +232,35 @@ def _against_previous(summary: dict) -> list[str]:
     from maekit.commands.compare import LABELS, summarize
 
     before = {r["method"]: r for r in summarize(_results(PREVIOUS))}
-    old_pre = ROOT / yaml.safe_load((PREVIOUS / "config.yaml").read_text())["pretrained"]
+    old_cfg, new_cfg = (yaml.safe_load((d / "config.yaml").read_text()) for d in (PREVIOUS, CMP))
+    old_pre = ROOT / old_cfg["pretrained"]
     lines = [
         "## Against the previous pretraining recipe",
         "",
         f"Now: {_pretraining(PRE)}. Before: {_pretraining(old_pre)} (the same time on the machine the ablation "
-        f"measured; its compare is `{PREVIOUS.relative_to(ROOT)}`). Same label subsets, seeds and downstream recipes; "
-        "each fine-tune's learning rate chosen on the validation split with the first seed. Test accuracy (%), "
-        "mean ± std over 3 seeds:",
+        f"measured; its compare is `{PREVIOUS.relative_to(ROOT)}`). Same label subsets and seeds; each fine-tune's "
+        "learning rate chosen on the validation split with the first seed; a downstream recipe that changed too is "
+        "named in its row. Test accuracy (%), mean ± std over 3 seeds:",
         "",
-        "| method | before | now | difference (points) |",
-        "|---|---:|---:|---:|",
+        "| method | downstream recipe change | before | now | difference (points) |",
+        "|---|---|---:|---:|---:|",
     ]
-    for m in ("finetune", "linprobe", "knn"):
+    for m in ("finetune", "linprobe", "knn", "linprobe_random", "knn_random"):
         if m in before and m in summary:
             b, n = before[m], summary[m]
+            section = m.removesuffix("_random")
+            old_sec, new_sec = (_flat(c.get(section) or {}) for c in (old_cfg, new_cfg))
+            changed = ", ".join(
+                f"`{k}` {old_sec.get(k)} -> {new_sec.get(k)}"
+                for k in sorted(old_sec)  # a key new_sec alone has was added to maekit after the previous run
+                if old_sec[k] != new_sec.get(k)
+            )
             lines.append(
-                f"| {LABELS[m]} | {100 * b['mean']:.2f} ± {100 * b['std']:.2f} | {100 * n['mean']:.2f} ± "
-                f"{100 * n['std']:.2f} | {100 * (n['mean'] - b['mean']):+.2f} |"
+                f"| {LABELS[m]} | {changed or '(none)'} | {100 * b['mean']:.2f} ± {100 * b['std']:.2f} | "
+                f"{100 * n['mean']:.2f} ± {100 * n['std']:.2f} | {100 * (n['mean'] - b['mean']):+.2f} |"
             )
     verdicts = []
-    for m in ("finetune", "linprobe", "knn"):
+    for m in ("finetune", "linprobe", "knn", "linprobe_random", "knn_random"):
         if m in before and m in summary:
             d, spread = summary[m]["mean"] - before[m]["mean"], max(summary[m]["std"], before[m]["std"])
             size = "beyond" if abs(d) > spread else "within"
@@ -263,6 +271,14 @@ def _against_previous(summary: dict) -> list[str]:
         "seeds (label subset, head, order), not over pretraining seeds.",
     ]
     return lines + [""]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config section as {"a.b": value}."""
+    out = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
 
 
 def _reused_cells() -> list[str]:
