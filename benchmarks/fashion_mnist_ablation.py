@@ -127,8 +127,9 @@ def pretrain_path(changes: dict) -> Path | None:
 
 
 def final_val_recon_loss(run: Path) -> float:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "val_recon_loss" in r][-1]["val_recon_loss"]
+    from maekit.engine.rundir import read_metrics
+
+    return [r for r in read_metrics(run) if "val_recon_loss" in r][-1]["val_recon_loss"]
 
 
 def pretrain_dir(changes: dict) -> Path | None:
@@ -198,15 +199,15 @@ def count_steps(rates=(0.0, 0.5)) -> None:
 
 
 def write_doc() -> None:
+    from maekit.engine.rundir import read_metrics
+
     rows = []
     for name, method, changes in ROWS:
         f = OUT / slug(name) / "result.json"
         if f.exists():
             r = json.loads(f.read_text())
             # training only (a resumed row's result time is not); k-NN trains nothing and logs no epochs
-            log = f.parent / "metrics.jsonl"
-            metrics = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-            r["train_s"] = sum(m.get("epoch_time_s", 0.0) for m in metrics)
+            r["train_s"] = sum(m.get("epoch_time_s", 0.0) for m in read_metrics(f.parent))
             rows.append((name, changes, r))
     base = {
         m: next((r for n, ch, r in rows if not ch and n.startswith(p)), None)

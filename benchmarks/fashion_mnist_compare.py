@@ -97,9 +97,9 @@ def main() -> None:
     if tp.exists():  # the recipe's step speed on idle cores (benchmarks/throughput.py, configuration f)
         f = next((c for c in json.loads(tp.read_text())["configs"] if c["key"] == "f"), None)
         if f:
-            # throughput.py times the cross-attention decoder with partial decoding only
-            contender = ("maekit cross" if cross else "maekit partial") if partial else None if cross else "maekit"
-            if contender:
+            # throughput.py's contender for this recipe (it times the cross-attention decoder with partial decoding)
+            contenders = {(False, False): "maekit", (True, False): "maekit partial", (True, True): "maekit cross"}
+            if contender := contenders.get((partial, cross)):
                 idle_min = len(epochs) * 54000 / f["img_s"][contender]["median"] / 60
     text = [
         "# Fashion-MNIST, 600 labels: MAE-pretrained ViT against what a user would train instead",
@@ -214,9 +214,10 @@ def _recipes() -> str:
 
 def _pretraining(run: Path) -> str:
     """A pretraining run in a few words: its decoder, epochs and final validation reconstruction loss."""
+    from maekit.engine.rundir import read_metrics
+
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    loss = [r for r in rows if "val_recon_loss" in r][-1]["val_recon_loss"]
+    loss = [r for r in read_metrics(run) if "val_recon_loss" in r][-1]["val_recon_loss"]
     model = cfg["model"]
     return (
         f"`{run.relative_to(ROOT)}`: {model.get('decoder_attention') or 'self'}-attention decoder, decoder_keep "
@@ -229,6 +230,7 @@ def _against_previous(summary: dict) -> list[str]:
     """The encoder's rows next to the same rows of the previous recipe's compare (same label subsets and seeds)."""
     if not (PREVIOUS / "results.csv").exists() or PREVIOUS.resolve() == CMP.resolve():
         return []
+    from maekit.commands.cells import flat_keys
     from maekit.commands.compare import LABELS, summarize
 
     before = {r["method"]: r for r in summarize(_results(PREVIOUS))}
@@ -245,40 +247,31 @@ def _against_previous(summary: dict) -> list[str]:
         "| method | downstream recipe change | before | now | difference (points) |",
         "|---|---|---:|---:|---:|",
     ]
-    for m in ("finetune", "linprobe", "knn", "linprobe_random", "knn_random"):
-        if m in before and m in summary:
-            b, n = before[m], summary[m]
-            section = m.removesuffix("_random")
-            old_sec, new_sec = (_flat(c.get(section) or {}) for c in (old_cfg, new_cfg))
-            changed = ", ".join(
-                f"`{k}` {old_sec.get(k)} -> {new_sec.get(k)}"
-                for k in sorted(old_sec)  # a key new_sec alone has was added to maekit after the previous run
-                if old_sec[k] != new_sec.get(k)
-            )
-            lines.append(
-                f"| {LABELS[m]} | {changed or '(none)'} | {100 * b['mean']:.2f} ± {100 * b['std']:.2f} | "
-                f"{100 * n['mean']:.2f} ± {100 * n['std']:.2f} | {100 * (n['mean'] - b['mean']):+.2f} |"
-            )
     verdicts = []
     for m in ("finetune", "linprobe", "knn", "linprobe_random", "knn_random"):
-        if m in before and m in summary:
-            d, spread = summary[m]["mean"] - before[m]["mean"], max(summary[m]["std"], before[m]["std"])
-            size = "beyond" if abs(d) > spread else "within"
-            verdicts.append(f"{LABELS[m]} {'higher' if d > 0 else 'lower'} ({size} the larger seed spread)")
+        if m not in before or m not in summary:
+            continue
+        b, n = before[m], summary[m]
+        section = m.removesuffix("_random")
+        old_sec, new_sec = (flat_keys(c.get(section) or {}) for c in (old_cfg, new_cfg))
+        changed = ", ".join(
+            f"`{k}` {old_sec.get(k)} -> {new_sec.get(k)}"
+            for k in sorted(old_sec)  # a key new_sec alone has was added to maekit after the previous run
+            if old_sec[k] != new_sec.get(k)
+        )
+        d = n["mean"] - b["mean"]
+        lines.append(
+            f"| {LABELS[m]} | {changed or '(none)'} | {100 * b['mean']:.2f} ± {100 * b['std']:.2f} | "
+            f"{100 * n['mean']:.2f} ± {100 * n['std']:.2f} | {100 * d:+.2f} |"
+        )
+        size = "beyond" if abs(d) > max(n["std"], b["std"]) else "within"
+        verdicts.append(f"{LABELS[m]} {'higher' if d > 0 else 'lower'} ({size} the larger seed spread)")
     lines += [
         "",
         "Now against before: " + "; ".join(verdicts) + ". One pretraining run each: the spread is over the downstream "
         "seeds (label subset, head, order), not over pretraining seeds.",
     ]
     return lines + [""]
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested config section as {"a.b": value}."""
-    out = {}
-    for k, v in d.items():
-        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
 
 
 def _reused_cells() -> list[str]:

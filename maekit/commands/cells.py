@@ -83,10 +83,11 @@ def can_resume(run_dir: Path) -> bool:
     return (Path(run_dir) / "run.json").exists() and (last.exists() or previous_path(last).exists())
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat_keys(d: dict, prefix: str = "") -> dict:
+    """A nested config (or section) as {"a.b": value}."""
     out = {}
     for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        out.update(flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -97,8 +98,8 @@ def check_same_recipe(run_dir: Path, cfg: Any) -> None:
     saved_file = run_dir / "config.yaml"
     if not saved_file.exists():
         return
-    saved = _flat(read_yaml(saved_file))
-    via_yaml = lambda c: _flat(yaml.safe_load(yaml.safe_dump(to_dict(c))))  # noqa: E731 (as the saved file went)
+    saved = flat_keys(read_yaml(saved_file))
+    via_yaml = lambda c: flat_keys(yaml.safe_load(yaml.safe_dump(to_dict(c))))  # noqa: E731 (as the saved file went)
     want = via_yaml(cfg)
     # a key added to maekit after the cell ran was, in effect, at its default then
     defaults = via_yaml(type(cfg)())
