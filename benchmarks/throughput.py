@@ -53,6 +53,16 @@ CONFIGS = {
         batch=256,
         steps=4,
     ),
+    "g": dict(
+        title="quark/gluon jets recipe (configs/pretrain_jets_qg.yaml): 48x48x3, patch 8, 128 x 6 (4 heads), "
+        "decoder 96 x 2",
+        img=48,
+        chans=3,
+        patch=8,
+        arch=dict(embed_dim=128, depth=6, num_heads=4, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=4),
+        batch=256,
+        steps=4,
+    ),
     "c": dict(
         title="jets 125x125x8, patch 5, seed model (256 x 12, 4 heads; decoder 128 x 8, 8 heads)",
         img=125,
