@@ -57,7 +57,7 @@ RUNSPEC = {
     "m075_hit": (0.75, 6, "[finetune,linprobe,knn]", HIT),
     "m075_hitvar": (0.75, 6, "[finetune,linprobe,knn]", (*HIT, "model.hit_variance=true")),
     "m075_cross": (0.75, equal_time_epochs(6), "[finetune,linprobe,knn]", CROSS),
-    # what half an hour of pretraining buys (about 22 minutes on 2 idle cores): more than the budget
+    # what about half an hour of pretraining on 2 cores buys: more than the budget (the doc gives its time)
     "m075_cross_e60": (0.75, 60, "[finetune,linprobe,knn]", CROSS),
 }
 
