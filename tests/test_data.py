@@ -210,6 +210,21 @@ def test_preprocessing():
         preparer(PreprocessConfig(), "f.h5: X_jets", 2)(np.array([[[[0.0]], [[np.inf]]]], dtype=np.float32), 3, 4)
 
 
+def test_vertical_flip_mirrors_rows_and_leaves_other_runs_alone():
+    from maekit.data.transforms import random_resized_crop_flip
+
+    x = torch.randn(64, 2, 6, 5)
+    out = random_resized_crop_flip(x, torch.Generator().manual_seed(0), (1, 1), (1, 1), hflip=False, vflip=True)
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x)]
+    mirrored = [torch.allclose(o, i.flip(-2), atol=1e-5) for o, i in zip(out, x)]
+    assert all(a != b for a, b in zip(same, mirrored)) and 16 < sum(mirrored) < 48
+    # without vflip the generator is drawn exactly as before the option existed (5 draws per image)
+    g, ref = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    random_resized_crop_flip(x, g, (0.5, 1), (0.8, 1.2), hflip=True)
+    torch.rand(5 * 64, generator=ref)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=ref))
+
+
 def test_stats_match_direct_computation(tmp_path):
     x = formats.write_qg_hdf5(tmp_path / "qg.h5", n=40, size=20)
     for stream in (False, True):

@@ -61,7 +61,14 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(images[mb.indices].to(dist.device), mean, std)
         x = random_resized_crop_flip(
-            x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset
+            x,
+            mb.generator,
+            tuple(aug.crop_scale),
+            tuple(aug.crop_ratio),
+            aug.hflip,
+            mb.global_batch,
+            mb.offset,
+            vflip=aug.vflip,
         )
         x, lam = mixup_cutmix(x, mb.generator, cfg.mixup, cfg.cutmix)
         with autocast(dist.device, precision):

@@ -75,7 +75,14 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(train_images[mb.indices].to(dist.device), mean, std)
         x = random_resized_crop_flip(
-            x, mb.generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, mb.global_batch, mb.offset
+            x,
+            mb.generator,
+            tuple(aug.crop_scale),
+            tuple(aug.crop_ratio),
+            aug.hflip,
+            mb.global_batch,
+            mb.offset,
+            vflip=aug.vflip,
         )
         noise = torch.rand(mb.global_batch, L, generator=mb.generator)[mb.offset : mb.offset + x.shape[0]]
         with autocast(dist.device, precision):

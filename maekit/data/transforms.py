@@ -31,9 +31,11 @@ def random_resized_crop_flip(
     hflip: bool = True,
     global_batch: int | None = None,
     offset: int = 0,
+    vflip: bool = False,
 ) -> torch.Tensor:
     """[N, C, H, W] float -> same shape: a random crop of area fraction in `scale` and aspect ratio in
-    `ratio`, resized back with bilinear sampling, mirrored left-right with probability 1/2 if `hflip`.
+    `ratio`, resized back with bilinear sampling, mirrored left-right with probability 1/2 if `hflip`, and
+    top-bottom, independently, with probability 1/2 if `vflip`.
 
     Parameters are drawn for `global_batch` samples and rows offset:offset+N are used.
     """
@@ -44,6 +46,8 @@ def random_resized_crop_flip(
     cx = torch.rand(g, generator=generator)
     cy = torch.rand(g, generator=generator)
     flip = torch.rand(g, generator=generator) < 0.5
+    # drawn only when asked for, so that runs without it keep their random stream
+    vflip_rows = torch.rand(g, generator=generator) < 0.5 if vflip else None
     sl = slice(offset, offset + n)
     r = torch.exp(log_r[sl])
     w = torch.sqrt(area[sl] * r).clamp(max=1.0)
@@ -52,10 +56,11 @@ def random_resized_crop_flip(
     tx = (cx[sl] * 2 - 1) * (1 - w)
     ty = (cy[sl] * 2 - 1) * (1 - h)
     sx = torch.where(flip[sl], -w, w) if hflip else w
+    sy = torch.where(vflip_rows[sl], -h, h) if vflip_rows is not None else h
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = sx
     theta[:, 0, 2] = tx
-    theta[:, 1, 1] = h
+    theta[:, 1, 1] = sy
     theta[:, 1, 2] = ty
     theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
