@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -292,6 +293,50 @@ def test_compare_grid_rate_replaces_an_absolute_lr(tmp_path, fmnist_small, pretr
     assert ran == {"finetune_labels60_seed0": pytest.approx(1e-5)}
     row = next(csv.DictReader((tmp_path / "seed_lr" / "results.csv").open()))
     assert (row["base_lr"], float(row["lr"])) == ("", 1e-5)
+
+
+def test_compare_says_when_the_chosen_rate_is_at_the_edge_of_its_grid(
+    tmp_path, fmnist_small, pretrained_run, monkeypatch, capsys
+):
+    """A rate chosen at either end of its grid may not be the best one: results.md and the console say so, with the
+    key to widen; a rate chosen inside the grid gets no such note."""
+    best = {}
+
+    def fake(c, out, method):  # validation accuracy peaks at best[method]: no training
+        out.mkdir(parents=True, exist_ok=True)
+        acc = 0.9 - abs(math.log(c.optim.base_lr / best[method]))
+        return {
+            "method": method,
+            "labels": 60,
+            "seed": 0,
+            "test_accuracy": 0.5,
+            "test_roc_auc": 0.5,
+            "val_accuracy": acc,
+        }
+
+    monkeypatch.setattr(finetune, "run", fake)
+    best.update(finetune=1e-2, scratch=2e-3)
+    args = [
+        "compare",
+        f"pretrained={pretrained_run}",
+        f"pretrain.data.path={fmnist_small}",
+        "budgets=[60]",
+        "seeds=[0]",
+        "methods=[finetune, scratch]",
+        "finetune_lrs=[1.0e-3, 2.0e-3, 4.0e-3]",
+        "scratch_lrs=[1.0e-3, 2.0e-3, 4.0e-3]",
+        f"out={tmp_path / 'cmp'}",
+    ]
+    assert main(args) == 0
+    md = (tmp_path / "cmp" / "results.md").read_text()
+    ft = next(line for line in md.splitlines() if line.startswith("- fine-tune"))
+    sc = next(line for line in md.splitlines() if line.startswith("- ViT from scratch"))
+    assert "base_lr 0.004" in ft and "at the upper end of the grid: finetune_lrs" in ft
+    assert "base_lr 0.002" in sc and "end of the grid" not in sc
+    assert "at the upper end of the grid: finetune_lrs" in capsys.readouterr().out
+    best.update(finetune=1e-4)
+    assert main([*args[:-1], f"out={tmp_path / 'low'}", "methods=[finetune]"]) == 0
+    assert "at the lower end of the grid" in (tmp_path / "low" / "results.md").read_text()
 
 
 def test_cnn_and_pixel_knn_rows_in_compare(tmp_path, fmnist_small, pretrained_run):

@@ -64,6 +64,17 @@ def _lr_grid(cfg: CompareConfig, method: str) -> list[float] | None:
     )
 
 
+LR_KEY = {"finetune": "finetune_lrs", "scratch": "scratch_lrs", "cnn": "cnn_lrs"}
+
+
+def grid_edge(grid: list[float], chosen: float) -> str | None:
+    """'lower' or 'upper' when the rate chosen from a grid of three or more is its smallest or largest: the best rate
+    may lie beyond the grid, so the selection is not settled (None otherwise)."""
+    if len(set(grid)) < 3:  # two rates have no inside
+        return None
+    return "lower" if chosen == min(grid) else "upper" if chosen == max(grid) else None
+
+
 def run(cfg: CompareConfig, out: Path) -> list[dict]:
     """Under torchrun every process runs every cell (each cell trains or extracts features with DDP); the
     decisions about which cells to skip or resume are taken by all processes between barriers, and only rank 0
@@ -137,9 +148,12 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
                 best = max(trials, key=lambda t: t[0]["val_accuracy"])
                 lr = best[1]
                 tried = ", ".join(f"{x:g}: {100 * r['val_accuracy']:.2f}%" for r, x in trials)
-                selection.append(
-                    f"- {LABELS[method]}, {trials[0][0]['labels']} labels: base_lr {lr:g} (val accuracy {tried})"
-                )
+                line = f"- {LABELS[method]}, {trials[0][0]['labels']} labels: base_lr {lr:g} (val accuracy {tried})"
+                if edge := grid_edge(_lr_grid(cfg, method), lr):
+                    line += f"; at the {edge} end of the grid: {LR_KEY[method]} may need to go further"
+                    if main:
+                        print(f"compare: {line[2:]}", flush=True)
+                selection.append(line)
             for seed in cfg.seeds:
                 results.append(cell(method, budget, seed, epochs, lr))
                 if main:
