@@ -80,7 +80,7 @@ def label(tag: str) -> str:
 
 # every encoder gets the compare config's own learning-rate grid, chosen on validation
 COMPARE_EXTRA: dict[str, list[str]] = {}
-# A downstream recipe variant: top-bottom flips (phi -> -phi, a symmetry of the detector images) for every method,
+# A downstream recipe variant: top-bottom flips (the rows, eta -> -eta about the jet axis) for every method,
 # chosen on validation in docs/results/jets_ablation.md (it helped the fine-tune there, not the CNN).
 VFLIP = "pretrain.data.augment.vflip=true"
 # tag -> (pretraining tag, label in the tables, compare overrides, the compare tag whose scratch and CNN rows ran with

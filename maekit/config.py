@@ -27,7 +27,7 @@ class AugmentConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # random-resized-crop area range
     crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])  # aspect ratio range
     hflip: bool = True  # off for digits and for data where left/right matters
-    vflip: bool = False  # mirror top-bottom too: for images without an up (detector images: phi -> -phi)
+    vflip: bool = False  # mirror top-bottom too: for images without an up (detector images: rows = eta -> -eta)
 
     def validate(self, prefix: str) -> None:
         lo, hi = _pair(self.crop_scale, f"{prefix}crop_scale")
