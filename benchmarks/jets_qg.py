@@ -551,9 +551,14 @@ def write_doc() -> None:
             *rows_all,
             "",
         ]
-        md = kept(RUNS / "jets_compare_m075" / "results.md", "results_m075.md")
-        if md is not None and "Learning rate" in (text := md.read_text()):  # the grid search as compare wrote it
-            lines += [text[text.index("Learning rate") :].strip(), ""]
+        for tag, name in [("m075", None)] + [(t, e[1]) for t, e in EXTRA.items() if "methods=" not in " ".join(e[2])]:
+            md = kept(RUNS / f"jets_compare_{tag}" / "results.md", f"results_{tag}.md")
+            if md is not None and "Learning rate" in (text := md.read_text()):  # the grid search as compare wrote it
+                lines += [
+                    (f"With the downstream recipe of the row {name}: " if name else "")
+                    + text[text.index("Learning rate") :].strip(),
+                    "",
+                ]
     lines += [
         "## Reference numbers",
         "",
