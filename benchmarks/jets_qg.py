@@ -559,6 +559,12 @@ def write_doc() -> None:
                     + text[text.index("Learning rate") :].strip(),
                     "",
                 ]
+        lines += [
+            "What each part of the downstream recipe is worth on the validation split (top-bottom flips, length, "
+            "layer decay, rates beyond the grids), for the fine-tune and both trained baselines: "
+            "[jets_ablation.md](jets_ablation.md).",
+            "",
+        ]
     lines += [
         "## Reference numbers",
         "",
