@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import FinetuneConfig
-from ..data.transforms import mixup_cutmix, normalize, random_resized_crop_flip
+from ..data.transforms import augment, mixup_cutmix, normalize
 from ..engine.optim import build_optimizer
 from ..engine.train import MicroBatch, autocast
 from ..engine.trainer import Task, Trainer, process
@@ -60,16 +60,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(images[mb.indices].to(dist.device), mean, std)
-        x = random_resized_crop_flip(
-            x,
-            mb.generator,
-            tuple(aug.crop_scale),
-            tuple(aug.crop_ratio),
-            aug.hflip,
-            mb.global_batch,
-            mb.offset,
-            vflip=aug.vflip,
-        )
+        x = augment(x, aug, mb.generator, mb.global_batch, mb.offset)
         x, lam = mixup_cutmix(x, mb.generator, cfg.mixup, cfg.cutmix)
         with autocast(dist.device, precision):
             logits = trainer.wrapped(x).float()

@@ -9,7 +9,7 @@ import torch
 from .. import plots
 from ..config import PretrainConfig, save_yaml, to_dict
 from ..data.loader import load_splits
-from ..data.transforms import normalize, random_resized_crop_flip
+from ..data.transforms import augment, normalize
 from ..engine import checkpoint
 from ..engine.optim import build_optimizer
 from ..engine.rundir import RunDir, prepare
@@ -74,16 +74,7 @@ def _run(cfg: PretrainConfig, out: Path, dist) -> Path:
 
     def step_loss(mb: MicroBatch) -> torch.Tensor:
         x = normalize(train_images[mb.indices].to(dist.device), mean, std)
-        x = random_resized_crop_flip(
-            x,
-            mb.generator,
-            tuple(aug.crop_scale),
-            tuple(aug.crop_ratio),
-            aug.hflip,
-            mb.global_batch,
-            mb.offset,
-            vflip=aug.vflip,
-        )
+        x = augment(x, aug, mb.generator, mb.global_batch, mb.offset)
         noise = torch.rand(mb.global_batch, L, generator=mb.generator)[mb.offset : mb.offset + x.shape[0]]
         with autocast(dist.device, precision):
             loss, _, _ = trainer.wrapped(x, noise=noise.to(dist.device))

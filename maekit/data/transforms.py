@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..config import AugmentConfig
 from ..errors import MaekitError
 
 
@@ -65,6 +66,13 @@ def random_resized_crop_flip(
     theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def augment(x: torch.Tensor, aug: AugmentConfig, generator: torch.Generator, global_batch: int, offset: int):
+    """A training batch augmented as `data.augment` says (random_resized_crop_flip with its settings)."""
+    return random_resized_crop_flip(
+        x, generator, tuple(aug.crop_scale), tuple(aug.crop_ratio), aug.hflip, global_batch, offset, vflip=aug.vflip
+    )
 
 
 def eval_batch_size(images, target_bytes: int = 16 << 20, most: int = 512) -> int:
