@@ -32,7 +32,6 @@ ENCODER = "benchmarks/runs/jets_pretrain_m075_cross_e60"
 # the base_lr each method's compare chose on validation (docs/results/jets_qg.md): the fine-tune of ENCODER, and the
 # baselines of the study's first row
 RATE = {"finetune": 0.004, "scratch": 0.004, "cnn": 0.003}
-SECTION = {"finetune": "finetune", "scratch": "scratch", "cnn": "cnn"}
 VFLIP = {"pretrain.data.augment.vflip": "true"}
 
 # (slug, method, description, compare overrides); a row without overrides is its method's reference

@@ -57,14 +57,15 @@ def _section(cfg: CompareConfig, method: str):
 TRAINED = ("finetune", "scratch", "cnn")  # methods with a learning rate (and a resumable training loop)
 
 
+LR_KEY = {"finetune": "finetune_lrs", "scratch": "scratch_lrs", "cnn": "cnn_lrs"}  # a method's learning-rate grid
+
+
 def _lr_grid(cfg: CompareConfig, method: str) -> list[float] | None:
-    """The base_lr candidates a method's rate is chosen from on the validation split (None: its section's rate)."""
-    return {"finetune": cfg.finetune_lrs, "scratch": cfg.scratch_lrs or cfg.finetune_lrs, "cnn": cfg.cnn_lrs}.get(
-        method
-    )
-
-
-LR_KEY = {"finetune": "finetune_lrs", "scratch": "scratch_lrs", "cnn": "cnn_lrs"}
+    """The base_lr candidates a method's rate is chosen from on the validation split (None: its section's rate);
+    the from-scratch ViT falls back on the fine-tune's grid."""
+    if method not in LR_KEY:
+        return None
+    return getattr(cfg, LR_KEY[method]) or (cfg.finetune_lrs if method == "scratch" else None)
 
 
 def grid_edge(grid: list[float], chosen: float) -> str | None:
