@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kept_files
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RUNS = ROOT / "benchmarks/runs"
@@ -220,13 +222,8 @@ def budgets_text() -> str:
 
 
 def kept(path: Path, name: str) -> Path | None:
-    """A result file of the study: copied next to the doc (docs/results/jets_qg/NAME) when its run exists, so the doc
-    can be regenerated from the repository alone; else that copy, if any."""
-    copy = FIGS / name
-    if path.exists():
-        FIGS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, copy)
-    return copy if copy.exists() else None
+    """A result file of the study, kept as docs/results/jets_qg/NAME (kept_files.kept)."""
+    return kept_files.kept(path, FIGS / name)
 
 
 def _summary(rows: list[dict], method: str, labels: int) -> dict | None:

@@ -21,13 +21,14 @@ import argparse
 import csv
 import json
 import math
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import kept_files
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -290,13 +291,8 @@ def run_study(st: Study, threads: int | None) -> None:
 
 
 def kept(st: Study, path: Path, name: str) -> Path | None:
-    """A result file of the study, copied next to the doc (so that --doc-only works from the repository alone)
-    when its run exists; else that copy, if any."""
-    copy = st.figs / name
-    if path.exists():
-        st.figs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, copy)
-    return copy if copy.exists() else None
+    """A result file of the study, kept next to its doc as NAME (kept_files.kept)."""
+    return kept_files.kept(path, st.figs / name)
 
 
 def keep_all(st: Study) -> None:
