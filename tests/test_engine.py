@@ -187,7 +187,7 @@ def test_precision_auto_picks_bf16_only_where_it_is_fast():
     assert resolve_precision("fp32", cpu, avx2 | {"avx512_bf16"}) == "fp32"
 
 
-def test_precision_auto_keeps_bf16_only_if_a_timed_trial_is_faster(monkeypatch):
+def test_precision_auto_keeps_bf16_only_if_a_timed_trial_is_clearly_faster(monkeypatch):
     """Where bf16 is native, 'auto' times a forward and backward in each precision and keeps bf16 only if it is
     faster (on an H200 a small MAE ran 27 % slower in bf16: docs/gpu.md); where it is not, no trial is run."""
     from maekit.engine import train
@@ -207,7 +207,14 @@ def test_precision_auto_keeps_bf16_only_if_a_timed_trial_is_faster(monkeypatch):
     assert train.choose_precision("bf16", cpu, model, loss_of, frozenset({"avx2"})) == ("bf16", "bf16")
     if not torch.backends.mkldnn.is_available():
         return
-    for times, expected in (({"fp32": 1.0, "bf16": 1.37}, "fp32"), ({"fp32": 1.0, "bf16": 0.5}, "bf16")):
+    # bf16 only when clearly faster: 1.075x is within the timing noise of shared cores, so fp32 (the same config
+    # must not train in either precision depending on load)
+    cases = (
+        ({"fp32": 1.0, "bf16": 1.37}, "fp32"),
+        ({"fp32": 1.0, "bf16": 0.5}, "bf16"),
+        ({"fp32": 1.0, "bf16": 0.93}, "fp32"),
+    )
+    for times, expected in cases:
         monkeypatch.setattr(train, "timed_precisions", lambda *a, t=times, **k: t)
         chosen, why = train.choose_precision("auto", cpu, model, loss_of, native)
         assert chosen == expected and f"bf16 ran at {times['fp32'] / times['bf16']:.2f}x fp32's speed" in why, why

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import math
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -168,28 +169,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# 'auto' keeps bf16 only when its trial step is this much faster than fp32's. Near 1.0x the choice flipped from run to
+# run with the timing noise of shared cores (one fine-tune recipe's trials read 0.91x-1.19x on an AVX-512 BF16 CPU),
+# so the same config trained in either precision and gave different numbers, for no real speed-up.
+BF16_MIN_SPEEDUP = 1.15
+
+
 def timed_precisions(
-    model: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor], device: torch.device, reps: int = 3
+    model: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor], device: torch.device, reps: int = 5
 ) -> dict[str, float]:
-    """Seconds of one forward and backward of `loss_of(model copy)` in fp32 and in bf16 autocast, the fastest of
-    `reps` after a warm-up. On a copy and under a forked RNG: the run's weights, buffers and random streams are
-    untouched."""
+    """Seconds of one forward and backward of `loss_of(model copy)` in fp32 and in bf16 autocast: the median of
+    `reps`, the two precisions alternating (so that a burst of load on the cores slows both), after a warm-up of
+    each. On a copy and under a forked RNG: the run's weights, buffers and random streams are untouched."""
     probe = copy.deepcopy(model).train()
-    out = {}
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for precision in ("fp32", "bf16"):
-            times = []
-            for _ in range(reps + 1):
+        for rep in range(reps + 1):
+            for precision in ("fp32", "bf16"):
                 _sync(device)
                 t = time.perf_counter()
                 with autocast(device, precision):
                     loss = loss_of(probe)
                 loss.float().backward()
                 _sync(device)
-                times.append(time.perf_counter() - t)
+                if rep:  # the first of each is the warm-up
+                    times[precision].append(time.perf_counter() - t)
                 probe.zero_grad(set_to_none=True)
-            out[precision] = min(times[1:])
-    return out
+    return {p: statistics.median(v) for p, v in times.items()}
 
 
 def choose_precision(
@@ -200,8 +206,9 @@ def choose_precision(
     flags: frozenset[str] | None = None,
 ) -> tuple[str, str]:
     """The precision a run trains in, and why (for its first line). 'auto' where bf16 is native (resolve_precision)
-    and a trial loss is given: bf16 only if its timed forward and backward (timed_precisions) beats fp32's, because
-    small models on a GPU are bound by kernel launches and autocast's casts slow them down (docs/gpu.md)."""
+    and a trial loss is given: bf16 only if its timed forward and backward (timed_precisions) is at least
+    BF16_MIN_SPEEDUP times as fast as fp32's, because small models on a GPU are bound by kernel launches and
+    autocast's casts slow them down (docs/gpu.md), and a choice at the noise level would make results vary."""
     chosen = resolve_precision(precision, device, flags)
     if precision != "auto":
         return chosen, chosen
@@ -209,7 +216,7 @@ def choose_precision(
         return chosen, f"{chosen} (precision=auto on {device.type})"
     t = timed_precisions(model, loss_of, device)
     speed = t["fp32"] / t["bf16"]
-    chosen = "bf16" if speed > 1.0 else "fp32"
+    chosen = "bf16" if speed >= BF16_MIN_SPEEDUP else "fp32"
     return chosen, f"{chosen} (precision=auto on {device.type}: bf16 ran at {speed:.2f}x fp32's speed in a timed trial)"
 
 
