@@ -93,8 +93,11 @@ def test_trainer_stop_after_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert first.state.step == 7 and not first.finished
     second, model_b = make(tmp_path / "parts", resume=True)
     assert second.state.step == 7  # resumed from the stop's `last` checkpoint
+    # the first process's training time goes on in the second (a resumed fine-tune's time_s was its last part only)
+    assert second.resumed_s == first.state.elapsed_s > 0 and second.elapsed_s >= second.resumed_s
     second.fit(task_of(model_b))
     assert second.finished and torch.equal(model_b.weight, model.weight)
+    assert second.state.elapsed_s > first.state.elapsed_s
 
 
 def test_a_resumed_auto_run_keeps_the_precision_its_trial_chose(tmp_path, monkeypatch):

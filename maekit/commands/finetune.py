@@ -49,6 +49,7 @@ def _run(cfg: FinetuneConfig, out: Path, kind: str, dist) -> dict:
         n_train=n,
         resume=cfg.resume,
     )
+    t_start -= trainer.resumed_s  # a resumed fine-tune's time_s counts the processes before the stop too
     mean, std = setup.mean.to(dist.device), setup.std.to(dist.device)
     images, labels = setup.labelled.images, setup.labelled.labels
     first = torch.arange(min(cfg.train.batch_size, n))

@@ -41,6 +41,7 @@ class TrainState:
     skipped_nonfinite: int = 0  # batches skipped for a non-finite loss (train.skip_nonfinite)
     grad_scaler: dict | None = None  # fp16 GradScaler state (scale, growth tracker)
     precision: str | None = None  # what the run trains in (a resumed 'auto' run keeps it: no second trial)
+    elapsed_s: float = 0.0  # seconds since the run's first process built its trainer, up to this checkpoint
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +56,7 @@ class TrainState:
             skipped_nonfinite=int(d.get("skipped_nonfinite", 0)),
             grad_scaler=d.get("grad_scaler"),
             precision=d.get("precision"),
+            elapsed_s=float(d.get("elapsed_s", 0.0)),
         )
 
 

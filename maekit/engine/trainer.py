@@ -8,6 +8,7 @@ its micro-batch loss, its evaluation, which metric is best and what its checkpoi
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -72,6 +73,8 @@ class Trainer:
         self.effective_batch = train.batch_size * train.accum_steps * dist.world
         self.peak_lr = peak_lr(optim, self.effective_batch)
         self.state = resume_state(run.path, model, optimizer, run, resume, self.effective_batch)
+        # a resumed run's time goes on from its checkpoint's (the time between the stop and the resume is not counted)
+        self.resumed_s, self._started = self.state.elapsed_s, time.perf_counter()
         # after resuming: DDP's constructor hands rank 0's (restored) weights to every process
         self.wrapped = DDP(model) if dist.enabled else model
         self.precision, self.precision_note = choose_precision(train.precision, dist.device)  # no trial yet
@@ -109,11 +112,17 @@ class Trainer:
     def lr(self, step: int) -> float:
         return lr_at(step, self.steps_per_epoch, self.train.epochs, self.optim, self.peak_lr)
 
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds of this run since its first process built its trainer, the processes before a resume included."""
+        return self.resumed_s + time.perf_counter() - self._started
+
     def checkpoint_path(self, name: str) -> Path:
         return self.run.checkpoints / f"{name}.safetensors"
 
     def fit(self, task: Task) -> TrainState:
         def save(name: str, state: TrainState, epoch: int) -> None:
+            state.elapsed_s = self.elapsed_s
             if self.dist.is_main:
                 meta = task.meta | {"train_state": state.to_dict(), "epoch": epoch}
                 checkpoint.save(self.checkpoint_path(name), self.model.state_dict(), meta, self.optimizer)
