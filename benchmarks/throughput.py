@@ -156,7 +156,8 @@ def time_split(model, x: torch.Tensor, opt: torch.optim.Optimizer, reps: int = 3
     return {k: statistics.median(v[1:]) for k, v in stages.items()}
 
 
-def one_config(key: str, reps: int) -> dict:
+def one_config(key: str, reps: int, bf16_too: bool) -> dict:
+    import copy
     import dataclasses
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -173,17 +174,18 @@ def one_config(key: str, reps: int) -> dict:
     cross.encoder.load_state_dict(ours.encoder.state_dict())  # its decoder blocks have other tensors
     x = torch.randn(cfg["batch"], cfg["chans"], cfg["img"], cfg["img"])
     models = {"maekit": ours, "transformers": hf, "maekit partial": partial, "maekit cross": cross}
+    if bf16_too:  # the standard step of both in bf16 autocast too, on copies of the same weights
+        models |= {"maekit bf16": copy.deepcopy(ours), "transformers bf16": copy.deepcopy(hf)}
     opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4) for n, m in models.items()}
     for m in models.values():
         m.train()
 
     def step(name: str) -> None:
-        if name == "transformers":
-            loss = hf(pixel_values=x).loss
-        else:
-            loss = models[name](x)[0]
+        model = models[name]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name.endswith(" bf16")):
+            loss = model(pixel_values=x).loss if name.startswith("transformers") else model(x)[0]
         opts[name].zero_grad(set_to_none=True)
-        loss.backward()
+        loss.float().backward()
         opts[name].step()
 
     with FlopCounterMode(display=False) as fc:
@@ -215,6 +217,16 @@ def one_config(key: str, reps: int) -> dict:
         "ratio": res["maekit"]["median"] / res["transformers"]["median"],
         "partial_ratio": res["maekit partial"]["median"] / res["transformers"]["median"],
         "cross_ratio": res["maekit cross"]["median"] / res["transformers"]["median"],
+        **(
+            {
+                "bf16_ratio": res["maekit bf16"]["median"] / res["transformers bf16"]["median"],
+                # each at its faster precision: what `precision: auto` (timed trial) and a tuned transformers user get
+                "best_ratio": max(res["maekit"]["median"], res["maekit bf16"]["median"])
+                / max(res["transformers"]["median"], res["transformers bf16"]["median"]),
+            }
+            if bf16_too
+            else {}
+        ),
         "split": {
             "standard": time_split(ours, x, opts["maekit"]),
             "partial": time_split(partial, x, opts["maekit partial"]),
@@ -233,8 +245,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=REPS, help="timed repeats per contender, alternating")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from maekit.environment import SPEED_FLAGS, cpu_flags, cpu_name, fast_bf16_cpu
+
+    fast = fast_bf16_cpu(cpu_flags())  # native bf16: time both in bf16 autocast too
     if args.child:
-        print(json.dumps(one_config(args.only, args.reps)))
+        print(json.dumps(one_config(args.only, args.reps, fast)))
         return
     keys = [args.only] if args.only else list(CONFIGS)
     results = []
@@ -247,8 +262,7 @@ def main() -> None:
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
-    from maekit.engine.train import resolve_precision
-    from maekit.environment import SPEED_FLAGS, cpu_flags, cpu_name
+    from maekit.engine.train import BF16_MIN_SPEEDUP, resolve_precision
 
     fp32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, n=1024, reps=2)
     flags = [f for f in SPEED_FLAGS if f in cpu_flags()]
@@ -260,11 +274,18 @@ def main() -> None:
         "(one process per configuration; maekit, transformers'",
         "ViTMAEForPreTraining and maekit with partial decoding (self- and cross-attention decoder) "
         f"alternating, {args.reps} repeats, median; images/s of full training steps:",
-        "forward, backward, AdamW; fp32; SDPA attention in all; the same weights).",
+        "forward, backward, AdamW; fp32"
+        + (", and the standard step of both in bf16 autocast too (this CPU has native bf16)" if fast else "")
+        + "; SDPA attention in all; the same weights).",
         f"CPU: {cpu_name()}, flags {' '.join(flags) or '(none of ' + ', '.join(SPEED_FLAGS) + ')'}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads. Measured matmul peak: fp32 "
-        f"{fp32:.0f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s. `train.precision: auto` picks **{auto}** here "
-        f"({'native bf16 found' if auto == 'bf16' else 'no avx512_bf16 / amx_bf16 flag: bf16 would be emulated'}).",
+        f"{fp32:.0f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s. "
+        + (
+            "`train.precision: auto` finds native bf16 here, so a run times steps in both precisions and trains in "
+            f"bf16 only if it is at least {BF16_MIN_SPEEDUP:g}x as fast as fp32."
+            if auto == "bf16"
+            else "`train.precision: auto` picks **fp32** here (no avx512_bf16 / amx_bf16 flag: bf16 would be emulated)."
+        ),
         "",
         f"Partial decoding (`model.decoder_keep: {PARTIAL_KEEP}`): the decoder sees the "
         f"visible tokens and a random {PARTIAL_KEEP:g} of the masked ones, and the loss "
@@ -288,6 +309,21 @@ def main() -> None:
             f"{r['gflop_per_img']:.2f} | {r['gflops_achieved']:.0f} "
             f"({100 * r['gflops_achieved'] / fp32:.0f}%) | {r['peak_rss_mb']:.0f} | {r['pipeline_img_s']:.0f} |"
         )
+    if fast:
+        lines += [
+            "",
+            "## The standard step in bf16 autocast (this CPU has native bf16)",
+            "",
+            "| config | maekit fp32 img/s | maekit bf16 img/s | transformers fp32 img/s | transformers bf16 img/s | "
+            "ratio, both bf16 | ratio, each at its faster precision |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in results:
+            s = {k: v["median"] for k, v in r["img_s"].items()}
+            lines.append(
+                f"| ({r['key']}) | {s['maekit']:.1f} | {s['maekit bf16']:.1f} | {s['transformers']:.1f} | "
+                f"{s['transformers bf16']:.1f} | {r['bf16_ratio']:.2f}x | {r['best_ratio']:.2f}x |"
+            )
     stages = ["data", "encoder forward", "decoder forward", "loss", "backward", "optimizer"]
     lines += [
         "",
@@ -303,20 +339,22 @@ def main() -> None:
                 + " | ".join(f"{split.get(s, 0.0):.0f}" for s in stages)
                 + f" | {sum(split.values()):.0f} |"
             )
-    fast = auto == "bf16"
     lines += [
         "",
         "## Targets (issue: time to quality, target 3)",
         "",
         f"This CPU {'has' if fast else 'has no'} fast bf16, so the standard step must reach "
-        f"{'1.3' if fast else '1.0'}x transformers on (a) and (c), and the structural option 2x on (c):",
+        f"{'1.3' if fast else '1.0'}x transformers on (a) and (c)"
+        + (" (each at its faster precision)" if fast else "")
+        + ", and the structural option 2x on (c):",
         "",
     ]
     need = 1.3 if fast else 1.0
     for r in results:
         if r["key"] in ("a", "c"):
+            standard = r["best_ratio"] if fast else r["ratio"]
             lines.append(
-                f"- ({r['key']}) standard {r['ratio']:.2f}x: {'met' if r['ratio'] >= need else 'missed'}; "
+                f"- ({r['key']}) standard {standard:.2f}x: {'met' if standard >= need else 'missed'}; "
                 f"partial decoding {r['partial_ratio']:.2f}x"
                 + (f": {'met' if r['partial_ratio'] >= 2 else 'missed'} (target 2x)" if r["key"] == "c" else "")
                 + f"; partial decoding with the cross-attention decoder {r['cross_ratio']:.2f}x"
