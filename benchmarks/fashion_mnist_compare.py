@@ -1,20 +1,21 @@
 """Regenerates docs/results/fashion_mnist.md: MAE pretraining on Fashion-MNIST (configs/fashion_mnist_long.yaml),
-then `maekit compare` (configs/compare_fashion_mnist.yaml). Both steps resume where they stopped.
+then `maekit compare` (configs/compare_fashion_mnist.yaml). Both steps resume where they stopped. The result files
+the doc reads are kept in docs/results/fashion_mnist/, so `--doc-only` rewrites the doc from the repository alone.
 
     .venv/bin/python benchmarks/fashion_mnist_compare.py [--doc-only]
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
-import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
 import yaml
+from kept_files import kept
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -22,8 +23,7 @@ _COMPARE_CFG = yaml.safe_load((ROOT / "configs/compare_fashion_mnist.yaml").read
 PRE = ROOT / _COMPARE_CFG["pretrained"]
 CMP = ROOT / _COMPARE_CFG["out"]
 DOC = ROOT / "docs/results/fashion_mnist.md"
-# the compare of the recipe shipped before (self-attention decoder, 14 epochs), kept to show what the change did
-PREVIOUS = ROOT / "benchmarks/runs/fmnist_compare"
+FIGS = DOC.parent / "fashion_mnist"  # the kept result files and figures
 PRETRAIN = [
     sys.executable,
     "-m",
@@ -46,10 +46,10 @@ BASELINES = [
 ]
 
 
-def _results(cmp: Path = CMP) -> list[dict]:
+def _results() -> list[dict]:
     import csv
 
-    rows = list(csv.DictReader((cmp / "results.csv").open()))
+    rows = list(csv.DictReader((FIGS / "results.csv").open()))
     for r in rows:
         r["labels"] = int(r["labels"])
         r["seed"] = int(r["seed"])
@@ -59,12 +59,53 @@ def _results(cmp: Path = CMP) -> list[dict]:
     return rows
 
 
+def keep_all() -> None:
+    """Copy the result files the doc reads next to it; the compare's cells in a few numbers each (cells.json)."""
+    for src, name in (
+        (PRE / "metrics.jsonl", "pretrain_metrics.jsonl"),
+        (PRE / "run.json", "pretrain_run.json"),
+        (PRE / "config.yaml", "pretrain_config.yaml"),
+        (PRE / "loss.png", "pretrain_loss.png"),
+        (max(PRE.glob("recon_epoch*.png"), default=PRE / "none"), "pretrain_reconstructions.png"),
+        (CMP / "results.csv", "results.csv"),
+        (CMP / "results.md", "results.md"),
+        (CMP / "config.yaml", "compare_config.yaml"),
+        (CMP / "accuracy_vs_labels.png", "accuracy_vs_labels.png"),
+    ):
+        kept(src, FIGS / name)
+    if not (CMP / "cells").is_dir():
+        return
+    cells = []
+    for d in sorted(x for x in (CMP / "cells").iterdir() if (x / "run.json").exists()):
+        ran = Path(str(yaml.safe_load((d / "config.yaml").read_text()).get("out") or "")).parent.parent
+        metrics = (
+            [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+            if (d / "metrics.jsonl").exists()
+            else []
+        )
+        cells.append(
+            {
+                "cell": d.name,
+                "kind": json.loads((d / "run.json").read_text())["kind"],
+                "precision": json.loads((d / "run.json").read_text()).get("precision"),
+                "ran_in": str(ran) if ran.name else str(CMP.relative_to(ROOT)),
+                "epochs": [
+                    {"epoch_time_s": r["epoch_time_s"], "img_per_s": r["img_per_s"]}
+                    for r in metrics
+                    if "img_per_s" in r
+                ],
+            }
+        )
+    (FIGS / "cells.json").write_text(json.dumps(cells, indent=1) + "\n")
+
+
 def main() -> None:
     if "--doc-only" not in sys.argv:
         for cmd in (PRETRAIN, COMPARE):
             print("+", " ".join(cmd[2:]), flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True)
-    rows = [json.loads(x) for x in (PRE / "metrics.jsonl").read_text().splitlines()]
+    keep_all()
+    rows = [json.loads(x) for x in (FIGS / "pretrain_metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if "val_recon_loss" in r]
     train_s = sum(r["epoch_time_s"] for r in epochs)
     fastest = min(r["epoch_time_s"] for r in epochs)
@@ -73,23 +114,16 @@ def main() -> None:
     def chosen_time_s(m: str) -> float:  # mean time of the method's cells at its chosen learning rate
         return statistics.mean(r["time_s"] for r in results if r["method"] == m and r["base_lr"] == _chosen(results, m))
 
-    figs = DOC.parent / "fashion_mnist"
-    figs.mkdir(parents=True, exist_ok=True)
-    shutil.copy(CMP / "accuracy_vs_labels.png", figs / "accuracy_vs_labels.png")
-    grid = sorted(PRE.glob("recon_epoch*.png"))[-1]
-    shutil.copy(grid, figs / "pretrain_reconstructions.png")
-    shutil.copy(PRE / "loss.png", figs / "pretrain_loss.png")
-    shutil.copy(CMP / "results.csv", figs / "results.csv")
     from maekit.commands.compare import LABELS, summarize
-    from maekit.environment import SPEED_FLAGS, cpu_flags, cpu_name
+    from maekit.environment import SPEED_FLAGS
 
     results = _results()
     summary = {r["method"]: r for r in summarize(results)}
-    pre_cfg = (ROOT / "configs/fashion_mnist_long.yaml").read_text()
-    info = json.loads((PRE / "run.json").read_text())
-    flags = [f for f in SPEED_FLAGS if f in cpu_flags()]
+    info = json.loads((FIGS / "pretrain_run.json").read_text())
+    env = info.get("env", {})  # the machine the pretraining ran on (as run.json recorded it)
+    flags = [f for f in SPEED_FLAGS if f in env.get("cpu_flags", [])]
     ft = summary.get("finetune")
-    model = yaml.safe_load(pre_cfg)["model"]
+    model = yaml.safe_load((FIGS / "pretrain_config.yaml").read_text())["model"]
     partial = model.get("decoder_keep", 1.0) == 0.25
     cross = model.get("decoder_attention", "self") == "cross"
     idle_min = None
@@ -106,8 +140,8 @@ def main() -> None:
         "",
         "Generated by `.venv/bin/python benchmarks/fashion_mnist_compare.py`, which runs",
         f"`maekit {' '.join(PRETRAIN[3:])}` and then `maekit {' '.join(COMPARE[3:])}`.",
-        f"Machine: {cpu_name()}, CPU flags {' '.join(flags) or 'none of ' + ', '.join(SPEED_FLAGS)}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}; pretraining precision "
+        f"Machine: {env.get('cpu', '?')}, CPU flags {' '.join(flags) or 'none of ' + ', '.join(SPEED_FLAGS)}, "
+        f"{env.get('torch_threads', '?')} threads, torch {env.get('torch', '?')}; pretraining precision "
         f"{info.get('precision', 'fp32')}.",
         "",
         "## Pretraining",
@@ -131,7 +165,7 @@ def main() -> None:
         "",
         "## Downstream, 600 labelled images (stratified, 60 per class), 3 seeds",
         "",
-        (CMP / "results.md").read_text(),
+        (FIGS / "results.md").read_text(),
         _recipes(),
         "",
         "![accuracy vs labels](fashion_mnist/accuracy_vs_labels.png)",
@@ -141,8 +175,14 @@ def main() -> None:
         + ".",
         "",
         *_reused_cells(),
+        _precisions(),
+        "",
     ]
-    text += _against_previous(summary)
+    text += [
+        "One pretraining run here: the spread is over the downstream seeds (label subset, head, order). The spread "
+        "over pretraining seeds is in [fashion_mnist_pretrain_seeds.md](fashion_mnist_pretrain_seeds.md).",
+        "",
+    ]
     if ft:
         text += ["## Targets (issue: time to quality)", ""]
         checks = [("MAE fine-tune >= 85 %", 100 * ft["mean"], 85.0)]
@@ -194,7 +234,7 @@ def _recipes() -> str:
     """One line per trained method: its length and regularisers, read from the compare config as run."""
     import yaml
 
-    cfg = yaml.safe_load((CMP / "config.yaml").read_text())
+    cfg = yaml.safe_load((FIGS / "compare_config.yaml").read_text())
     parts = []
     for method, name in (("finetune", "fine-tune"), ("scratch", "ViT from scratch"), ("cnn", "small CNN")):
         sec = cfg.get(method) or {}
@@ -212,66 +252,9 @@ def _recipes() -> str:
     return "Recipes (configs/compare_fashion_mnist.yaml): " + "; ".join(parts) + "."
 
 
-def _pretraining(run: Path) -> str:
-    """A pretraining run in a few words: its decoder, epochs and final validation reconstruction loss."""
-    from maekit.engine.rundir import read_metrics
-
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    loss = [r for r in read_metrics(run) if "val_recon_loss" in r][-1]["val_recon_loss"]
-    model = cfg["model"]
-    return (
-        f"`{run.relative_to(ROOT)}`: {model.get('decoder_attention') or 'self'}-attention decoder, decoder_keep "
-        f"{model.get('decoder_keep', 1.0):g}, {cfg['train']['epochs']} epochs, final validation reconstruction loss "
-        f"{loss:.4f}"
-    )
-
-
-def _against_previous(summary: dict) -> list[str]:
-    """The encoder's rows next to the same rows of the previous recipe's compare (same label subsets and seeds)."""
-    if not (PREVIOUS / "results.csv").exists() or PREVIOUS.resolve() == CMP.resolve():
-        return []
-    from maekit.commands.cells import flat_keys
-    from maekit.commands.compare import LABELS, summarize
-
-    before = {r["method"]: r for r in summarize(_results(PREVIOUS))}
-    old_cfg, new_cfg = (yaml.safe_load((d / "config.yaml").read_text()) for d in (PREVIOUS, CMP))
-    old_pre = ROOT / old_cfg["pretrained"]
-    lines = [
-        "## Against the previous pretraining recipe",
-        "",
-        f"Now: {_pretraining(PRE)}. Before: {_pretraining(old_pre)} (the same time on the machine the ablation "
-        f"measured; its compare is `{PREVIOUS.relative_to(ROOT)}`). Same label subsets and seeds; each fine-tune's "
-        "learning rate chosen on the validation split with the first seed; a downstream recipe that changed too is "
-        "named in its row. Test accuracy (%), mean ± std over 3 seeds:",
-        "",
-        "| method | downstream recipe change | before | now | difference (points) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    verdicts = []
-    for m in ("finetune", "linprobe", "knn", "linprobe_random", "knn_random"):
-        if m not in before or m not in summary:
-            continue
-        b, n = before[m], summary[m]
-        section = m.removesuffix("_random")
-        old_sec, new_sec = (flat_keys(c.get(section) or {}) for c in (old_cfg, new_cfg))
-        changed = ", ".join(
-            f"`{k}` {old_sec.get(k)} -> {new_sec.get(k)}"
-            for k in sorted(old_sec)  # a key new_sec alone has was added to maekit after the previous run
-            if old_sec[k] != new_sec.get(k)
-        )
-        d = n["mean"] - b["mean"]
-        lines.append(
-            f"| {LABELS[m]} | {changed or '(none)'} | {100 * b['mean']:.2f} ± {100 * b['std']:.2f} | "
-            f"{100 * n['mean']:.2f} ± {100 * n['std']:.2f} | {100 * d:+.2f} |"
-        )
-        size = "beyond" if abs(d) > max(n["std"], b["std"]) else "within"
-        verdicts.append(f"{LABELS[m]} {'higher' if d > 0 else 'lower'} ({size} the larger seed spread)")
-    lines += [
-        "",
-        "Now against before: " + "; ".join(verdicts) + ". One pretraining run each: the spread is over the downstream "
-        "seeds (label subset, head, order), not over pretraining seeds.",
-    ]
-    return lines + [""]
+def _cells() -> list[dict]:
+    path = FIGS / "cells.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _reused_cells() -> list[str]:
@@ -279,10 +262,9 @@ def _reused_cells() -> list[str]:
     use the pretrained encoder, with the same recipe, seed and label subset (`compare` checks the recipe of every
     cell it finds); their times were measured where they ran."""
     moved: dict[str, list[str]] = {}
-    for d in sorted(x for x in (CMP / "cells").iterdir() if (x / "config.yaml").exists()):
-        ran = Path(str(yaml.safe_load((d / "config.yaml").read_text()).get("out") or "")).parent.parent
-        if ran.name and (ROOT / ran).resolve() != CMP.resolve():
-            moved.setdefault(str(ran), []).append(json.loads((d / "run.json").read_text())["kind"])
+    for c in _cells():
+        if c["ran_in"] != str(CMP.relative_to(ROOT)):
+            moved.setdefault(c["ran_in"], []).append(c["kind"])
     return [
         f"Reused: {len(kinds)} cells ({', '.join(sorted(set(kinds)))}) ran in `{where}` and were copied here: they do "
         "not use the pretrained encoder and have the same recipe, seed and label subset (`maekit compare` checks the "
@@ -291,16 +273,31 @@ def _reused_cells() -> list[str]:
     ]
 
 
+def _precisions() -> str:
+    """The precision each trained method's cells ran in (`train.precision: auto` decides per run, by a timed trial)."""
+    from maekit.commands.compare import LABELS
+
+    by: dict[str, dict[str, int]] = {}
+    for c in _cells():
+        if c.get("precision"):
+            method = c["cell"].split("_labels")[0]
+            by.setdefault(method, {})
+            by[method][c["precision"]] = by[method].get(c["precision"], 0) + 1
+    parts = [
+        f"{LABELS.get(m, m)} " + ", ".join(f"{p} ({n} cells)" for p, n in sorted(counts.items()))
+        for m, counts in by.items()
+    ]
+    return "Training precision (`train.precision: auto`, chosen per run by a timed trial): " + "; ".join(parts) + "."
+
+
 def _undisturbed_s(method: str, lr) -> float | None:
     """Training seconds of a method's chosen-rate cells had every epoch run at the cell's fastest epoch rate (the
     least disturbed by other jobs on the cores): an estimate for idle cores, mean over seeds; None without metrics."""
     est = []
-    for d in sorted((CMP / "cells").glob(f"{method}_labels*_lr{lr:g}")):
-        if (d / "metrics.jsonl").exists():
-            ep = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
-            ep = [r for r in ep if "img_per_s" in r]
-            if ep:
-                est.append(sum(r["epoch_time_s"] * r["img_per_s"] for r in ep) / max(r["img_per_s"] for r in ep))
+    for c in _cells():
+        ep = c["epochs"]
+        if fnmatch.fnmatch(c["cell"], f"{method}_labels*_lr{lr:g}") and ep:
+            est.append(sum(r["epoch_time_s"] * r["img_per_s"] for r in ep) / max(r["img_per_s"] for r in ep))
     return sum(est) / len(est) if est else None
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -64,16 +63,33 @@ def keep(seed: int) -> None:
     )
     for src, name in (
         (pre / "metrics.jsonl", f"pretrain_seed{seed}_metrics.jsonl"),
+        (pre / "run.json", f"pretrain_seed{seed}_run.json"),
         (cmp / "results.csv", f"results_seed{seed}.csv"),
     ):
         if src.exists():
             shutil.copy(src, KEPT / name)
 
 
-def write_doc() -> None:
-    import torch
+def machines() -> list[str]:
+    """Each pretraining seed's machine, from its kept run.json (seed 0's is kept by fashion_mnist_compare.py)."""
+    from maekit.environment import SPEED_FLAGS
 
-    from maekit.environment import SPEED_FLAGS, cpu_flags, cpu_name
+    out = []
+    for seed in (0, *NEW_SEEDS):
+        path = SEED0.parent / "pretrain_run.json" if seed == 0 else KEPT / f"pretrain_seed{seed}_run.json"
+        if not path.exists():
+            out.append(f"seed {seed} not recorded in the kept files (its run directory is gone)")
+            continue
+        env = json.loads(path.read_text()).get("env", {})
+        flags = " ".join(f for f in SPEED_FLAGS if f in env.get("cpu_flags", [])) or "none of " + ", ".join(SPEED_FLAGS)
+        out.append(
+            f"seed {seed} on {env.get('cpu', '?')} (flags {flags}), {env.get('torch_threads', '?')} threads, "
+            f"torch {env.get('torch', '?')}"
+        )
+    return out
+
+
+def write_doc() -> None:
 
     per_seed = {0: [r for r in _rows(SEED0) if r["method"] == "finetune"]}
     pretrain: dict[int, dict] = {}
@@ -112,9 +128,7 @@ def write_doc() -> None:
         *[" ".join(["maekit", *c[3:]]) for s in NEW_SEEDS for c in commands(s)],
         "```",
         "",
-        f"Machine: {cpu_name() or platform.machine()}, flags "
-        f"{' '.join(f for f in SPEED_FLAGS if f in cpu_flags()) or '(none of ' + ', '.join(SPEED_FLAGS) + ')'}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}.",
+        "Machines (as each pretraining's run.json recorded them): " + "; ".join(machines()) + ".",
         "",
         "| pretraining seed | final val recon loss | pretraining minutes | fine-tune, downstream seed 0 / 1 / 2 (%) "
         "| mean ± std (%) |",
