@@ -475,3 +475,33 @@ def test_patch_dropout_trains_on_a_random_subset_of_patches_and_evaluates_on_all
     assert torch.equal(plain.eval().forward_features(x), full)
     with pytest.raises(ValueError, match="patch_dropout"):
         ViT((28, 28), 7, 1, 32, 2, 2, patch_dropout=1.0)
+
+
+@pytest.mark.parametrize("decoder_attention", ["self", "cross"])
+def test_attention_runs_in_fp32_under_cpu_bf16_autocast(monkeypatch, decoder_attention):
+    """torch's CPU flash-attention backward in bf16 is several times slower than in fp32, so under CPU autocast
+    every attention (encoder, both decoders) gets fp32 inputs; the linear layers stay in bf16."""
+    import torch.nn.functional as F
+
+    from maekit.models import vit
+
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(vit.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    model = MAE(tiny(decoder_keep=0.5, decoder_attention=decoder_attention)).train()
+    x = torch.randn(2, 1, 28, 28)
+    noise = torch.rand(2, model.cfg.num_patches)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, noise=noise)[0]
+    loss.float().backward()
+    assert seen and all(d == (torch.float32,) * 3 for d in seen)
+    assert model.encoder.blocks[0].attn.qkv.weight.grad is not None
+    seen.clear()
+    ref = model(x, noise=noise)[0]  # outside autocast: fp32 throughout, the same loss to bf16 precision
+    assert all(d == (torch.float32,) * 3 for d in seen) and abs(loss.item() - ref.item()) < 0.05 * abs(ref.item())
