@@ -173,7 +173,8 @@ def _sync(device: torch.device) -> None:
 
 # 'auto' keeps bf16 only when its trial step is this much faster than fp32's. Near 1.0x the choice flipped from run to
 # run with the timing noise of shared cores (one fine-tune recipe's trials read 0.91x-1.19x on an AVX-512 BF16 CPU),
-# so the same config trained in either precision and gave different numbers, for no real speed-up.
+# so the same config trained in either precision and gave different numbers, for no real speed-up. A model whose
+# speed-up sits near this bar can still land on either side: set train.precision to pin one for a benchmark.
 BF16_MIN_SPEEDUP = 1.15
 
 
