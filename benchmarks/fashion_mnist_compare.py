@@ -83,11 +83,12 @@ def keep_all() -> None:
             if (d / "metrics.jsonl").exists()
             else []
         )
+        info = json.loads((d / "run.json").read_text())
         cells.append(
             {
                 "cell": d.name,
-                "kind": json.loads((d / "run.json").read_text())["kind"],
-                "precision": json.loads((d / "run.json").read_text()).get("precision"),
+                "kind": info["kind"],
+                "precision": info.get("precision"),
                 "ran_in": str(ran) if ran.name else str(CMP.relative_to(ROOT)),
                 "epochs": [
                     {"epoch_time_s": r["epoch_time_s"], "img_per_s": r["img_per_s"]}
