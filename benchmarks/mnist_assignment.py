@@ -136,6 +136,8 @@ def run() -> None:
 def keep(seed: int) -> None:
     """Copy what the doc reads next to it: the seed's sweep.csv and baseline results; seed 0's figures."""
     out = out_dir(seed)
+    if not out.is_dir():  # a clone without the runs: the kept files are what the doc reads
+        return
     KEPT.mkdir(parents=True, exist_ok=True)
     kept(out / "sweep.csv", KEPT / f"sweep_seed{seed}.csv")
     for name in ("linprobe_random", "scratch"):
@@ -283,7 +285,7 @@ def write_doc() -> None:
         + ", ".join(f"{p} in {n} runs" for p, n in sorted(counts.items()))
         + "."
     )
-    seed_args = " ".join(sweep_cmd(1)[3:]).replace(str(RUNS.relative_to(ROOT)), "benchmarks/runs")
+    seed_args = " ".join(sweep_cmd(1)[3:])
     figs = sorted(p.name for p in KEPT.glob("*_finetune_curves.png"))
     best_fig = f"{best_ft['cell']}_finetune"
     text = f"""# MNIST assignment seed: patch size x mask ratio on real MNIST digits
