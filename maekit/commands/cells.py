@@ -83,6 +83,18 @@ def can_resume(run_dir: Path) -> bool:
     return (Path(run_dir) / "run.json").exists() and (last.exists() or previous_path(last).exists())
 
 
+def run_precision(run_dir: Path) -> str | None:
+    """The precision a run trained in ('fp32', 'bf16', ...), as its run.json recorded it; None if it has none."""
+    info = Path(run_dir) / "run.json"
+    return json.loads(info.read_text()).get("precision") if info.exists() else None
+
+
+def saved_precision(run_dir: Path) -> str | None:
+    """train.precision in a run directory's saved config.yaml (None when there is none)."""
+    saved = Path(run_dir) / "config.yaml"
+    return (read_yaml(saved).get("train") or {}).get("precision") if saved.exists() else None
+
+
 def flat_keys(d: dict, prefix: str = "") -> dict:
     """A nested config (or section) as {"a.b": value}."""
     out = {}

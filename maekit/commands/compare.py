@@ -109,6 +109,9 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
     arch = load_run(pretrained).model_cfg  # fails early on a bad path; every cell shares this architecture
     results: list[dict] = []
     selection: list[str] = []
+    # precision auto: a method's first cell times its step in fp32 and bf16 and every later cell of the method trains
+    # in that choice, so that a speed-up near the bar (engine.train.BF16_MIN_SPEEDUP) cannot split its cells
+    pinned: dict[str, str] = {}
 
     def cell(method: str, budget: float, seed: int, epochs: int | None, lr: float | None) -> dict:
         parts = [(method, ""), ("labels", f"{budget:g}"), ("seed", str(seed))]
@@ -119,10 +122,19 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
         c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
         if lr is not None:  # a grid value is a base_lr; it replaces the section's rate, an absolute optim.lr too
             c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr, lr=None))
+        # (a cell that an older maekit ran with 'auto' keeps it, so that its recipe check still passes)
+        if method in pinned and c.train.precision == "auto" and cells.saved_precision(cell_dir) != "auto":
+            c = dataclasses.replace(c, train=dataclasses.replace(c.train, precision=pinned[method]))
         # fine-tuning resumes from its last checkpoint, the rest restart; a changed recipe is refused
-        c = cells.prepare(cell_dir, c, resumable=method in TRAINED, check_recipe=True, main=main)
-        if c is None:
-            return json.loads(result_file.read_text())
+        prepared = cells.prepare(cell_dir, c, resumable=method in TRAINED, check_recipe=True, main=main)
+        if prepared is not None:
+            _run_cell(prepared, cell_dir, method, budget)
+        if c.train.precision == "auto" and (chose := cells.run_precision(cell_dir)):
+            pinned.setdefault(method, chose)
+        return json.loads(result_file.read_text())  # the same result on every process
+
+    def _run_cell(c, cell_dir: Path, method: str, budget: float) -> None:
+        result_file = cell_dir / "result.json"
         runner = finetune.run if method in TRAINED else linprobe.run if method.startswith("linprobe") else knn.run
         res = runner(c, cell_dir, method)
         if "stopped_at_step" in res:  # train.stop_after in a section: no result yet
@@ -137,7 +149,6 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
             res["lr"] = c.optim.lr if method in TRAINED else None
             atomic_write_text(result_file, json.dumps(res, indent=1))
         barrier()
-        return json.loads(result_file.read_text())  # the same result on every process
 
     for bi, budget in enumerate(cfg.budgets):
         epochs = cfg.finetune_epochs[bi] if cfg.finetune_epochs else None
