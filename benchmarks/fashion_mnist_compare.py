@@ -181,9 +181,16 @@ def main() -> None:
         _precisions(),
         "",
     ]
+    seeds_study = ROOT / "docs/results/fashion_mnist_pretrain_seeds/pretrain_seed0_metrics.jsonl"
+    study_epochs = (
+        sum("val_recon_loss" in json.loads(x) for x in seeds_study.read_text().splitlines())
+        if seeds_study.exists()
+        else len(epochs)
+    )
     text += [
         "One pretraining run here: the spread is over the downstream seeds (label subset, head, order). The spread "
-        "over pretraining seeds is in [fashion_mnist_pretrain_seeds.md](fashion_mnist_pretrain_seeds.md).",
+        "over pretraining seeds is in [fashion_mnist_pretrain_seeds.md](fashion_mnist_pretrain_seeds.md)"
+        + (f", measured with the earlier {study_epochs}-epoch pretraining." if study_epochs != len(epochs) else "."),
         "",
     ]
     if ft:

@@ -20,10 +20,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs/results/fashion_mnist_pretrain_seeds.md"
 KEPT = DOC.parent / "fashion_mnist_pretrain_seeds"  # copies of the runs' result files: the doc regenerates from them
-SEED0 = ROOT / "docs/results/fashion_mnist/results.csv"  # the compare's cells (pretraining seed 0), kept by its script
+COMPARE_KEPT = ROOT / "docs/results/fashion_mnist"  # the compare's kept files (pretraining seed 0), by its script
+# seed 0's files as they were when this study ran: the compare may since have run a newer recipe
+SEED0 = KEPT / "results_seed0.csv"
 NEW_SEEDS = (1, 2)
 PY = [sys.executable, "-m", "maekit"]
 
@@ -54,6 +58,17 @@ def commands(seed: int) -> list[list[str]]:
     ]
 
 
+def keep_seed0() -> None:
+    """Copy the compare's pretraining seed 0 files (its cells, pretraining metrics and machine) next to the doc."""
+    KEPT.mkdir(parents=True, exist_ok=True)
+    for name, kept_as in (
+        ("results.csv", SEED0.name),
+        ("pretrain_metrics.jsonl", "pretrain_seed0_metrics.jsonl"),
+        ("pretrain_run.json", "pretrain_seed0_run.json"),
+    ):
+        shutil.copy(COMPARE_KEPT / name, KEPT / kept_as)
+
+
 def keep(seed: int) -> None:
     """Copy a pretraining seed's result files next to the doc."""
     KEPT.mkdir(parents=True, exist_ok=True)
@@ -71,12 +86,12 @@ def keep(seed: int) -> None:
 
 
 def machines() -> list[str]:
-    """Each pretraining seed's machine, from its kept run.json (seed 0's is kept by fashion_mnist_compare.py)."""
+    """Each pretraining seed's machine, from its kept run.json."""
     from maekit.environment import SPEED_FLAGS
 
     out = []
     for seed in (0, *NEW_SEEDS):
-        path = SEED0.parent / "pretrain_run.json" if seed == 0 else KEPT / f"pretrain_seed{seed}_run.json"
+        path = KEPT / f"pretrain_seed{seed}_run.json"
         if not path.exists():
             out.append(f"seed {seed} not recorded in the kept files (its run directory is gone)")
             continue
@@ -93,8 +108,8 @@ def write_doc() -> None:
 
     per_seed = {0: [r for r in _rows(SEED0) if r["method"] == "finetune"]}
     pretrain: dict[int, dict] = {}
-    for seed in NEW_SEEDS:
-        if (f := KEPT / f"results_seed{seed}.csv").exists():
+    for seed in (0, *NEW_SEEDS):
+        if seed and (f := KEPT / f"results_seed{seed}.csv").exists():
             per_seed[seed] = [r for r in _rows(f) if r["method"] == "finetune"]
         if (f := KEPT / f"pretrain_seed{seed}_metrics.jsonl").exists():
             ev = [r for r in map(json.loads, f.read_text().splitlines()) if "val_recon_loss" in r]
@@ -103,6 +118,8 @@ def write_doc() -> None:
                 "val": ev[-1]["val_recon_loss"],
                 "min": sum(r["epoch_time_s"] for r in ev) / 60,
             }
+    ran_epochs = sorted({str(p["epochs"]) for p in pretrain.values()})
+    now_epochs = yaml.safe_load((ROOT / "configs/fashion_mnist_long.yaml").read_text())["train"]["epochs"]
     scratch, cnn = ({r["seed"]: r for r in _rows(SEED0) if r["method"] == m} for m in ("scratch", "cnn"))
     pct = lambda v: 100 * v  # noqa: E731
     lines = [
@@ -120,7 +137,14 @@ def write_doc() -> None:
         "seed 0; not re-chosen, so",
         "that only the pretraining changes). Test accuracy, the test split used once per cell. Pretraining seed 0's "
         "cells are the",
-        f"compare's own (`{SEED0.relative_to(ROOT)}`).",
+        f"compare's own, kept as they were when this study ran (`{SEED0.relative_to(ROOT)}`). Every pretraining ran "
+        f"{' / '.join(ran_epochs)} epochs"
+        + (
+            f"; `configs/fashion_mnist_long.yaml` now pretrains {now_epochs}, "
+            "and this study has not been run again with it."
+            if ran_epochs != [str(now_epochs)]
+            else "."
+        ),
         "",
         "Commands per new pretraining seed:",
         "",
@@ -176,6 +200,7 @@ def main() -> None:
     ap.add_argument("--doc-only", action="store_true")
     args = ap.parse_args()
     if not args.doc_only:
+        keep_seed0()
         for seed in NEW_SEEDS:
             for cmd in commands(seed):
                 print("+", " ".join(cmd[2:]), flush=True)
