@@ -14,6 +14,7 @@ from maekit.config import (
 )
 from maekit.errors import MaekitError
 
+METHOD_SECTIONS = ("finetune", "scratch", "cnn", "linprobe")  # the sections of a compare config that train
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))  # configs/seeds/ too
 
 
@@ -35,12 +36,22 @@ def test_every_shipped_yaml_validates(path):
     if not compare:  # a pretraining config, perhaps with the sweep's evaluation sections (maekit/commands/sweep.py)
         from maekit.commands.sweep import DOWNSTREAM
 
+        sections = []
         for m, (dcls, _) in DOWNSTREAM.items():
             if m in data:
-                from_dict(dcls, data.pop(m), f"{m}.").validate()
+                sections.append(from_dict(dcls, data.pop(m), f"{m}."))
+                sections[-1].validate()
     cls = CompareConfig if compare else PretrainConfig
     cfg = from_dict(cls, data)
     cfg.validate()
+    # every run the config trains gets past its warmup (the MNIST seed's 5-epoch fine-tune had 5 warmup epochs)
+    if compare:
+        runs = [cfg.pretrain, *(getattr(cfg, m) for m in METHOD_SECTIONS)]
+    else:
+        runs = [cfg, *(s for s in sections if not isinstance(s, KnnConfig))]
+    for run in runs:
+        if run.optim.schedule != "constant":
+            assert run.optim.warmup_epochs < run.train.epochs, (path.name, type(run).__name__)
 
 
 def test_every_seed_project_has_a_config_and_a_documented_workflow():

@@ -21,14 +21,14 @@ X = torch.randn(N, 3, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.tensor([[1.0], [-2.0], [0.5]])
 
 
-def make(tmp_path, resume=False, **train):
+def make(tmp_path, resume=False, warmup=1, **train):
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
     cfg = TrainConfig(
         **{"epochs": 3, "batch_size": 8, "device": "cpu", "precision": "fp32", "log_every": 1, "progress": False}
         | train
     )
-    optim = OptimConfig(lr=0.1, warmup_epochs=1)
+    optim = OptimConfig(lr=0.1, warmup_epochs=warmup)
     run = RunDir(tmp_path, tensorboard=False)
     trainer = Trainer(
         model,
@@ -53,6 +53,15 @@ def task_of(model, ends=None, select=("val_loss", "min")):
 
     hook = None if ends is None else (lambda e, m: ends.append((e, m)))
     return Task(step_loss, evaluate, select=select, meta={"kind": "toy", "note": "kept"}, on_epoch_end=hook)
+
+
+def test_trainer_warns_when_the_warmup_fills_the_whole_run(tmp_path, capsys):
+    """A run no longer than its warmup never reaches the decay of its schedule (the MNIST seed config's 5-epoch
+    fine-tune had the default 5 warmup epochs): said on stderr, not silently trained."""
+    make(tmp_path / "a", epochs=3, warmup=1)
+    assert "never decays" not in capsys.readouterr().err
+    make(tmp_path / "b", epochs=5, warmup=5)
+    assert "toy: warning: optim.warmup_epochs 5 >= train.epochs 5" in capsys.readouterr().err
 
 
 def test_trainer_schedule_checkpoints_and_best(tmp_path):

@@ -8,6 +8,7 @@ its micro-batch loss, its evaluation, which metric is best and what its checkpoi
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -72,6 +73,14 @@ class Trainer:
         self.train, self.optim, self.dist, self.n_train = train, optim, dist, n_train
         self.effective_batch = train.batch_size * train.accum_steps * dist.world
         self.peak_lr = peak_lr(optim, self.effective_batch)
+        if optim.schedule != "constant" and optim.warmup_epochs >= train.epochs and dist.is_main:
+            # e.g. a 5-epoch fine-tune with the default 5 warmup epochs: it trains, but not on the intended schedule
+            print(
+                f"{kind}: warning: optim.warmup_epochs {optim.warmup_epochs:g} >= train.epochs {train.epochs}: the "
+                "learning rate rises for the whole run and never decays (set a shorter optim.warmup_epochs)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.state = resume_state(run.path, model, optimizer, run, resume, self.effective_batch)
         # a resumed run's time goes on from its checkpoint's (the time between the stop and the resume is not counted)
         self.resumed_s, self._started = self.state.elapsed_s, time.perf_counter()
