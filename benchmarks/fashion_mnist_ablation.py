@@ -4,7 +4,9 @@ Fashion-MNIST with 600 labels, judged on the VALIDATION split only (the test spl
 Every row is one run of `maekit finetune` (or the CNN), seed 0, label subset 0, built from the sections of
 configs/compare_fashion_mnist.yaml with the row's changes. A change `pretrain.KEY=VALUE` first pretrains its own
 encoder (configs/fashion_mnist_long.yaml with that override) and fine-tunes from it. Runs resume and finished rows
-are skipped:
+are skipped. A second table (SHIPPED_ROWS) starts from the recipes as shipped today and fine-tunes the shipped
+pretraining (the compare's `pretrained` run, which benchmarks/fashion_mnist_compare.py pretrains). Every row's result
+is kept in a few numbers in docs/results/fashion_mnist_ablation_rows.json, so `--doc-only` needs no run directories:
 
     .venv/bin/python benchmarks/fashion_mnist_ablation.py [--pretrained RUN_DIR] [--only NAME ...]
     .venv/bin/python benchmarks/fashion_mnist_ablation.py --doc-only
@@ -116,6 +118,25 @@ ROWS: list[tuple[str, str, dict]] = [
 ]
 
 
+# Stage 2: the recipes as shipped in CONFIG (no REFERENCE changes) on the shipped pretraining, each row one change
+SHIPPED_ROWS: list[tuple[str, str, dict]] = [
+    ("fine-tune: the shipped recipe", "finetune", {}),
+    ("fine-tune: 200 epochs", "finetune", {"train.epochs": 200}),
+    ("fine-tune: batch 32 (twice the steps)", "finetune", {"train.batch_size": 32}),
+    ("fine-tune: layer decay 0.65", "finetune", {"optim.layer_decay": 0.65}),
+    ("fine-tune: drop path 0.2", "finetune", {"model.drop_path": 0.2}),
+    ("fine-tune: patch dropout 0.25", "finetune", {"patch_dropout": 0.25}),
+    ("ViT from scratch: the shipped recipe", "scratch", {}),
+    ("ViT from scratch: 200 epochs", "scratch", {"train.epochs": 200}),
+]
+SHIPPED_OUT = OUT / "shipped"
+SUMMARY = ROOT / "docs/results/fashion_mnist_ablation_rows.json"  # every row's result in a few numbers
+
+
+def row_dir(stage: str, name: str) -> Path:
+    return (OUT if stage == "reference" else SHIPPED_OUT) / slug(name)
+
+
 def pretrain_changes(changes: dict) -> dict:
     return {k.removeprefix("pretrain."): v for k, v in changes.items() if k.startswith("pretrain.")}
 
@@ -157,16 +178,23 @@ def run_rows(pretrained: str | None, only: list[str] | None) -> None:
     from maekit.commands import compare, finetune, knn, linprobe
     from maekit.config import CompareConfig, load_config
 
+    shipped = load_config(CompareConfig, CONFIG)
     cfg = load_config(CompareConfig, CONFIG, [f"pretrained={pretrained or REFERENCE_ENCODER}"])
-    for name, method, changes in ROWS:
-        out = OUT / slug(name)
+    stages = [("reference", name, method, changes) for name, method, changes in ROWS]
+    stages += [("shipped", name, method, changes) for name, method, changes in SHIPPED_ROWS]
+    for stage, name, method, changes in stages:
+        out = row_dir(stage, name)
         if (only and slug(name) not in only) or (out / "result.json").exists():
             continue
-        pre = pretrain_dir(changes)
-        own = {k: v for k, v in changes.items() if not k.startswith("pretrain.")}
-        c = _replace(
-            compare._cell_config(cfg, method, 600, 0, None, str(pre or cfg.pretrained)), REFERENCE.get(method, {}) | own
-        )
+        if stage == "shipped":
+            c = _replace(compare._cell_config(shipped, method, 600, 0, None, str(shipped.pretrained)), changes)
+        else:
+            pre = pretrain_dir(changes)
+            own = {k: v for k, v in changes.items() if not k.startswith("pretrain.")}
+            c = _replace(
+                compare._cell_config(cfg, method, 600, 0, None, str(pre or cfg.pretrained)),
+                REFERENCE.get(method, {}) | own,
+            )
         print(f"+ {name}", flush=True)
         if method in ("linprobe", "knn"):  # seconds: no resuming
             (linprobe if method == "linprobe" else knn).run(c, out)
@@ -198,27 +226,58 @@ def count_steps(rates=(0.0, 0.5)) -> None:
     print(f"wrote {STEPS}")
 
 
-def write_doc() -> None:
+def summaries() -> dict:
+    """SUMMARY's rows and pretraining losses, refreshed from the run directories that exist here."""
     from maekit.engine.rundir import read_metrics
 
-    rows = []
-    for name, method, changes in ROWS:
-        f = OUT / slug(name) / "result.json"
-        if f.exists():
-            r = json.loads(f.read_text())
-            # training only (a resumed row's result time is not); k-NN trains nothing and logs no epochs
-            r["train_s"] = sum(m.get("epoch_time_s", 0.0) for m in read_metrics(f.parent))
-            rows.append((name, changes, r))
-    base = {
-        m: next((r for n, ch, r in rows if not ch and n.startswith(p)), None)
-        for m, p in (
-            ("finetune", "fine-tune"),
-            ("scratch", "ViT from scratch"),
-            ("cnn", "small CNN"),
-            ("linprobe", "linear probe"),
-            ("knn", "k-NN"),
-        )
-    }
+    kept = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"rows": {}, "pretrain_val_recon_loss": {}}
+    for stage, rows in (("reference", ROWS), ("shipped", SHIPPED_ROWS)):
+        for name, _, changes in rows:
+            f = row_dir(stage, name) / "result.json"
+            if f.exists():
+                r = json.loads(f.read_text())
+                kept["rows"][f"{stage}/{slug(name)}"] = {
+                    "method": r["method"],
+                    "val_accuracy": r["val_accuracy"],
+                    "precision": r.get("precision"),
+                    # training only (a resumed row's result time is not); k-NN trains nothing and logs no epochs
+                    "train_s": sum(m.get("epoch_time_s", 0.0) for m in read_metrics(f.parent)),
+                }
+            if stage == "reference" and (run := pretrain_path(changes)) and (run / "metrics.jsonl").exists():
+                kept["pretrain_val_recon_loss"][slug(name)] = final_val_recon_loss(run)
+    if (ROOT / REFERENCE_ENCODER / "metrics.jsonl").exists():
+        kept["pretrain_val_recon_loss"]["reference"] = final_val_recon_loss(ROOT / REFERENCE_ENCODER)
+    SUMMARY.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
+    return kept
+
+
+def _table(rows: list[tuple[str, dict, dict]]) -> tuple[list[str], list[tuple[float, str]]]:
+    """The table's lines and each changed row's difference (points) to its method's unchanged row."""
+    base = {r["method"]: r for _, ch, r in rows if not ch}
+    lines = [
+        "| row | change | val accuracy (%) | vs the reference recipe (points) | training time (s) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    deltas = []
+    for name, changes, r in rows:
+        ref = base.get(r["method"])
+        delta = 100 * (r["val_accuracy"] - ref["val_accuracy"]) if ref and changes else None
+        if delta is not None:
+            deltas.append((delta, name))
+        change = ", ".join(f"`{k}={v}`" for k, v in changes.items()) or "(none)"
+        shown = f"{delta:+.2f}" if delta is not None else ""
+        lines.append(f"| {name} | {change} | {100 * r['val_accuracy']:.2f} | {shown} | {r['train_s']:.0f} |")
+    return lines, deltas
+
+
+def write_doc() -> None:
+    kept = summaries()
+    rows = [
+        (name, changes, kept["rows"][key])
+        for name, _, changes in ROWS
+        if (key := f"reference/{slug(name)}") in kept["rows"]
+    ]
+    table, deltas = _table(rows)
     lines = [
         "# Fashion-MNIST, 600 labels: what each part of the downstream recipe is worth",
         "",
@@ -230,19 +289,7 @@ def write_doc() -> None:
         + "; ".join(f"{m}: " + ", ".join(f"`{k}={v}`" for k, v in ch.items()) for m, ch in REFERENCE.items())
         + " on top of today's section).",
         "",
-        "| row | change | val accuracy (%) | vs the reference recipe (points) | training time (s) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for name, changes, r in rows:
-        method = r["method"]
-        ref = base.get(method)
-        delta = f"{100 * (r['val_accuracy'] - ref['val_accuracy']):+.2f}" if ref and changes else ""
-        change = ", ".join(f"`{k}={v}`" for k, v in changes.items()) or "(none)"
-        lines.append(f"| {name} | {change} | {100 * r['val_accuracy']:.2f} | {delta} | {r['train_s']:.0f} |")
-    deltas = [
-        (100 * (r["val_accuracy"] - base[r["method"]]["val_accuracy"]), name)
-        for name, ch, r in rows
-        if ch and base.get(r["method"])
+        *table,
     ]
     big = sorted((d, n) for d, n in deltas if abs(d) >= 1.0)
     lines += [
@@ -269,11 +316,11 @@ def write_doc() -> None:
         "Training times in the table were measured on cores shared with other jobs, except the cross-attention "
         "decoder row's (idle cores, a faster machine).",
         "Final validation reconstruction loss of each pretraining (normalised-pixel MSE on the masked patches, fixed "
-        f"masks): reference {final_val_recon_loss(ROOT / REFERENCE_ENCODER):.4f}; "
+        f"masks): reference {kept['pretrain_val_recon_loss']['reference']:.4f}; "
         + "; ".join(
-            f"{name.removeprefix('pretraining: ')} {final_val_recon_loss(run):.4f}"
+            f"{name.removeprefix('pretraining: ')} {kept['pretrain_val_recon_loss'][slug(name)]:.4f}"
             for name, changes, _ in rows
-            if (run := pretrain_path(changes)) and (run / "metrics.jsonl").exists()
+            if pretrain_path(changes) and slug(name) in kept["pretrain_val_recon_loss"]
         )
         + ".",
         *(
@@ -293,8 +340,45 @@ def write_doc() -> None:
         "(docs/results/fashion_mnist.md gives the spread over three seeds).",
         "",
     ]
+    lines += shipped_section(kept)
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
+
+
+def shipped_section(kept: dict) -> list[str]:
+    """The second table: one change at a time from the recipes as shipped, on the shipped pretraining."""
+    import yaml
+
+    rows = [
+        (name, changes, kept["rows"][key])
+        for name, _, changes in SHIPPED_ROWS
+        if (key := f"shipped/{slug(name)}") in kept["rows"]
+    ]
+    if not rows:
+        return []
+    cfg = yaml.safe_load((ROOT / CONFIG).read_text())
+    pre = yaml.safe_load((ROOT / PRETRAIN_CONFIG).read_text())
+    table, deltas = _table(rows)
+    big = sorted((d, n) for d, n in deltas if abs(d) >= 1.0)
+    precisions = sorted({str(r.get("precision")) for _, _, r in rows})
+    return [
+        "## The shipped recipes, one change at a time",
+        "",
+        f"Each row starts from its method's section of `{CONFIG}` as shipped (fine-tune base_lr "
+        f"{cfg['finetune']['optim']['base_lr']:g}, ViT from scratch base_lr {cfg['scratch']['optim']['base_lr']:g}) "
+        f"and fine-tunes the shipped pretraining, `{cfg['pretrained']}` (`{PRETRAIN_CONFIG}`: "
+        f"{pre['train']['epochs']} epochs, {pre['model'].get('decoder_attention', 'self')}-attention decoder), which "
+        "`benchmarks/fashion_mnist_compare.py` pretrains. Seed 0, label subset 0, validation accuracy only; "
+        f"training precision {', '.join(precisions)} (`train.precision: auto`); training times on idle cores unless "
+        "the run shared them.",
+        "",
+        *table,
+        "",
+        "Changes of a point or more: "
+        + ("; ".join(f"{n} {d:+.2f}" for d, n in sorted(big, reverse=True)) if big else "none")
+        + ". The same one-seed caution applies.",
+        "",
+    ]
 
 
 def main() -> None:
