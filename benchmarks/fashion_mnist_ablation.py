@@ -128,6 +128,7 @@ SHIPPED_ROWS: list[tuple[str, str, dict]] = [
     ("fine-tune: patch dropout 0.25", "finetune", {"patch_dropout": 0.25}),
     ("ViT from scratch: as shipped", "scratch", {}),
     ("ViT from scratch: 200 epochs", "scratch", {"train.epochs": 200}),
+    ("pretraining: twice as long (56 epochs)", "finetune", {"pretrain.train.epochs": 56}),
 ]
 SHIPPED_OUT = OUT / "shipped"
 SUMMARY = ROOT / "docs/results/fashion_mnist_ablation_rows.json"  # every row's result in a few numbers
@@ -141,10 +142,30 @@ def pretrain_changes(changes: dict) -> dict:
     return {k.removeprefix("pretrain."): v for k, v in changes.items() if k.startswith("pretrain.")}
 
 
-def pretrain_path(changes: dict) -> Path | None:
-    """Where the row's own pretraining run is (None: the row uses REFERENCE_ENCODER)."""
+def pretrain_path(changes: dict, stage: str = "reference") -> Path | None:
+    """Where the row's own pretraining run is (None: the row uses its stage's encoder)."""
     pre = pretrain_changes(changes)
-    return OUT / ("pretrain_" + slug("_".join(f"{k}_{v}" for k, v in pre.items()))) if pre else None
+    name = "pretrain_" + slug("_".join(f"{k}_{v}" for k, v in pre.items()))
+    return ((OUT if stage == "reference" else SHIPPED_OUT) / name) if pre else None
+
+
+def shipped_encoder() -> str:
+    import yaml
+
+    return yaml.safe_load((ROOT / CONFIG).read_text())["pretrained"]
+
+
+def pretrain_minutes(run: Path) -> float:
+    """Training minutes of a pretraining run (the sum of its epochs' times)."""
+    from maekit.engine.rundir import read_metrics
+
+    return sum(r["epoch_time_s"] for r in read_metrics(run) if "epoch_time_s" in r) / 60
+
+
+def pretrain_epochs(run: Path) -> int:
+    from maekit.engine.rundir import read_metrics
+
+    return sum(1 for r in read_metrics(run) if "epoch_time_s" in r)
 
 
 def final_val_recon_loss(run: Path) -> float:
@@ -153,13 +174,15 @@ def final_val_recon_loss(run: Path) -> float:
     return [r for r in read_metrics(run) if "val_recon_loss" in r][-1]["val_recon_loss"]
 
 
-def pretrain_dir(changes: dict) -> Path | None:
-    """The row's own pretraining run (None: the reference one), pretrained here (resuming) until it is finished."""
-    pre, out = pretrain_changes(changes), pretrain_path(changes)
+def pretrain_dir(changes: dict, stage: str = "reference") -> Path | None:
+    """The row's own pretraining run (None: its stage's encoder), pretrained here (resuming) until it is finished:
+    PRETRAIN_CONFIG with the row's changes, on top of PRETRAIN_REFERENCE's for the first table."""
+    pre, out = pretrain_changes(changes), pretrain_path(changes, stage)
     if out is None:
         return None
     cmd = [sys.executable, "-m", "maekit", "pretrain", "-c", PRETRAIN_CONFIG, f"out={out}", "resume=true"]
-    subprocess.run(cmd + [f"{k}={v}" for k, v in (PRETRAIN_REFERENCE | pre).items()], cwd=ROOT, check=True)
+    pre = (PRETRAIN_REFERENCE if stage == "reference" else {}) | pre
+    subprocess.run(cmd + ["train.progress=false"] + [f"{k}={v}" for k, v in pre.items()], cwd=ROOT, check=True)
     return out
 
 
@@ -187,11 +210,11 @@ def run_rows(pretrained: str | None, only: list[str] | None) -> None:
         out = row_dir(stage, name)
         if (only and slug(name) not in only) or (out / "result.json").exists() or f"{stage}/{slug(name)}" in done:
             continue  # a row whose result is kept has run (its run directory may be gone)
+        pre = pretrain_dir(changes, stage)
+        own = {k: v for k, v in changes.items() if not k.startswith("pretrain.")}
         if stage == "shipped":
-            c = _replace(compare._cell_config(shipped, method, 600, 0, None, str(shipped.pretrained)), changes)
+            c = _replace(compare._cell_config(shipped, method, 600, 0, None, str(pre or shipped.pretrained)), own)
         else:
-            pre = pretrain_dir(changes)
-            own = {k: v for k, v in changes.items() if not k.startswith("pretrain.")}
             c = _replace(
                 compare._cell_config(cfg, method, 600, 0, None, str(pre or cfg.pretrained)),
                 REFERENCE.get(method, {}) | own,
@@ -244,10 +267,16 @@ def summaries() -> dict:
                     # training only (a resumed row's result time is not); k-NN trains nothing and logs no epochs
                     "train_s": sum(m.get("epoch_time_s", 0.0) for m in read_metrics(f.parent)),
                 }
-            if stage == "reference" and (run := pretrain_path(changes)) and (run / "metrics.jsonl").exists():
-                kept["pretrain_val_recon_loss"][slug(name)] = final_val_recon_loss(run)
-    if (ROOT / REFERENCE_ENCODER / "metrics.jsonl").exists():
-        kept["pretrain_val_recon_loss"]["reference"] = final_val_recon_loss(ROOT / REFERENCE_ENCODER)
+            if (run := pretrain_path(changes, stage)) and (run / "metrics.jsonl").exists():
+                key = slug(name) if stage == "reference" else f"{stage}/{slug(name)}"
+                kept["pretrain_val_recon_loss"][key] = final_val_recon_loss(run)
+                kept.setdefault("pretrain_train_min", {})[key] = pretrain_minutes(run)
+                kept.setdefault("pretrain_epochs", {})[key] = pretrain_epochs(run)
+    for key, run in (("reference", ROOT / REFERENCE_ENCODER), ("shipped", ROOT / shipped_encoder())):
+        if (run / "metrics.jsonl").exists():
+            kept["pretrain_val_recon_loss"][key] = final_val_recon_loss(run)
+            kept.setdefault("pretrain_train_min", {})[key] = pretrain_minutes(run)
+            kept.setdefault("pretrain_epochs", {})[key] = pretrain_epochs(run)
     SUMMARY.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
     return kept
 
@@ -359,6 +388,13 @@ def shipped_section(kept: dict) -> list[str]:
         return []
     cfg = yaml.safe_load((ROOT / CONFIG).read_text())
     pre = yaml.safe_load((ROOT / PRETRAIN_CONFIG).read_text())
+    keys = ("pretrain_val_recon_loss", "pretrain_train_min", "pretrain_epochs")
+    loss, minutes, epochs = (kept.get(k, {}) for k in keys)
+    own = [
+        f"{name.removeprefix('pretraining: ')}: {epochs[k]} epochs, {minutes[k]:.1f} min, loss {loss[k]:.4f}"
+        for name, changes, _ in rows
+        if pretrain_changes(changes) and (k := f"shipped/{slug(name)}") in loss
+    ]
     table, deltas = _table(rows)
     big = sorted((d, n) for d, n in deltas if abs(d) >= 1.0)
     precisions = sorted({str(r.get("precision")) for _, _, r in rows})
@@ -368,10 +404,13 @@ def shipped_section(kept: dict) -> list[str]:
         f"Each row starts from its method's section of `{CONFIG}` as shipped (fine-tune base_lr "
         f"{cfg['finetune']['optim']['base_lr']:g}, ViT from scratch base_lr {cfg['scratch']['optim']['base_lr']:g}) "
         f"and fine-tunes the shipped pretraining, `{cfg['pretrained']}` (`{PRETRAIN_CONFIG}`: "
-        f"{pre['train']['epochs']} epochs, {pre['model'].get('decoder_attention', 'self')}-attention decoder), which "
-        "`benchmarks/fashion_mnist_compare.py` pretrains. Seed 0, label subset 0, validation accuracy only; "
-        f"training precision {', '.join(precisions)} (`train.precision: auto`); training times on idle cores unless "
-        "the run shared them.",
+        f"{epochs.get('shipped', '?')} epochs, {pre['model'].get('decoder_attention', 'self')}-attention decoder), "
+        "which `benchmarks/fashion_mnist_compare.py` pretrains; rows named *pretraining* pretrain their own encoder ("
+        f"`{PRETRAIN_CONFIG}` with the change). Seed 0, label subset 0, validation accuracy only; training precision "
+        f"{', '.join(precisions)} (`train.precision: auto`). Final validation reconstruction loss and training time "
+        f"of each pretraining: shipped {loss.get('shipped', float('nan')):.4f}, {minutes.get('shipped', 0):.1f} min"
+        + "".join(f"; {x}" for x in own)
+        + ".",
         "",
         *table,
         "",
