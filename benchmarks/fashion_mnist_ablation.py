@@ -128,6 +128,7 @@ SHIPPED_ROWS: list[tuple[str, str, dict]] = [
     ("fine-tune: patch dropout 0.25", "finetune", {"patch_dropout": 0.25}),
     ("ViT from scratch: as shipped", "scratch", {}),
     ("ViT from scratch: 200 epochs", "scratch", {"train.epochs": 200}),
+    ("ViT from scratch: 400 epochs", "scratch", {"train.epochs": 400}),
     ("pretraining: twice as long (56 epochs)", "finetune", {"pretrain.train.epochs": 56}),
 ]
 SHIPPED_OUT = OUT / "shipped"
