@@ -352,6 +352,55 @@ def test_compare_trains_every_cell_of_a_method_in_its_first_cells_precision(
     assert main(args) == 0
 
 
+def test_compare_reuses_pinned_cells_when_a_changed_grid_makes_one_of_them_first(
+    tmp_path, fmnist_small, pretrained_run, monkeypatch
+):
+    """A grid moved up one step ([1e-3, 1e-2] -> [1e-2, 1e-1]) makes the pinned 1e-2 cell the method's first. It is
+    reused in the precision it was pinned to, and the new cells train in that too. Before, the recipe check compared
+    its saved 'bf16' with the section's 'auto' and refused the whole compare ("run with another recipe")."""
+    from maekit.config import save_yaml, to_dict
+
+    trials = []
+
+    def fake(c, out, method):
+        chose = c.train.precision
+        if chose == "auto":
+            trials.append(out.name)
+            chose = "bf16"
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(to_dict(c) | {"out": str(out)}, out / "config.yaml")
+        (out / "run.json").write_text(json.dumps({"kind": method, "precision": chose}))
+        val = {1e-3: 0.5, 1e-2: 0.6, 1e-1: 0.55}[c.optim.base_lr]
+        return {
+            "method": method,
+            "labels": 60,
+            "seed": 0,
+            "test_accuracy": val,
+            "test_roc_auc": 0.5,
+            "val_accuracy": val,
+        }
+
+    monkeypatch.setattr(finetune, "run", fake)
+    out = tmp_path / "cmp"
+    args = [
+        "compare",
+        f"pretrained={pretrained_run}",
+        f"out={out}",
+        f"pretrain.data.path={fmnist_small}",
+        "budgets=[60]",
+        "seeds=[0]",
+        "methods=[finetune]",
+        "finetune.train.precision=auto",
+    ]
+    assert main(args + ["finetune_lrs=[1.0e-3, 1.0e-2]"]) == 0
+    assert trials == ["finetune_labels60_seed0_lr0.001"]
+    assert main(args + ["finetune_lrs=[1.0e-2, 1.0e-1]"]) == 0
+    assert trials == ["finetune_labels60_seed0_lr0.001"]  # no second trial: the reused first cell pinned the method
+    new = out / "cells" / "finetune_labels60_seed0_lr0.1"
+    assert json.loads((new / "run.json").read_text())["precision"] == "bf16"
+    assert yaml.safe_load((new / "config.yaml").read_text())["train"]["precision"] == "bf16"
+
+
 def test_compare_says_when_the_chosen_rate_is_at_the_edge_of_its_grid(
     tmp_path, fmnist_small, pretrained_run, monkeypatch, capsys
 ):

@@ -122,14 +122,17 @@ def _run(cfg: CompareConfig, out: Path, d) -> list[dict]:
         c = _cell_config(cfg, method, budget, seed, epochs, pretrained, arch)
         if lr is not None:  # a grid value is a base_lr; it replaces the section's rate, an absolute optim.lr too
             c = dataclasses.replace(c, optim=dataclasses.replace(c.optim, base_lr=lr, lr=None))
-        # (a cell that an older maekit ran with 'auto' keeps it, so that its recipe check still passes)
-        if method in pinned and c.train.precision == "auto" and cells.saved_precision(cell_dir) != "auto":
-            c = dataclasses.replace(c, train=dataclasses.replace(c.train, precision=pinned[method]))
+        # (a cell that an older maekit ran with 'auto' keeps it, so that its recipe check still passes; a finished
+        # cell pinned by an earlier run, now its method's first because the grid or the seeds changed, keeps the
+        # precision it was pinned to: it is what that run's 'auto' chose)
+        auto, saved = c.train.precision == "auto", cells.saved_precision(cell_dir)
+        if auto and saved != "auto" and (precision := pinned.get(method) or saved):
+            c = dataclasses.replace(c, train=dataclasses.replace(c.train, precision=precision))
         # fine-tuning resumes from its last checkpoint, the rest restart; a changed recipe is refused
         prepared = cells.prepare(cell_dir, c, resumable=method in TRAINED, check_recipe=True, main=main)
         if prepared is not None:
             _run_cell(prepared, cell_dir, method, budget)
-        if c.train.precision == "auto" and (chose := cells.run_precision(cell_dir)):
+        if auto and (chose := cells.run_precision(cell_dir)):
             pinned.setdefault(method, chose)
         return json.loads(result_file.read_text())  # the same result on every process
 
