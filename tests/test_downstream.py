@@ -296,25 +296,20 @@ def test_compare_grid_rate_replaces_an_absolute_lr(tmp_path, fmnist_small, pretr
     assert (row["base_lr"], float(row["lr"])) == ("", 1e-5)
 
 
-def test_compare_trains_every_cell_of_a_method_in_its_first_cells_precision(
-    tmp_path, fmnist_small, pretrained_run, monkeypatch
-):
-    """precision auto: a method's first cell runs the timed trial and the method's later cells train in its choice.
-    Before, each cell ran its own trial, and a speed-up near the bar split one method's cells between fp32 and bf16
-    (seen on an AVX-512 BF16 CPU). A cell that an older maekit ran with 'auto' is still accepted when run again."""
+def _precision_recording_run(trials: list, choices: list[str]):
+    """A stand-in for finetune.run that saves its config and precision the way a real run does, without training: a
+    timed trial ('auto') is appended to `trials` and chooses choices[trial number] (the last one after that)."""
     from maekit.config import save_yaml, to_dict
 
-    trials = []
-
-    def fake(c, out, method):  # a run that records its precision the way finetune.run does; the trial flips
+    def run(c, out, method):
         chose = c.train.precision
         if chose == "auto":
             trials.append(out.name)
-            chose = "fp32" if len(trials) == 1 else "bf16"
+            chose = choices[min(len(trials), len(choices)) - 1]
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(to_dict(c) | {"out": str(out)}, out / "config.yaml")
         (out / "run.json").write_text(json.dumps({"kind": method, "precision": chose}))
-        val = {1e-3: 0.5, 1e-2: 0.6}[c.optim.base_lr]
+        val = {1e-3: 0.5, 1e-2: 0.6, 1e-1: 0.55}[c.optim.base_lr]
         return {
             "method": method,
             "labels": 60,
@@ -324,7 +319,19 @@ def test_compare_trains_every_cell_of_a_method_in_its_first_cells_precision(
             "val_accuracy": val,
         }
 
-    monkeypatch.setattr(finetune, "run", fake)
+    return run
+
+
+def test_compare_trains_every_cell_of_a_method_in_its_first_cells_precision(
+    tmp_path, fmnist_small, pretrained_run, monkeypatch
+):
+    """precision auto: a method's first cell runs the timed trial and the method's later cells train in its choice.
+    Before, each cell ran its own trial, and a speed-up near the bar split one method's cells between fp32 and bf16
+    (seen on an AVX-512 BF16 CPU). A cell that an older maekit ran with 'auto' is still accepted when run again."""
+    from maekit.config import save_yaml
+
+    trials = []
+    monkeypatch.setattr(finetune, "run", _precision_recording_run(trials, ["fp32", "bf16"]))  # the trial flips
     out = tmp_path / "cmp"
     args = [
         "compare",
@@ -358,29 +365,8 @@ def test_compare_reuses_pinned_cells_when_a_changed_grid_makes_one_of_them_first
     """A grid moved up one step ([1e-3, 1e-2] -> [1e-2, 1e-1]) makes the pinned 1e-2 cell the method's first. It is
     reused in the precision it was pinned to, and the new cells train in that too. Before, the recipe check compared
     its saved 'bf16' with the section's 'auto' and refused the whole compare ("run with another recipe")."""
-    from maekit.config import save_yaml, to_dict
-
     trials = []
-
-    def fake(c, out, method):
-        chose = c.train.precision
-        if chose == "auto":
-            trials.append(out.name)
-            chose = "bf16"
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(to_dict(c) | {"out": str(out)}, out / "config.yaml")
-        (out / "run.json").write_text(json.dumps({"kind": method, "precision": chose}))
-        val = {1e-3: 0.5, 1e-2: 0.6, 1e-1: 0.55}[c.optim.base_lr]
-        return {
-            "method": method,
-            "labels": 60,
-            "seed": 0,
-            "test_accuracy": val,
-            "test_roc_auc": 0.5,
-            "val_accuracy": val,
-        }
-
-    monkeypatch.setattr(finetune, "run", fake)
+    monkeypatch.setattr(finetune, "run", _precision_recording_run(trials, ["bf16"]))
     out = tmp_path / "cmp"
     args = [
         "compare",
